@@ -1,0 +1,271 @@
+//! [`MemoryBackend`]: state in this process, bounded, with no connection to fail.
+//!
+//! # State layout
+//! Policy state that is touched on every request (a rate-limit bucket) lives in a sharded hash
+//! table of fixed-size slots, updated in place with atomics under a shard's read lock. A lookup is
+//! one hash, one uncontended read lock and one probe: no allocation, no bookkeeping per read.
+//! A general cache (moka) was measured first: its `get` records every read for its eviction policy,
+//! which made a decision about 3.4x the cost of governor's keyed check at 10,000 keys, and
+//! get-then-insert about 15x.
+//!
+//! Keys leave in two ways. A slot whose state is back to "as if never seen" (a full bucket) is
+//! dropped by the sweep that runs as a shard grows, which is exact: dropping it changes no answer.
+//! When a shard is at capacity with every slot still in use, the slots closest to "as if never
+//! seen" go first (for rate limits, the callers who owe the least).
+//!
+//! # Caveat: eviction forgets
+//! Evicting a slot that is still in use resets it: a rate-limited caller whose bucket is evicted
+//! starts again with a full bucket. Size `max_keys` above the number of callers active within one
+//! quota period; a spray of new keys evicts the slots owing least first, so it buys a sprayer little.
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use hashbrown::HashTable;
+
+use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::error::ConfigError;
+
+/// Process-local state for every layer; cheap to clone, clones share state settings.
+///
+/// ```
+/// use api_policy::backend::MemoryBackend;
+/// let backend = MemoryBackend::builder().max_keys(50_000).build().unwrap();
+/// assert_eq!(backend.max_keys(), 50_000);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryBackend {
+    max_keys: usize,
+    clock: SharedClock,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self {
+            max_keys: 100_000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl MemoryBackend {
+    /// A backend with the defaults: 100,000 keys per store, the system clock.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a configured backend.
+    #[must_use]
+    pub fn builder() -> MemoryBackendBuilder {
+        MemoryBackendBuilder { inner: Self::default() }
+    }
+
+    /// The most keys each store of this backend holds.
+    #[must_use]
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// The clock stores read.
+    #[must_use]
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+}
+
+/// Builds a [`MemoryBackend`].
+#[derive(Debug)]
+#[must_use]
+pub struct MemoryBackendBuilder {
+    inner: MemoryBackend,
+}
+
+impl MemoryBackendBuilder {
+    /// The most keys each store holds (default 100,000).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.inner.max_keys = max_keys;
+        self
+    }
+
+    /// The clock stores read (default: the system clock); tests pass a
+    /// [`ManualClock`](crate::clock::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.inner.clock = Arc::new(clock);
+        self
+    }
+
+    /// The backend.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when `max_keys` is zero.
+    pub fn build(self) -> Result<MemoryBackend, ConfigError> {
+        if self.inner.max_keys == 0 {
+            return Err(ConfigError::new("memory.max_keys", "must be at least 1"));
+        }
+        Ok(self.inner)
+    }
+}
+
+/// A slot's view of time: whether it can be forgotten without changing any answer, and otherwise
+/// how much forgetting it would forgive.
+pub(crate) trait Slot: Send + Sync + 'static {
+    /// True when the slot holds nothing a fresh slot would not.
+    fn is_idle(&self, now_us: u64) -> bool;
+    /// How much evicting the slot now would forgive; the least go first.
+    fn debt(&self, now_us: u64) -> u64;
+}
+
+struct Entry<V> {
+    caller: Box<str>,
+    bucket: Box<str>,
+    tag: u8,
+    slot: V,
+}
+
+struct Shard<V> {
+    table: HashTable<Entry<V>>,
+    sweep_at: usize,
+}
+
+const SHARDS: usize = 64;
+/// Bits 51..57 of the hash choose the shard: hashbrown uses the top seven for its tags and the
+/// low bits for the bucket, so these leave both evenly spread within a shard.
+const SHARD_SHIFT: u32 = 51;
+const MIN_SWEEP: usize = 64;
+
+/// A bounded, sharded table of slots keyed by (caller, bucket, tag).
+pub(crate) struct SlotTable<V> {
+    shards: Box<[RwLock<Shard<V>>]>,
+    hasher: foldhash::fast::RandomState,
+    shard_capacity: usize,
+}
+
+impl<V: Slot> SlotTable<V> {
+    pub(crate) fn new(max_keys: usize) -> Self {
+        let shards = (0..SHARDS)
+            .map(|_| {
+                RwLock::new(Shard {
+                    table: HashTable::new(),
+                    sweep_at: MIN_SWEEP,
+                })
+            })
+            .collect();
+        Self {
+            shards,
+            hasher: foldhash::fast::RandomState::default(),
+            shard_capacity: max_keys.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    /// Runs `f` on the slot for the key, creating it with `make` when absent.
+    pub(crate) fn with<R>(
+        &self,
+        caller: &str,
+        bucket: &str,
+        tag: u8,
+        now_us: u64,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&V) -> R,
+    ) -> R {
+        let hash = self.hasher.hash_one((caller, bucket, tag));
+        let shard = &self.shards[(hash >> SHARD_SHIFT) as usize % SHARDS];
+        let eq = |e: &Entry<V>| e.tag == tag && &*e.caller == caller && &*e.bucket == bucket;
+        {
+            let read = shard.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = read.table.find(hash, eq) {
+                return f(&entry.slot);
+            }
+        }
+        let mut write = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = write.table.find(hash, eq) {
+            return f(&entry.slot);
+        }
+        if write.table.len() >= write.sweep_at {
+            self.sweep(&mut write, now_us);
+        }
+        let entry = Entry {
+            caller: caller.into(),
+            bucket: bucket.into(),
+            tag,
+            slot: make(),
+        };
+        let hasher = |e: &Entry<V>| self.hasher.hash_one((&*e.caller, &*e.bucket, e.tag));
+        let entry = write.table.insert_unique(hash, entry, hasher);
+        f(&entry.get().slot)
+    }
+
+    /// Drops idle slots; if the shard is still full, evicts the slots owing least down to 7/8 of
+    /// capacity, so a shard under pressure sweeps once per capacity/8 insertions, not every time.
+    fn sweep(&self, shard: &mut Shard<V>, now_us: u64) {
+        shard.table.retain(|e| !e.slot.is_idle(now_us));
+        let len = shard.table.len();
+        if len >= self.shard_capacity {
+            let keep = self.shard_capacity - self.shard_capacity / 8 - 1;
+            let mut debts: Vec<u64> = shard.table.iter().map(|e| e.slot.debt(now_us)).collect();
+            let cut = len - keep;
+            let (_, threshold, _) = debts.select_nth_unstable(cut - 1);
+            let threshold = *threshold;
+            let mut evict = cut;
+            shard.table.retain(|e| {
+                if evict > 0 && e.slot.debt(now_us) <= threshold {
+                    evict -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        shard.sweep_at = (shard.table.len() * 2).clamp(MIN_SWEEP.min(self.shard_capacity), self.shard_capacity);
+    }
+
+    /// Keys held now, across shards.
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).table.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A slot that is idle after `until`, owing `until - now`.
+    struct Until(AtomicU64);
+
+    impl Slot for Until {
+        fn is_idle(&self, now: u64) -> bool {
+            self.0.load(Ordering::Relaxed) <= now
+        }
+        fn debt(&self, now: u64) -> u64 {
+            self.0.load(Ordering::Relaxed).saturating_sub(now)
+        }
+    }
+
+    #[test]
+    fn idle_slots_are_swept_and_busy_ones_kept() {
+        let table = SlotTable::new(64 * 1000);
+        table.with("busy", "b", 0, 0, || Until(AtomicU64::new(u64::MAX)), |_| ());
+        for i in 0..20_000 {
+            table.with(&format!("idle{i}"), "b", 0, 10, || Until(AtomicU64::new(5)), |_| ());
+        }
+        assert!(table.len() < 20_000, "idle slots were not swept: {}", table.len());
+        let found = table.with("busy", "b", 0, 10, || Until(AtomicU64::new(0)), |s| s.0.load(Ordering::Relaxed));
+        assert_eq!(found, u64::MAX);
+    }
+
+    #[test]
+    fn capacity_is_never_exceeded_and_the_deepest_debts_survive() {
+        let table = SlotTable::new(64 * 100);
+        table.with("debtor", "b", 0, 0, || Until(AtomicU64::new(1_000_000)), |_| ());
+        for i in 0..100_000u64 {
+            table.with(&format!("k{i}"), "b", 0, 0, || Until(AtomicU64::new(1 + i % 10)), |_| ());
+            assert!(table.len() <= 64 * 100);
+        }
+        let found = table.with("debtor", "b", 0, 0, || Until(AtomicU64::new(0)), |s| s.0.load(Ordering::Relaxed));
+        assert_eq!(found, 1_000_000, "the slot owing most was evicted");
+    }
+}

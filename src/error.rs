@@ -1,0 +1,42 @@
+//! Errors: configuration mistakes found at build time, and store failures found at request time.
+
+use std::borrow::Cow;
+
+/// A configuration that cannot work, found when a layer or backend is built (never at request time).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration for `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The setting at fault, e.g. `rate_limit.tiers.free`.
+    pub field: Cow<'static, str>,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// A new error naming the `field` and the `reason`.
+    pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A state store could not answer. Each layer's failure policy decides what the request gets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend is unreachable or refused the command.
+    #[cfg(feature = "redis")]
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The backend did not answer in time.
+    #[error("store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The backend is not connected and a reconnection attempt is already under way or cooling down.
+    #[error("store unavailable: {0}")]
+    Unavailable(&'static str),
+    /// The backend answered something this crate did not write.
+    #[error("unexpected answer from store: {0}")]
+    Protocol(String),
+}

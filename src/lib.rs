@@ -1,0 +1,51 @@
+//! # api-policy
+//!
+//! Composable [`tower`](https://docs.rs/tower) layers for the policies a production HTTP API needs,
+//! for any axum, tonic or hyper service. Each layer keeps its state behind a small trait with two
+//! backends: in-memory (one process) and Redis (a fleet of instances sharing one truth).
+//!
+//! | layer | module | state |
+//! |---|---|---|
+//! | Rate limiting (GCRA or sliding window; tiers, routes, costs, overrides) | [`rate_limit`] | [`rate_limit::RateLimitStore`] |
+//!
+//! More layers (JWT auth, idempotency keys, conditional requests, versioning, PHI audit, webhook
+//! signatures) follow the same shape.
+//!
+//! ## Layer order
+//! Outer to inner: audit -> JWT auth -> rate limit -> versioning -> idempotency -> conditional
+//! requests -> handler. Auth runs before the limiter so the limiter counts principals and refused
+//! credentials spend no quota.
+//!
+//! ## Feature flags
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `memory` | yes | [`backend::MemoryBackend`] and the in-memory stores |
+//! | `redis` | no | [`backend::RedisBackend`] and the Redis stores |
+//! | `axum` | no | reads axum's `ConnectInfo` as the peer address |
+//! | `full` | no | all of the above |
+//!
+//! ## Shared pieces
+//! - [`principal`]: who is calling ([`Principal`], [`KeyExtractor`], trusted proxies).
+//! - [`route`]: route patterns with templates, shared by every per-route rule.
+//! - [`rejection`]: a policy's refusal as problem+json, or as a trailers-only gRPC answer.
+//! - [`body::PolicyBody`]: the response body type of every layer.
+//! - [`clock`]: system and manual clocks.
+//!
+//! ## Quick start
+//! See [`rate_limit`] for a runnable example, and `examples/server.rs` for a whole API.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod backend;
+pub mod body;
+pub mod clock;
+mod error;
+pub mod principal;
+pub mod rate_limit;
+pub mod rejection;
+pub mod route;
+
+pub use error::{ConfigError, StoreError};
+pub use principal::{KeyExtractor, Principal};
+pub use rejection::Rejection;

@@ -1,0 +1,419 @@
+//! Who is calling: the [`Principal`], and the [`KeyExtractor`] that finds a caller for the policies
+//! that count per caller (rate limits today; idempotency scopes and version pins later).
+//!
+//! A caller is found, in this order: a [`Principal`] that an earlier layer (JWT auth) put in the
+//! request extensions; an API key header resolved to a principal; the client IP address, but only
+//! when [`TrustedProxies`] are configured explicitly.
+//!
+//! # Security: client IP addresses
+//! `X-Forwarded-For` is written by whoever sends the request, so it is never read unless the
+//! immediate peer is one of the proxies you name. Keying by IP is opt-in: behind a load balancer the
+//! peer address is the balancer's, and every client would share one bucket.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::{Extensions, HeaderMap, HeaderName};
+use ipnet::IpNet;
+
+use crate::error::ConfigError;
+
+/// What kind of caller a [`Principal`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PrincipalKind {
+    /// A person, or a token issued on a person's behalf.
+    User,
+    /// A machine client: an API key or a client-credentials token.
+    Service,
+    /// Nobody in particular: an unauthenticated caller.
+    Anonymous,
+}
+
+/// An authenticated (or explicitly anonymous) caller.
+///
+/// Cheap to clone: every field is reference counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Principal {
+    /// Stable identifier: the token subject or the API key's id (never the secret key itself).
+    pub id: Arc<str>,
+    /// User, service or anonymous.
+    pub kind: PrincipalKind,
+    /// Plan or tier name that picks a rate-limit quota, e.g. `free` or `pro`.
+    pub tier: Option<Arc<str>>,
+    /// Granted scopes or roles.
+    pub scopes: Arc<[Arc<str>]>,
+    /// Session identifier, where the credential carries one.
+    pub session_id: Option<Arc<str>>,
+}
+
+impl Principal {
+    fn new(id: impl Into<Arc<str>>, kind: PrincipalKind) -> Self {
+        Self {
+            id: id.into(),
+            kind,
+            tier: None,
+            scopes: Arc::from([]),
+            session_id: None,
+        }
+    }
+
+    /// A person.
+    #[must_use]
+    pub fn user(id: impl Into<Arc<str>>) -> Self {
+        Self::new(id, PrincipalKind::User)
+    }
+
+    /// A machine client.
+    #[must_use]
+    pub fn service(id: impl Into<Arc<str>>) -> Self {
+        Self::new(id, PrincipalKind::Service)
+    }
+
+    /// An unauthenticated caller, known only by `id` (for instance its IP address).
+    #[must_use]
+    pub fn anonymous(id: impl Into<Arc<str>>) -> Self {
+        Self::new(id, PrincipalKind::Anonymous)
+    }
+
+    /// Sets the tier.
+    #[must_use]
+    pub fn with_tier(mut self, tier: impl Into<Arc<str>>) -> Self {
+        self.tier = Some(tier.into());
+        self
+    }
+
+    /// Sets the scopes or roles.
+    #[must_use]
+    pub fn with_scopes<I, T>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<Arc<str>>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the session identifier.
+    #[must_use]
+    pub fn with_session(mut self, session_id: impl Into<Arc<str>>) -> Self {
+        self.session_id = Some(session_id.into());
+        self
+    }
+
+    /// Whether the principal holds `scope`.
+    #[must_use]
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| &**s == scope)
+    }
+}
+
+/// The peer address of the connection, for stacks that are not axum (hyper, tonic).
+///
+/// Insert it into the request extensions when accepting the connection. With the `axum` feature,
+/// axum's `ConnectInfo<SocketAddr>` is read as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Which proxies may speak for the client through `X-Forwarded-For`.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    /// No proxies: the peer address is the client's.
+    #[must_use]
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Trusts `X-Forwarded-For` when the peer is within one of these networks (`10.0.0.0/8`,
+    /// `192.0.2.7`, `::1/128`, ...).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the entry that is neither an address nor a network.
+    pub fn new<I, T>(proxies: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let nets = proxies
+            .into_iter()
+            .map(|p| {
+                let p = p.as_ref().trim();
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| ConfigError::new("trusted_proxies", format!("`{p}` is not an IP address or network")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { nets })
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client address: the peer, or, when the peer is a trusted proxy, the right-most
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy.
+    ///
+    /// Entries are read right to left because each proxy appends; what lies left of the first
+    /// untrusted hop was written by the client and proves nothing. A malformed entry stops the walk
+    /// at the last good hop, so garbage cannot choose the key.
+    #[must_use]
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .rev()
+            .flat_map(|v| v.to_str().unwrap_or("!").rsplit(','));
+        for hop in hops {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !self.trusts(ip) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        client
+    }
+}
+
+/// Turns an API key into the principal it belongs to.
+///
+/// Implemented for `HashMap<String, Principal>` and for closures `Fn(&str) -> Option<Principal>`.
+pub trait ApiKeyResolver: Send + Sync + 'static {
+    /// The principal owning `key`, or `None` for an unknown key.
+    fn resolve(&self, key: &str) -> Option<Principal>;
+}
+
+impl<F> ApiKeyResolver for F
+where
+    F: Fn(&str) -> Option<Principal> + Send + Sync + 'static,
+{
+    fn resolve(&self, key: &str) -> Option<Principal> {
+        self(key)
+    }
+}
+
+impl ApiKeyResolver for HashMap<String, Principal> {
+    fn resolve(&self, key: &str) -> Option<Principal> {
+        self.get(key).cloned()
+    }
+}
+
+/// Keys longer than this are not looked up: no real key is this long, and hashing megabytes of
+/// header per request is an attack.
+const MAX_API_KEY_LEN: usize = 256;
+
+/// A caller the [`KeyExtractor`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Caller {
+    /// A principal: from the request extensions or an API key.
+    Principal(Principal),
+    /// An unauthenticated client known by its (trusted) IP address.
+    Ip(IpAddr),
+}
+
+impl Caller {
+    /// The caller's tier: the principal's, or `None` for an anonymous IP caller.
+    #[must_use]
+    pub fn tier(&self) -> Option<&str> {
+        match self {
+            Caller::Principal(p) => p.tier.as_deref(),
+            Caller::Ip(_) => None,
+        }
+    }
+
+    /// The principal, when the caller is one.
+    #[must_use]
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Caller::Principal(p) => Some(p),
+            Caller::Ip(_) => None,
+        }
+    }
+}
+
+/// Writes the caller as a storage key: `p:<id>` or `ip:<address>`.
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::Principal(p) => write!(f, "p:{}", p.id),
+            Caller::Ip(ip) => write!(f, "ip:{ip}"),
+        }
+    }
+}
+
+/// Finds the caller of a request; see the [module docs](self) for the order.
+///
+/// ```
+/// use api_policy::principal::{Caller, KeyExtractor, Principal, TrustedProxies};
+/// use std::collections::HashMap;
+///
+/// let keys = HashMap::from([("k_live_1".to_string(), Principal::service("acme").with_tier("pro"))]);
+/// let extractor = KeyExtractor::new()
+///     .api_key_header("x-api-key", keys)
+///     .client_ip(TrustedProxies::none());
+///
+/// let req = http::Request::builder().header("x-api-key", "k_live_1").body(()).unwrap();
+/// let caller = extractor.identify(req.headers(), req.extensions()).unwrap();
+/// assert_eq!(caller.tier(), Some("pro"));
+/// ```
+#[derive(Clone, Default)]
+pub struct KeyExtractor {
+    api_key: Option<(HeaderName, Arc<dyn ApiKeyResolver>)>,
+    client_ip: Option<TrustedProxies>,
+}
+
+impl fmt::Debug for KeyExtractor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyExtractor")
+            .field("api_key_header", &self.api_key.as_ref().map(|(h, _)| h))
+            .field("client_ip", &self.client_ip)
+            .finish()
+    }
+}
+
+impl KeyExtractor {
+    /// Finds principals in the request extensions only.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also resolves an API key read from `header`. An unknown key identifies nobody: the request
+    /// falls through to the next source.
+    #[must_use]
+    pub fn api_key_header(mut self, header: &'static str, resolver: impl ApiKeyResolver) -> Self {
+        self.api_key = Some((HeaderName::from_static(header), Arc::new(resolver)));
+        self
+    }
+
+    /// Also identifies callers by client IP address, with these proxies trusted.
+    #[must_use]
+    pub fn client_ip(mut self, proxies: TrustedProxies) -> Self {
+        self.client_ip = Some(proxies);
+        self
+    }
+
+    /// The caller of a request with these headers and extensions, if any source knows it.
+    #[must_use]
+    pub fn identify(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<Caller> {
+        if let Some(p) = extensions.get::<Principal>() {
+            return Some(Caller::Principal(p.clone()));
+        }
+        if let Some((name, resolver)) = &self.api_key {
+            let key = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|k| !k.is_empty() && k.len() <= MAX_API_KEY_LEN);
+            if let Some(principal) = key.and_then(|k| resolver.resolve(k)) {
+                return Some(Caller::Principal(principal));
+            }
+        }
+        let proxies = self.client_ip.as_ref()?;
+        let peer = peer_ip(extensions)?;
+        Some(Caller::Ip(proxies.client_ip(peer, headers)))
+    }
+}
+
+fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
+    if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
+        return Some(addr.ip());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_unless_the_peer_is_trusted() {
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        let headers = xff(&["1.2.3.4"]);
+        assert_eq!(TrustedProxies::none().client_ip(peer, &headers), peer);
+        let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        assert_eq!(proxies.client_ip(peer, &headers), peer);
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_right_to_left_past_trusted_hops() {
+        let proxies = TrustedProxies::new(["10.0.0.0/8", "192.0.2.1"]).unwrap();
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        // The client forged 6.6.6.6; the real client is the first untrusted hop from the right.
+        let headers = xff(&["6.6.6.6, 198.51.100.7", "192.0.2.1, 10.2.2.2"]);
+        assert_eq!(proxies.client_ip(peer, &headers), "198.51.100.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn malformed_forwarded_for_stops_at_the_last_good_hop() {
+        let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let headers = xff(&["1.2.3.4, garbage, 10.3.3.3"]);
+        assert_eq!(proxies.client_ip(peer, &headers), "10.3.3.3".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn bad_proxy_entries_are_a_config_error() {
+        let err = TrustedProxies::new(["10.0.0.0/8", "not-an-ip"]).unwrap_err();
+        assert!(err.to_string().contains("not-an-ip"), "{err}");
+    }
+
+    #[test]
+    fn extension_principal_wins_over_api_key_and_ip() {
+        let keys = HashMap::from([("k".to_string(), Principal::service("svc").with_tier("pro"))]);
+        let extractor = KeyExtractor::new().api_key_header("x-api-key", keys).client_ip(TrustedProxies::none());
+        let mut req = http::Request::builder().header("x-api-key", "k").body(()).unwrap();
+        req.extensions_mut().insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
+        let found = extractor.identify(req.headers(), req.extensions()).unwrap();
+        assert_eq!(found.to_string(), "p:svc");
+        req.extensions_mut().insert(Principal::user("u1"));
+        let found = extractor.identify(req.headers(), req.extensions()).unwrap();
+        assert_eq!(found.to_string(), "p:u1");
+    }
+
+    #[test]
+    fn unknown_or_oversized_keys_fall_through_to_the_ip() {
+        let keys = HashMap::from([("k".to_string(), Principal::service("svc"))]);
+        let extractor = KeyExtractor::new().api_key_header("x-api-key", keys).client_ip(TrustedProxies::none());
+        for key in ["nope".to_string(), "k".repeat(300)] {
+            let mut req = http::Request::builder().header("x-api-key", key).body(()).unwrap();
+            req.extensions_mut().insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
+            let found = extractor.identify(req.headers(), req.extensions()).unwrap();
+            assert_eq!(found, Caller::Ip("127.0.0.1".parse().unwrap()));
+        }
+    }
+
+    #[test]
+    fn nobody_is_found_without_an_ip_source() {
+        let extractor = KeyExtractor::new();
+        let mut req = http::Request::builder().body(()).unwrap();
+        req.extensions_mut().insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(extractor.identify(req.headers(), req.extensions()), None);
+    }
+}

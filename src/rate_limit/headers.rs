@@ -1,0 +1,81 @@
+//! The rate-limit header fields: GitHub's `X-RateLimit-*` always, the IETF draft's when asked.
+
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+
+use super::quota::Quota;
+use super::store::Decision;
+use crate::clock::ceil_secs;
+
+static LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static USED: HeaderName = HeaderName::from_static("x-ratelimit-used");
+static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A policy's name written as a structured-field string, with what it cannot hold left out.
+pub(crate) fn sf_string(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// `RateLimit-Policy: "free";q=100;w=60`.
+pub(crate) fn policy_value(name: &str, quota: &Quota) -> HeaderValue {
+    let value = format!(
+        "{};q={};w={}",
+        sf_string(name),
+        quota.count(),
+        ceil_secs(quota.period_micros())
+    );
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+}
+
+/// Writes the fields for a decision. `policy` is the pre-built `RateLimit-Policy` value of the
+/// configured quota, used when no override replaced it; `None` leaves the IETF fields out.
+pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, name: &str, policy: Option<(&Quota, &HeaderValue)>) {
+    headers.insert(LIMIT.clone(), decision.limit().into());
+    headers.insert(REMAINING.clone(), decision.remaining.into());
+    headers.insert(USED.clone(), decision.used().into());
+    headers.insert(RESET.clone(), ceil_secs(decision.now_us + decision.reset_after_us).into());
+    if let Some((configured, value)) = policy {
+        let value = if *configured == decision.quota {
+            value.clone()
+        } else {
+            policy_value(name, &decision.quota)
+        };
+        headers.insert(POLICY.clone(), value);
+        let current = format!(
+            "{};r={};t={}",
+            sf_string(name),
+            decision.remaining,
+            ceil_secs(decision.reset_after_us)
+        );
+        if let Ok(current) = HeaderValue::try_from(current) {
+            headers.insert(RATELIMIT.clone(), current);
+        }
+    }
+    if let Some(retry) = decision.retry_after_us {
+        headers.insert(RETRY_AFTER, ceil_secs(retry).max(1).into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_as_structured_strings() {
+        assert_eq!(sf_string("free"), "\"free\"");
+        assert_eq!(sf_string("a\"b\\c\u{7}é"), "\"a\\\"b\\\\c\"");
+        assert_eq!(policy_value("default", &Quota::per_minute(100)), "\"default\";q=100;w=60");
+    }
+}

@@ -1,0 +1,237 @@
+//! Route templates: which rule applies to a request, and under what name it is counted and logged.
+//!
+//! A pattern is an optional method and a path, `"POST /api/v2/appointments"` or
+//! `"/api/{version}/patients/{id}"`: `{name}` matches one non-empty segment, a final `*` matches
+//! the rest of the path (zero or more segments), and `"*"` alone matches every path. Rules are tried
+//! in the order they were added and the first match wins, so add specific routes before general ones.
+
+use http::Method;
+
+use crate::error::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(Box<str>),
+    Param(Box<str>),
+    Rest,
+}
+
+/// One parsed route pattern.
+#[derive(Debug, Clone)]
+pub struct RoutePattern {
+    method: Option<Method>,
+    segments: Vec<Segment>,
+    template: Box<str>,
+}
+
+impl RoutePattern {
+    /// Parses `"[METHOD ]/path/{param}/*"`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for a path not starting with `/`, an unclosed or empty `{}`, a `*` that is not
+    /// the last segment, or an invalid method.
+    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
+        let err = |reason: &str| ConfigError::new("route", format!("`{spec}`: {reason}"));
+        let spec = spec.trim();
+        let (method, path) = match spec.split_once(' ') {
+            Some((m, p)) => {
+                let m = Method::from_bytes(m.as_bytes()).map_err(|_| err("invalid method"))?;
+                (Some(m), p.trim())
+            }
+            None => (None, spec),
+        };
+        let segments = if path == "*" {
+            vec![Segment::Rest]
+        } else {
+            if !path.starts_with('/') {
+                return Err(err("a path must start with `/`"));
+            }
+            let parts: Vec<&str> = path[1..].split('/').filter(|s| !s.is_empty()).collect();
+            let last = parts.len().saturating_sub(1);
+            let mut segments = Vec::with_capacity(parts.len());
+            for (i, part) in parts.iter().enumerate() {
+                let segment = if *part == "*" {
+                    if i != last {
+                        return Err(err("`*` may only be the last segment"));
+                    }
+                    Segment::Rest
+                } else if let Some(inner) = part.strip_prefix('{') {
+                    let name = inner.strip_suffix('}').ok_or_else(|| err("unclosed `{`"))?;
+                    if name.is_empty() || name.contains(['{', '}']) {
+                        return Err(err("a parameter needs a name, as in `{id}`"));
+                    }
+                    Segment::Param(name.into())
+                } else if part.contains(['{', '}']) {
+                    return Err(err("a parameter must fill a whole segment"));
+                } else {
+                    Segment::Literal((*part).into())
+                };
+                segments.push(segment);
+            }
+            segments
+        };
+        let template = match &method {
+            Some(m) => format!("{m} {path}"),
+            None => path.to_string(),
+        };
+        Ok(Self {
+            method,
+            segments,
+            template: template.into(),
+        })
+    }
+
+    /// The pattern as written (normalised), e.g. `"POST /api/v2/appointments"`: the name under which
+    /// requests it matches are counted and logged.
+    #[must_use]
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    /// Whether this pattern matches a request.
+    #[must_use]
+    pub fn matches(&self, method: &Method, path: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        let mut parts = path.split('/').filter(|s| !s.is_empty());
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest => return true,
+                Segment::Literal(lit) => {
+                    if parts.next() != Some(&**lit) {
+                        return false;
+                    }
+                }
+                Segment::Param(_) => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// The value of path parameter `name` in `path`, which this pattern must match.
+    #[must_use]
+    pub fn param<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
+        let parts = path.split('/').filter(|s| !s.is_empty());
+        self.segments
+            .iter()
+            .zip(parts)
+            .find_map(|(segment, part)| matches!(segment, Segment::Param(n) if &**n == name).then_some(part))
+    }
+}
+
+/// An ordered list of route patterns, each with a value; the first match wins.
+///
+/// ```
+/// use api_policy::route::RouteMatcher;
+/// use http::Method;
+///
+/// let routes = RouteMatcher::new()
+///     .add("POST /api/v2/appointments", "booking")?
+///     .add("/api/{version}/patients/{id}", "phi")?;
+/// let hit = routes.find(&Method::GET, "/api/v2/patients/pat_1").unwrap();
+/// assert_eq!(*hit.value, "phi");
+/// assert_eq!(hit.pattern.template(), "/api/{version}/patients/{id}");
+/// assert_eq!(hit.pattern.param("/api/v2/patients/pat_1", "id"), Some("pat_1"));
+/// # Ok::<(), api_policy::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RouteMatcher<T> {
+    routes: Vec<(RoutePattern, T)>,
+}
+
+impl<T> Default for RouteMatcher<T> {
+    fn default() -> Self {
+        Self { routes: Vec::new() }
+    }
+}
+
+/// A matched route: the pattern and the value it was added with.
+#[derive(Debug)]
+pub struct RouteMatch<'a, T> {
+    /// The pattern that matched.
+    pub pattern: &'a RoutePattern,
+    /// The value added with it.
+    pub value: &'a T,
+}
+
+impl<T> RouteMatcher<T> {
+    /// An empty matcher.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route after those already added.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when the pattern does not parse.
+    pub fn add(mut self, pattern: &str, value: T) -> Result<Self, ConfigError> {
+        self.routes.push((RoutePattern::parse(pattern)?, value));
+        Ok(self)
+    }
+
+    /// The first route matching the request.
+    #[must_use]
+    pub fn find(&self, method: &Method, path: &str) -> Option<RouteMatch<'_, T>> {
+        self.routes
+            .iter()
+            .find(|(p, _)| p.matches(method, path))
+            .map(|(pattern, value)| RouteMatch { pattern, value })
+    }
+
+    /// Whether no route was added.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RoutePattern {
+        RoutePattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn literals_params_and_rest() {
+        let pat = p("/api/{version}/patients/{id}");
+        assert!(pat.matches(&Method::GET, "/api/v2/patients/pat_1"));
+        assert!(pat.matches(&Method::DELETE, "/api/v2/patients/pat_1/"));
+        assert!(!pat.matches(&Method::GET, "/api/v2/patients"));
+        assert!(!pat.matches(&Method::GET, "/api/v2/patients/pat_1/notes"));
+        assert!(!pat.matches(&Method::GET, "/api/v2/doctors/d1"));
+        assert!(p("/api/*").matches(&Method::GET, "/api"));
+        assert!(p("/api/*").matches(&Method::GET, "/api/a/b/c"));
+        assert!(p("*").matches(&Method::POST, "/anything"));
+    }
+
+    #[test]
+    fn method_is_part_of_the_match() {
+        let pat = p("POST /api/v2/appointments");
+        assert!(pat.matches(&Method::POST, "/api/v2/appointments"));
+        assert!(!pat.matches(&Method::GET, "/api/v2/appointments"));
+        assert_eq!(pat.template(), "POST /api/v2/appointments");
+    }
+
+    #[test]
+    fn bad_patterns_are_config_errors() {
+        for bad in ["api/x", "/a/{id", "/a/{}", "/a/*/b", "/a/x{id}", "BAD\u{1} /a"] {
+            assert!(RoutePattern::parse(bad).is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let m = RouteMatcher::new().add("/api/v2/patients/{id}", 1).unwrap().add("/api/*", 2).unwrap();
+        assert_eq!(*m.find(&Method::GET, "/api/v2/patients/x").unwrap().value, 1);
+        assert_eq!(*m.find(&Method::GET, "/api/v1/other").unwrap().value, 2);
+        assert!(m.find(&Method::GET, "/health").is_none());
+    }
+}
