@@ -12,16 +12,16 @@ pin_project! {
     /// bytes a layer produced (a rejection, a replay).
     #[project = PolicyBodyProj]
     #[derive(Debug)]
+    #[allow(missing_docs)] // pin-project-lite takes no doc comment on a pinned field
+
     pub enum PolicyBody<B> {
         /// The inner service's body.
         Inner {
-            /// The body.
             #[pin]
             body: B,
         },
         /// Bytes produced by a layer; `None` once sent.
         Full {
-            /// What is left to send.
             data: Option<Bytes>,
         },
     }

@@ -71,6 +71,7 @@ mod quota;
 mod redis;
 mod service;
 mod store;
+#[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
 mod verdict;
 
 pub use layer::{FailurePolicy, RateLimitBuilder, RateLimitLayer, RouteRule, Unidentified};

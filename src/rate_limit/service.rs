@@ -37,21 +37,19 @@ type BoxedResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<PolicyBod
 pin_project! {
     /// The response future of [`RateLimit`].
     #[project = ResponseFutureProj]
+    #[allow(missing_docs)] // pin-project-lite takes no doc comment on a pinned field
     pub enum ResponseFuture<F, B, E> {
         /// An exempt route: the inner future, untouched.
         Exempt {
-            /// The inner service's future.
             #[pin]
             future: F,
         },
         /// An answer known before any store work (an unidentified caller).
         Ready {
-            /// The answer, until taken.
             response: Option<Response<PolicyBody<B>>>,
         },
         /// A store decision, then maybe the inner service.
         Deciding {
-            /// The decision and the call, boxed: the store's future type cannot be named.
             future: BoxedResponse<B, E>,
         },
     }

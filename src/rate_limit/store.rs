@@ -38,6 +38,7 @@ pub struct Decision {
 }
 
 impl Decision {
+    #[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
     pub(crate) fn new(verdict: Verdict, quota: Quota, now_us: u64) -> Self {
         Self {
             allowed: verdict.allowed,
