@@ -1,0 +1,314 @@
+//! One conformance suite for rate-limit stores, run against the memory backend and a real Redis.
+//! Every scenario drives a manual clock, so both backends see the same times.
+
+mod common;
+
+use std::time::Duration;
+
+use api_policy::backend::{MemoryBackend, RedisBackend};
+use api_policy::clock::ManualClock;
+use api_policy::rate_limit::{
+    Algorithm, BucketKey, Decision, MemoryRateLimitStore, Quota, RateLimitStore, RedisRateLimitStore,
+};
+
+const S: u64 = 1_000_000;
+/// A whole minute, so window boundaries fall on round numbers.
+const T0: u64 = 1_700_000_040 * S;
+
+fn key(caller: &str) -> BucketKey<'_> {
+    BucketKey {
+        caller,
+        bucket: "default",
+        overridable: true,
+    }
+}
+
+async fn decide<St: RateLimitStore>(store: &St, caller: &str, quota: &Quota, cost: u32) -> Decision {
+    store.decide(key(caller), quota, cost).await.expect("store answers")
+}
+
+// ---- scenarios -------------------------------------------------------------------------------
+
+/// SEMANTICS.md rate limiting, item 4.
+async fn gcra_reference_vectors<St: RateLimitStore>(store: St, clock: ManualClock) {
+    let q = Quota::new(5, Duration::from_secs(5));
+    for expected in [4, 3, 2, 1, 0] {
+        let d = decide(&store, "p:a", &q, 1).await;
+        assert!(d.allowed);
+        assert_eq!(d.remaining, expected);
+        assert_eq!(d.limit(), 5);
+        assert_eq!(d.now_us, T0);
+    }
+    let d = decide(&store, "p:a", &q, 1).await;
+    assert!(!d.allowed);
+    assert_eq!(d.remaining, 0);
+    assert_eq!(d.retry_after_us, Some(S));
+    clock.advance(Duration::from_secs(3));
+    let d = decide(&store, "p:a", &q, 1).await;
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 2);
+    // A cost above the burst can never pass, and says so by having no retry time.
+    let d = decide(&store, "p:b", &q, 6).await;
+    assert!(!d.allowed);
+    assert_eq!(d.retry_after_us, None);
+}
+
+/// SEMANTICS.md rate limiting, item 5: 10 at 0:59 and 10 at 1:00 under 10/min.
+async fn window_boundary_burst_is_refused<St: RateLimitStore>(store: St, clock: ManualClock) {
+    for algorithm in [Algorithm::Gcra, Algorithm::SlidingWindow] {
+        clock.set_micros(T0 + 59 * S);
+        let caller = format!("p:{algorithm:?}");
+        let q = Quota::per_minute(10).with_algorithm(algorithm);
+        for _ in 0..10 {
+            assert!(decide(&store, &caller, &q, 1).await.allowed, "{algorithm:?}: first batch");
+        }
+        clock.set_micros(T0 + 60 * S);
+        let mut admitted = 0;
+        for _ in 0..10 {
+            admitted += u32::from(decide(&store, &caller, &q, 1).await.allowed);
+        }
+        assert_eq!(admitted, 0, "{algorithm:?} let the second batch through");
+    }
+}
+
+async fn sliding_window_weights_the_previous_window<St: RateLimitStore>(store: St, clock: ManualClock) {
+    let q = Quota::per_minute(10).with_algorithm(Algorithm::SlidingWindow);
+    clock.set_micros(T0 + 30 * S);
+    for expected in (0..10).rev() {
+        let d = decide(&store, "p:w", &q, 1).await;
+        assert!(d.allowed);
+        assert_eq!(d.remaining, expected);
+        assert_eq!(d.reset_after_us, 90 * S, "full again at the end of the next window");
+    }
+    let d = decide(&store, "p:w", &q, 1).await;
+    assert!(!d.allowed);
+    // The previous window (10) must weigh at most 9: 6 s into the next window.
+    assert_eq!(d.retry_after_us, Some(36 * S));
+    clock.set_micros(T0 + 66 * S);
+    let d = decide(&store, "p:w", &q, 1).await;
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 0);
+    clock.set_micros(T0 + 90 * S);
+    let d = decide(&store, "p:w", &q, 1).await;
+    assert!(d.allowed, "half the previous window (5) + 1 now");
+    assert_eq!(d.remaining, 3);
+}
+
+async fn costs_spend_several_units<St: RateLimitStore>(store: St, _clock: ManualClock) {
+    let q = Quota::per_minute(10);
+    let d = decide(&store, "p:c", &q, 4).await;
+    assert_eq!((d.allowed, d.remaining, d.used()), (true, 6, 4));
+    let d = decide(&store, "p:c", &q, 7).await;
+    assert!(!d.allowed);
+    assert_eq!(d.remaining, 6, "a refused request spends nothing");
+    let d = decide(&store, "p:c", &q, 6).await;
+    assert_eq!((d.allowed, d.remaining), (true, 0));
+}
+
+async fn callers_and_buckets_are_independent<St: RateLimitStore>(store: St, _clock: ManualClock) {
+    let q = Quota::per_minute(1);
+    assert!(decide(&store, "p:x", &q, 1).await.allowed);
+    assert!(!decide(&store, "p:x", &q, 1).await.allowed);
+    assert!(decide(&store, "p:y", &q, 1).await.allowed);
+    let route = BucketKey {
+        caller: "p:x",
+        bucket: "POST /bookings",
+        overridable: false,
+    };
+    assert!(store.decide(route, &q, 1).await.unwrap().allowed);
+}
+
+async fn overrides_replace_the_tier_quota<St: RateLimitStore>(store: St, _clock: ManualClock) {
+    let tier = Quota::per_minute(2);
+    let negotiated = Quota::per_minute(100);
+    store.set_override("p:big", Some(negotiated)).await.unwrap();
+    let d = decide(&store, "p:big", &tier, 1).await;
+    assert_eq!((d.quota, d.remaining), (negotiated, 99));
+    // Route buckets keep their own quota.
+    let route = BucketKey {
+        caller: "p:big",
+        bucket: "booking",
+        overridable: false,
+    };
+    let d = store.decide(route, &tier, 1).await.unwrap();
+    assert_eq!((d.quota, d.remaining), (tier, 1));
+    store.set_override("p:big", None).await.unwrap();
+    let d = decide(&store, "p:big", &tier, 1).await;
+    // GCRA state is a time: the 0.6 s the override spent leaves one tier unit (30 s) short.
+    assert_eq!((d.quota, d.allowed, d.remaining), (tier, true, 0));
+}
+
+/// 200 concurrent decisions against a quota of 50 admit exactly 50.
+async fn concurrent_callers_get_exactly_the_quota<St: RateLimitStore>(store: St, _clock: ManualClock) {
+    let q = Quota::per_hour(50);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { decide(&store, "p:race", &q, 1).await.allowed })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += u32::from(task.await.unwrap());
+    }
+    assert_eq!(admitted, 50);
+}
+
+/// A pseudo-random walk of times, costs, quotas and algorithms: the answers are recorded so the
+/// two backends can be compared decision by decision.
+async fn random_walk<St: RateLimitStore>(store: St, clock: ManualClock) -> Vec<Decision> {
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let quotas = [
+        Quota::new(7, Duration::from_secs(3)).with_burst(3),
+        Quota::per_second(20),
+        Quota::per_minute(9).with_algorithm(Algorithm::SlidingWindow),
+        Quota::new(4, Duration::from_millis(1500)).with_algorithm(Algorithm::SlidingWindow),
+    ];
+    let mut out = Vec::new();
+    for _ in 0..400 {
+        clock.advance(Duration::from_micros(next() % 150_000));
+        let q = quotas[(next() % 4) as usize];
+        let caller = format!("p:{}:{:?}", next() % 3, q.algorithm());
+        let cost = (next() % 4) as u32;
+        out.push(decide(&store, &caller, &q, cost).await);
+    }
+    out
+}
+
+// ---- backends --------------------------------------------------------------------------------
+
+fn memory(clock: &ManualClock) -> MemoryRateLimitStore {
+    MemoryRateLimitStore::new(&MemoryBackend::builder().clock(clock.clone()).build().unwrap())
+}
+
+async fn redis(test: &str, clock: &ManualClock) -> Option<RedisRateLimitStore> {
+    let url = common::redis_or_skip(test).await?;
+    let backend = RedisBackend::builder(url)
+        .prefix(common::unique_prefix(test))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    Some(RedisRateLimitStore::new(&backend))
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory_backend {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let clock = api_policy::clock::ManualClock::at_micros(super::T0);
+                    super::$scenario(super::memory(&clock), clock).await;
+                }
+            )*
+        }
+        mod redis_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let clock = api_policy::clock::ManualClock::at_micros(super::T0);
+                    let Some(store) = super::redis(stringify!($scenario), &clock).await else { return };
+                    super::$scenario(store, clock).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    gcra_reference_vectors,
+    window_boundary_burst_is_refused,
+    sliding_window_weights_the_previous_window,
+    costs_spend_several_units,
+    callers_and_buckets_are_independent,
+    overrides_replace_the_tier_quota,
+    concurrent_callers_get_exactly_the_quota,
+);
+
+#[tokio::test]
+async fn both_backends_give_identical_answers_on_a_random_walk() {
+    let Some(url) = common::redis_or_skip("random_walk").await else { return };
+    let clock = ManualClock::at_micros(T0);
+    let from_memory = random_walk(memory(&clock), clock.clone()).await;
+    let clock = ManualClock::at_micros(T0);
+    let backend = RedisBackend::builder(url)
+        .prefix(common::unique_prefix("random_walk"))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let from_redis = random_walk(RedisRateLimitStore::new(&backend), clock).await;
+    let refused = from_memory.iter().filter(|d| !d.allowed).count();
+    assert!(refused > 40 && refused < 360, "the walk should mix answers: {refused} refused");
+    for (i, (m, r)) in from_memory.iter().zip(&from_redis).enumerate() {
+        assert_eq!(m, r, "decision {i} differs");
+    }
+}
+
+#[tokio::test]
+async fn redis_bucket_keys_expire_when_full_again() {
+    let Some(url) = common::redis_or_skip("ttl").await else { return };
+    let prefix = common::unique_prefix("ttl");
+    let backend = RedisBackend::builder(url.clone()).prefix(prefix.clone()).build().unwrap();
+    let store = RedisRateLimitStore::new(&backend);
+    decide(&store, "p:ttl", &Quota::per_minute(10), 3).await;
+    let mut raw = common::raw_connection(&url).await;
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}rl:{{p:ttl}}:default"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // Three units of 6 s each come back in 18 s.
+    assert!((17_000..=18_001).contains(&pttl), "pttl {pttl}");
+}
+
+#[tokio::test]
+async fn redis_decides_by_the_server_clock_by_default() {
+    let Some(url) = common::redis_or_skip("server_clock").await else { return };
+    let backend = RedisBackend::builder(url.clone())
+        .prefix(common::unique_prefix("server_clock"))
+        .build()
+        .unwrap();
+    let store = RedisRateLimitStore::new(&backend);
+    let d = decide(&store, "p:clock", &Quota::per_minute(10), 1).await;
+    let mut raw = common::raw_connection(&url).await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut raw).await.unwrap();
+    let server_now = secs * S + micros;
+    assert!(server_now >= d.now_us && server_now - d.now_us < 5 * S, "decision time {} vs server {server_now}", d.now_us);
+}
+
+/// One decision is one round trip: N decisions run N EVALSHA and nothing else.
+#[tokio::test]
+async fn one_redis_round_trip_per_decision() {
+    let Some(url) = common::redis_or_skip("round_trips").await else { return };
+    let backend = RedisBackend::builder(url.clone())
+        .prefix(common::unique_prefix("round_trips"))
+        .build()
+        .unwrap();
+    let store = RedisRateLimitStore::new(&backend);
+    // Connect and load the script first.
+    decide(&store, "p:warm", &Quota::per_minute(10), 1).await;
+    let mut raw = common::raw_connection(&url).await;
+    // Other tests share this Redis: count only this client's commands, by CLIENT ID.
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut raw).await.unwrap();
+    for i in 0..100 {
+        decide(&store, &format!("p:rt{i}"), &Quota::per_minute(10), 1).await;
+    }
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut raw).await.unwrap();
+    let calls = |name: &str| -> u64 {
+        info.lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(calls("evalsha") >= 100, "{info}");
+    assert_eq!(calls("eval"), 0, "the script was sent in full again: {info}");
+    assert_eq!(calls("script|load"), 0, "{info}");
+}

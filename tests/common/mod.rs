@@ -1,0 +1,56 @@
+//! Shared test support: a real Redis, or a loud skip on a laptop without one.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The Redis URL the tests use: `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// Whether a missing Redis must fail the test run: in CI (`CI` set) or when
+/// `API_POLICY_REQUIRE_REDIS` is set.
+pub fn redis_required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("API_POLICY_REQUIRE_REDIS").is_some()
+}
+
+/// Some(url) when Redis answers PING. Without Redis: panics in CI, else prints a loud skip.
+pub async fn redis_or_skip(test: &str) -> Option<String> {
+    let url = redis_url();
+    let answer = async {
+        let client = redis::Client::open(url.as_str())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut connection).await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), answer).await {
+        Ok(Ok(_)) => Some(url),
+        outcome => {
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer within 2 s".to_string(),
+            };
+            assert!(!redis_required(), "{test}: Redis at {url} is required here (CI) but unreachable: {why}");
+            eprintln!("\n!!! SKIPPED {test}: no Redis at {url} ({why}). Set REDIS_URL or start redis-server. !!!\n");
+            None
+        }
+    }
+}
+
+/// A key prefix no other test (or earlier run) uses.
+pub fn unique_prefix(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("test:{test}:{}:{nanos}:{}:", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A plain connection for inspecting Redis from a test.
+pub async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection")
+}
