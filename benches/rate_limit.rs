@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use api_policy::backend::MemoryBackend;
 use api_policy::principal::{KeyExtractor, Principal};
-use api_policy::rate_limit::{BucketKey, MemoryRateLimitStore, Quota, RateLimitLayer, RateLimitStore};
+use api_policy::rate_limit::{
+    BucketKey, MemoryRateLimitStore, Quota, RateLimitLayer, RateLimitStore,
+};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -67,6 +69,19 @@ fn decisions(c: &mut Criterion) {
             black_box(store.decide_now(key(&callers[i]), &quota, 1).allowed)
         })
     });
+    // The same decision with a clock that is one atomic load: what reading the system clock costs.
+    let manual = MemoryRateLimitStore::new(
+        &MemoryBackend::builder()
+            .clock(api_policy::clock::ManualClock::at_secs(1_700_000_000))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    group.bench_function("api_policy_memory/10k_keys_manual_clock", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(manual.decide_now(key(&callers[i]), &quota, 1).allowed)
+        })
+    });
     group.finish();
 }
 
@@ -75,7 +90,10 @@ fn router() -> Router {
 }
 
 fn request() -> Request<Body> {
-    Request::get("/items").header("x-api-key", "bench-key").body(Body::empty()).unwrap_or_default()
+    Request::get("/items")
+        .header("x-api-key", "bench-key")
+        .body(Body::empty())
+        .unwrap_or_default()
 }
 
 /// tower_governor keyed by the same API key header.
@@ -95,15 +113,22 @@ impl tower_governor::key_extractor::KeyExtractor for ApiKeyHeader {
 }
 
 fn layer(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut group = c.benchmark_group("layer");
 
     let bare = router();
     group.bench_function("bare_axum", |b| {
-        b.to_async(&rt).iter(|| async { black_box(bare.clone().oneshot(request()).await) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(bare.clone().oneshot(request()).await) })
     });
 
-    let keys = HashMap::from([("bench-key".to_string(), Principal::service("bench").with_tier("pro"))]);
+    let keys = HashMap::from([(
+        "bench-key".to_string(),
+        Principal::service("bench").with_tier("pro"),
+    )]);
     let ours = RateLimitLayer::builder(MemoryRateLimitStore::new(&MemoryBackend::new()))
         .tier("pro", big_quota())
         .key_extractor(KeyExtractor::new().api_key_header("x-api-key", keys))
@@ -111,7 +136,8 @@ fn layer(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"))
         .layer(router());
     group.bench_function("api_policy_headers", |b| {
-        b.to_async(&rt).iter(|| async { black_box(ours.clone().oneshot(request()).await) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(ours.clone().oneshot(request()).await) })
     });
 
     let config = tower_governor::governor::GovernorConfigBuilder::default()
@@ -123,7 +149,8 @@ fn layer(c: &mut Criterion) {
         .unwrap_or_else(|| panic!("governor config"));
     let governed = router().layer(tower_governor::GovernorLayer::new(config));
     group.bench_function("tower_governor_use_headers", |b| {
-        b.to_async(&rt).iter(|| async { black_box(governed.clone().oneshot(request()).await) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(governed.clone().oneshot(request()).await) })
     });
     group.finish();
 }
@@ -136,17 +163,27 @@ fn redis(c: &mut Criterion) {
     use api_policy::backend::RedisBackend;
     use api_policy::rate_limit::RedisRateLimitStore;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let url = redis_url();
-    let Ok(client) = redis::Client::open(url.as_str()) else { return };
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        return;
+    };
     let raw = rt.block_on(async { client.get_connection_manager().await });
     let Ok(raw) = raw else {
         eprintln!("!!! SKIPPED redis benches: no Redis at {url} !!!");
         return;
     };
-    let backend = rt.block_on(async { RedisBackend::builder(url.clone()).prefix("bench:").build() }).unwrap_or_else(|e| panic!("{e}"));
+    let backend = rt
+        .block_on(async { RedisBackend::builder(url.clone()).prefix("bench:").build() })
+        .unwrap_or_else(|e| panic!("{e}"));
     let store = RedisRateLimitStore::new(&backend);
-    let script = Arc::new(redis::Script::new(include_str!("../src/rate_limit/decide.lua")));
+    let script = Arc::new(redis::Script::new(include_str!(
+        "../src/rate_limit/decide.lua"
+    )));
 
     let ours_once = |store: RedisRateLimitStore, i: usize| async move {
         let caller = format!("p:user{}", i % KEYS);
@@ -155,9 +192,17 @@ fn redis(c: &mut Criterion) {
             bucket: "default",
             overridable: true,
         };
-        black_box(store.decide(key, &big_quota(), 1).await.map(|d| d.allowed).unwrap_or(false))
+        black_box(
+            store
+                .decide(key, &big_quota(), 1)
+                .await
+                .map(|d| d.allowed)
+                .unwrap_or(false),
+        )
     };
-    let raw_once = |mut conn: redis::aio::ConnectionManager, script: Arc<redis::Script>, i: usize| async move {
+    let raw_once = |mut conn: redis::aio::ConnectionManager,
+                    script: Arc<redis::Script>,
+                    i: usize| async move {
         let quota = big_quota();
         let reply: redis::RedisResult<Vec<i64>> = script
             .key(format!("bench:raw:{{p:user{}}}:default", i % KEYS))
@@ -198,7 +243,8 @@ fn redis(c: &mut Criterion) {
                         let (raw, script) = (raw.clone(), script.clone());
                         tokio::spawn(async move {
                             for n in 0..iters.div_ceil(CALLERS) {
-                                raw_once(raw.clone(), script.clone(), (t * 1000 + n) as usize).await;
+                                raw_once(raw.clone(), script.clone(), (t * 1000 + n) as usize)
+                                    .await;
                             }
                         })
                     })

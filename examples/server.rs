@@ -1,1 +1,882 @@
-fn main(){}
+//! The demo API of `api-policy`: a small healthcare appointments API on axum, behind the crate's
+//! [`RateLimitLayer`], with in-memory seed data.
+//!
+//! ```text
+//! cargo run --example server                                  # in-memory rate-limit store
+//! cargo run --example server --features redis -- --redis redis://127.0.0.1:6379
+//! cargo run --example server -- --help
+//! ```
+//!
+//! Callers send `X-Api-Key`; two demo keys are built in:
+//!
+//! | key | principal | tier (default quota) |
+//! |---|---|---|
+//! | `demo-free-key` | `demo-free` | `free` (60/min) |
+//! | `demo-pro-key` | `demo-pro` | `pro` (600/min) |
+//! | none, or an unknown key | the peer IP address | `anonymous` (20/min) |
+//!
+//! Booking (`POST /api/v2/appointments`) has its own bucket, `booking` (5/min per caller, every
+//! tier), and `GET /health` is not limited. Every error is `application/problem+json` (RFC 9457)
+//! with a stable `error` code.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use api_policy::body::PolicyBody;
+use api_policy::principal::{KeyExtractor, PeerAddr, Principal, TrustedProxies};
+use api_policy::rate_limit::{Quota, RateLimitLayer, RateLimitStore, RouteRule};
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Parser;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------
+
+/// The demo appointments API of api-policy, rate limited per caller, tier and route.
+#[derive(Debug, Parser)]
+#[command(name = "server")]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Keep rate-limit state in this Redis (needs `--features redis`); in memory otherwise.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Simulated latency of a booking, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    booking_latency_ms: u64,
+    /// Quota of anonymous callers, keyed by peer IP (N/UNIT, UNIT one of s, min, h).
+    #[arg(long, value_name = "QUOTA", default_value = "20/min")]
+    limit_anonymous: Quota,
+    /// Quota of the `free` tier (demo-free-key).
+    #[arg(long, value_name = "QUOTA", default_value = "60/min")]
+    limit_free: Quota,
+    /// Quota of the `pro` tier (demo-pro-key).
+    #[arg(long, value_name = "QUOTA", default_value = "600/min")]
+    limit_pro: Quota,
+    /// Quota of `POST /api/v2/appointments`, per caller, for every tier.
+    #[arg(long, value_name = "QUOTA", default_value = "5/min")]
+    limit_booking: Quota,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Status {
+    Scheduled,
+    Confirmed,
+    CheckedIn,
+    Completed,
+    Cancelled,
+}
+
+impl Status {
+    const NAMES: &'static [(&'static str, Status)] = &[
+        ("scheduled", Status::Scheduled),
+        ("confirmed", Status::Confirmed),
+        ("checked_in", Status::CheckedIn),
+        ("completed", Status::Completed),
+        ("cancelled", Status::Cancelled),
+    ];
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, status)| *status)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Provider {
+    id: String,
+    name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Patient {
+    id: String,
+    name: String,
+    date_of_birth: String,
+    mrn: String,
+    phone: String,
+    email: String,
+    allergies: Vec<String>,
+    primary_provider_id: String,
+}
+
+#[derive(Debug)]
+struct Slot {
+    provider_id: String,
+    /// RFC 3339, UTC.
+    start: String,
+    /// The appointment holding the slot.
+    booked_by: Option<String>,
+}
+
+#[derive(Debug)]
+struct Appointment {
+    id: String,
+    /// The slot held; released when the appointment is cancelled.
+    slot_id: Option<String>,
+    date: String,
+    status: Status,
+    patient_id: String,
+    provider_id: String,
+    /// Kept for the clinical record; part of neither public shape.
+    #[allow(dead_code)]
+    reason: String,
+}
+
+/// v1 shape.
+#[derive(Debug, Serialize)]
+struct AppointmentV1 {
+    id: String,
+    date: String,
+    provider_name: String,
+}
+
+/// v2 shape.
+#[derive(Debug, Serialize)]
+struct AppointmentV2 {
+    id: String,
+    date: String,
+    status: Status,
+    patient_id: String,
+    provider: Provider,
+}
+
+#[derive(Debug, Default)]
+struct Db {
+    appointments: HashMap<String, Appointment>,
+    patients: HashMap<String, Patient>,
+    providers: HashMap<String, Provider>,
+    slots: BTreeMap<String, Slot>,
+    next_appointment: u64,
+}
+
+impl Db {
+    /// Three providers, three patients, fifteen slots on 2026-12-01..03, `apt_1`..`apt_5` booked.
+    fn seed() -> Self {
+        let mut db = Db {
+            next_appointment: 6,
+            ..Db::default()
+        };
+        for (id, name) in [
+            ("prv_1", "Dr. Amara Okafor"),
+            ("prv_2", "Dr. Lin Chen"),
+            ("prv_3", "Dr. Sofia Rossi"),
+        ] {
+            let provider = Provider {
+                id: id.into(),
+                name: name.into(),
+            };
+            db.providers.insert(id.into(), provider);
+        }
+        let patients = [
+            (
+                "pat_1",
+                "Jane Doe",
+                "1984-03-12",
+                "jane.doe",
+                "penicillin",
+                "prv_1",
+            ),
+            (
+                "pat_2",
+                "Rahul Mehta",
+                "1971-11-02",
+                "rahul.mehta",
+                "",
+                "prv_2",
+            ),
+            (
+                "pat_3",
+                "Maria Garcia",
+                "1996-07-25",
+                "maria.garcia",
+                "latex",
+                "prv_3",
+            ),
+        ];
+        for (n, (id, name, dob, mail, allergy, provider)) in patients.into_iter().enumerate() {
+            let patient = Patient {
+                id: id.into(),
+                name: name.into(),
+                date_of_birth: dob.into(),
+                mrn: format!("MRN-{:06}", 1001 + n),
+                phone: format!("+1-555-01{:02}", n + 10),
+                email: format!("{mail}@example.com"),
+                allergies: (!allergy.is_empty())
+                    .then(|| allergy.to_string())
+                    .into_iter()
+                    .collect(),
+                primary_provider_id: provider.into(),
+            };
+            db.patients.insert(id.into(), patient);
+        }
+        for (day, provider) in [(1, "prv_1"), (2, "prv_2"), (3, "prv_3")] {
+            for (hour, minute) in [(9, 0), (9, 30), (10, 0), (10, 30), (11, 0)] {
+                let id = format!("slot_2026_12_{day:02}_{hour:02}{minute:02}");
+                let slot = Slot {
+                    provider_id: provider.into(),
+                    start: format!("2026-12-{day:02}T{hour:02}:{minute:02}:00Z"),
+                    booked_by: None,
+                };
+                db.slots.insert(id, slot);
+            }
+        }
+        let booked = [
+            (
+                "apt_1",
+                "slot_2026_12_01_0900",
+                "pat_1",
+                Status::Confirmed,
+                "Annual physical",
+            ),
+            (
+                "apt_2",
+                "slot_2026_12_01_0930",
+                "pat_2",
+                Status::Scheduled,
+                "Blood pressure review",
+            ),
+            (
+                "apt_3",
+                "slot_2026_12_02_0900",
+                "pat_3",
+                Status::Scheduled,
+                "Palpitations",
+            ),
+            (
+                "apt_4",
+                "slot_2026_12_02_0930",
+                "pat_1",
+                Status::Scheduled,
+                "Cardiology follow-up",
+            ),
+            (
+                "apt_5",
+                "slot_2026_12_03_0900",
+                "pat_2",
+                Status::Confirmed,
+                "Skin check",
+            ),
+        ];
+        for (id, slot_id, patient_id, status, reason) in booked {
+            // Seed data is ours: every slot above exists.
+            if let Some(slot) = db.slots.get_mut(slot_id) {
+                slot.booked_by = Some(id.into());
+                let appointment = Appointment {
+                    id: id.into(),
+                    slot_id: Some(slot_id.into()),
+                    date: slot.start.clone(),
+                    status,
+                    patient_id: patient_id.into(),
+                    provider_id: slot.provider_id.clone(),
+                    reason: reason.into(),
+                };
+                db.appointments.insert(id.into(), appointment);
+            }
+        }
+        db
+    }
+}
+
+/// The provider with this id, in the shapes' `{id, name}` form.
+fn provider(providers: &HashMap<String, Provider>, id: &str) -> Provider {
+    providers.get(id).cloned().unwrap_or_else(|| Provider {
+        id: id.into(),
+        name: "(unknown provider)".into(),
+    })
+}
+
+impl Appointment {
+    fn v1(&self, providers: &HashMap<String, Provider>) -> AppointmentV1 {
+        AppointmentV1 {
+            id: self.id.clone(),
+            date: self.date.clone(),
+            provider_name: provider(providers, &self.provider_id).name,
+        }
+    }
+
+    fn v2(&self, providers: &HashMap<String, Provider>) -> AppointmentV2 {
+        AppointmentV2 {
+            id: self.id.clone(),
+            date: self.date.clone(),
+            status: self.status,
+            patient_id: self.patient_id.clone(),
+            provider: provider(providers, &self.provider_id),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    db: Arc<Mutex<Db>>,
+    booking_latency: Duration,
+}
+
+impl AppState {
+    fn new(booking_latency: Duration) -> Self {
+        Self {
+            db: Arc::new(Mutex::new(Db::seed())),
+            booking_latency,
+        }
+    }
+
+    /// The data; a handler that panicked mid-update cannot leave it half-written (every update
+    /// is a few field assignments), so a poisoned lock is taken over.
+    fn db(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Problems (RFC 9457) and extractors that answer with them
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    error: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'static str>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+            error,
+            field: None,
+        }
+    }
+
+    fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// 422 `validation_failed` naming the field.
+    fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            field: Some(field),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                detail,
+            )
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let content_type = HeaderValue::from_static("application/problem+json");
+        // The array of headers is applied after `Json`, replacing its content type.
+        (status, [(header::CONTENT_TYPE, content_type)], Json(self)).into_response()
+    }
+}
+
+/// `Json<T>`, but a body that is not JSON, or not this JSON, gets a problem, not plain text.
+struct ApiJson<T>(T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let error = match rejection {
+                    JsonRejection::JsonSyntaxError(_) => "malformed_json",
+                    JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+                    _ => "invalid_body",
+                };
+                Err(Problem::new(
+                    rejection.status(),
+                    error,
+                    rejection.body_text(),
+                ))
+            }
+        }
+    }
+}
+
+/// The `{id}` path segment, with a problem for one that does not decode.
+struct Id(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Self(id)),
+            Err(rejection) => Err(Problem::new(
+                rejection.status(),
+                "invalid_path",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation at the boundary
+// ---------------------------------------------------------------------------------------------
+
+/// `^slot_[a-z0-9_]+$`.
+fn is_slot_id(s: &str) -> bool {
+    s.strip_prefix("slot_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    })
+}
+
+/// 1 to 500 characters, not blank, no `<` or `>`.
+fn is_reason(s: &str) -> bool {
+    (1..=500).contains(&s.chars().count()) && !s.trim().is_empty() && !s.contains(['<', '>'])
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, a real date and time of day.
+fn is_utc_datetime(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        let digits = &b[range];
+        digits
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        number(0..4),
+        number(5..7),
+        number(8..10),
+        number(11..13),
+        number(14..16),
+        number(17..19),
+    ) else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day) && hour < 24 && minute < 60 && second < 60
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------------
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn get_appointment_v1(
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Json<AppointmentV1>, Problem> {
+    let db = state.db();
+    let appointment = db
+        .appointments
+        .get(&id)
+        .ok_or_else(|| Problem::not_found("No appointment has this id."))?;
+    Ok(Json(appointment.v1(&db.providers)))
+}
+
+async fn get_appointment_v2(
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Json<AppointmentV2>, Problem> {
+    let db = state.db();
+    let appointment = db
+        .appointments
+        .get(&id)
+        .ok_or_else(|| Problem::not_found("No appointment has this id."))?;
+    Ok(Json(appointment.v2(&db.providers)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateAppointment {
+    date: Option<String>,
+    status: Option<String>,
+}
+
+async fn update_appointment(
+    State(state): State<AppState>,
+    Id(id): Id,
+    ApiJson(update): ApiJson<UpdateAppointment>,
+) -> Result<Json<AppointmentV2>, Problem> {
+    if update.date.is_none() && update.status.is_none() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "send at least one of date, status",
+        ));
+    }
+    if update.date.as_deref().is_some_and(|d| !is_utc_datetime(d)) {
+        return Err(Problem::invalid(
+            "date",
+            "date must be UTC, as YYYY-MM-DDTHH:MM:SSZ",
+        ));
+    }
+    let status = match update.status.as_deref() {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            Problem::invalid(
+                "status",
+                "status must be one of scheduled, confirmed, checked_in, completed, cancelled",
+            )
+        })?),
+    };
+
+    let mut guard = state.db();
+    let db = &mut *guard;
+    let appointment = db
+        .appointments
+        .get_mut(&id)
+        .ok_or_else(|| Problem::not_found("No appointment has this id."))?;
+    if appointment.status == Status::Cancelled {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "appointment_cancelled",
+            "A cancelled appointment cannot be changed; book a new one.",
+        ));
+    }
+    if let Some(date) = update.date {
+        appointment.date = date;
+    }
+    if let Some(status) = status {
+        appointment.status = status;
+        if status == Status::Cancelled {
+            // Free the slot for others.
+            if let Some(slot) = appointment
+                .slot_id
+                .take()
+                .and_then(|s| db.slots.get_mut(&s))
+            {
+                slot.booked_by = None;
+            }
+        }
+    }
+    tracing::info!(appointment = %id, "appointment updated");
+    Ok(Json(appointment.v2(&db.providers)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Booking {
+    slot_id: String,
+    patient_id: String,
+    reason: String,
+}
+
+async fn book_appointment(
+    State(state): State<AppState>,
+    ApiJson(booking): ApiJson<Booking>,
+) -> Result<Response, Problem> {
+    if !is_slot_id(&booking.slot_id) {
+        return Err(Problem::invalid(
+            "slot_id",
+            "slot_id must match ^slot_[a-z0-9_]+$",
+        ));
+    }
+    if !is_reason(&booking.reason) {
+        return Err(Problem::invalid(
+            "reason",
+            "reason must be 1 to 500 characters without HTML",
+        ));
+    }
+
+    // The scheduling system is slow. The slot is checked and taken under one lock afterwards, so
+    // two bookings racing for it cannot both win.
+    tokio::time::sleep(state.booking_latency).await;
+
+    let mut guard = state.db();
+    let db = &mut *guard;
+    if !db.patients.contains_key(&booking.patient_id) {
+        return Err(Problem {
+            field: Some("patient_id"),
+            ..Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_patient",
+                "No patient has this id.",
+            )
+        });
+    }
+    let id = format!("apt_{}", db.next_appointment);
+    let Some(slot) = db.slots.get_mut(&booking.slot_id) else {
+        return Err(Problem {
+            field: Some("slot_id"),
+            ..Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_slot",
+                "No slot has this id.",
+            )
+        });
+    };
+    if slot.booked_by.is_some() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "slot_unavailable",
+            "This slot is already booked; pick another.",
+        ));
+    }
+    slot.booked_by = Some(id.clone());
+    let appointment = Appointment {
+        id: id.clone(),
+        slot_id: Some(booking.slot_id.clone()),
+        date: slot.start.clone(),
+        status: Status::Scheduled,
+        patient_id: booking.patient_id,
+        provider_id: slot.provider_id.clone(),
+        reason: booking.reason,
+    };
+    db.next_appointment += 1;
+    let body = appointment.v2(&db.providers);
+    db.appointments.insert(id.clone(), appointment);
+    tracing::info!(appointment = %id, slot = %booking.slot_id, "appointment booked");
+    let location = format!("/api/v2/appointments/{id}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+async fn get_patient(State(state): State<AppState>, Id(id): Id) -> Result<Response, Problem> {
+    let db = state.db();
+    let patient = db
+        .patients
+        .get(&id)
+        .ok_or_else(|| Problem::not_found("No patient has this id."))?;
+    // PHI: no shared cache may keep it.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(patient.clone())).into_response())
+}
+
+async fn no_route() -> Problem {
+    Problem::not_found("No route matches this path.")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This route does not take this method.",
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The app
+// ---------------------------------------------------------------------------------------------
+
+/// The demo keys: the key is the secret, the principal id is what gets counted and logged.
+fn demo_keys() -> HashMap<String, Principal> {
+    HashMap::from([
+        (
+            "demo-free-key".to_string(),
+            Principal::service("demo-free").with_tier("free"),
+        ),
+        (
+            "demo-pro-key".to_string(),
+            Principal::service("demo-pro").with_tier("pro"),
+        ),
+    ])
+}
+
+/// The rate-limit layer over `store`, with the quotas from the command line.
+fn rate_limits<St: RateLimitStore>(
+    store: St,
+    cli: &Cli,
+) -> Result<RateLimitLayer<St>, api_policy::ConfigError> {
+    RateLimitLayer::builder(store)
+        // The first tier is the default: principals without a (known) tier are counted as free.
+        .tier("free", cli.limit_free)
+        .tier("pro", cli.limit_pro)
+        .tier("anonymous", cli.limit_anonymous)
+        .route("/health", RouteRule::exempt())
+        .route(
+            "POST /api/v2/appointments",
+            RouteRule::limit(cli.limit_booking).named("booking"),
+        )
+        .key_extractor(
+            KeyExtractor::new()
+                .api_key_header("x-api-key", demo_keys())
+                // No proxy in front: the peer address is the client's.
+                .client_ip(TrustedProxies::none()),
+        )
+        .ietf_headers(true)
+        .build()
+}
+
+/// Copies axum's `ConnectInfo` into the crate's [`PeerAddr`], so anonymous callers are keyed by IP
+/// without the crate's `axum` feature.
+fn with_peer_addr(mut request: Request) -> Request {
+    if let Some(ConnectInfo(addr)) = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .copied()
+    {
+        request.extensions_mut().insert(PeerAddr(addr));
+    }
+    request
+}
+
+/// The routes behind the rate limit. Serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so anonymous callers have an address.
+fn app<St: RateLimitStore>(state: AppState, limits: RateLimitLayer<St>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/v1/appointments/{id}", get(get_appointment_v1))
+        .route("/api/v2/appointments", post(book_appointment))
+        .route(
+            "/api/v2/appointments/{id}",
+            get(get_appointment_v2).put(update_appointment),
+        )
+        .route("/api/v2/patients/{id}", get(get_patient))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(
+            // Outer to inner.
+            ServiceBuilder::new()
+                .map_request(with_peer_addr)
+                .map_response(|response: Response<PolicyBody<Body>>| response.map(Body::new))
+                .layer(limits),
+        )
+}
+
+fn print_usage(addr: SocketAddr, cli: &Cli, store: &str) {
+    let base = format!("http://{addr}");
+    let json = "-H 'Content-Type: application/json'";
+    println!("appointments API listening on {base} (rate-limit store: {store})");
+    println!(
+        "keys: demo-free-key (free, {}), demo-pro-key (pro, {}); no key: anonymous by IP ({}); booking: {}",
+        cli.limit_free, cli.limit_pro, cli.limit_anonymous, cli.limit_booking
+    );
+    println!("try:");
+    println!("  curl -i {base}/health");
+    println!("  curl -i -H 'X-Api-Key: demo-free-key' {base}/api/v2/appointments/apt_1");
+    println!(
+        "  curl -i -X POST {base}/api/v2/appointments -H 'X-Api-Key: demo-pro-key' {json} \
+         -d '{{\"slot_id\":\"slot_2026_12_02_1000\",\"patient_id\":\"pat_2\",\"reason\":\"Annual check-up\"}}'"
+    );
+    println!(
+        "  for i in $(seq 1 7); do curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST {base}/api/v2/appointments \
+         -H 'X-Api-Key: demo-free-key' {json} \
+         -d '{{\"slot_id\":\"slot_2026_12_03_1100\",\"patient_id\":\"pat_1\",\"reason\":\"Follow-up\"}}'; done"
+    );
+}
+
+async fn serve<St: RateLimitStore>(
+    cli: Cli,
+    store: St,
+    store_name: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let limits = rate_limits(store, &cli)?;
+    let state = AppState::new(Duration::from_millis(cli.booking_latency_ms));
+    let listener = tokio::net::TcpListener::bind(cli.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = store_name, "listening");
+    print_usage(addr, &cli, store_name);
+    let service = app(state, limits).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(async {
+            // Without a signal handler, wait forever: the process is ended some other way.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let result = match cli.redis.clone() {
+        #[cfg(feature = "redis")]
+        Some(url) => match api_policy::backend::RedisBackend::builder(url).build() {
+            Ok(backend) => serve(cli, api_policy::rate_limit::RedisRateLimitStore::new(&backend), "redis").await,
+            Err(e) => Err(e.into()),
+        },
+        #[cfg(not(feature = "redis"))]
+        Some(_) => <Cli as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::InvalidValue,
+                "--redis needs the `redis` feature: cargo run --example server --features redis -- --redis URL",
+            )
+            .exit(),
+        #[cfg(feature = "memory")]
+        None => {
+            let backend = api_policy::backend::MemoryBackend::new();
+            serve(cli, api_policy::rate_limit::MemoryRateLimitStore::new(&backend), "memory").await
+        }
+        #[cfg(not(feature = "memory"))]
+        None => <Cli as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "without the `memory` feature, pass --redis URL (or build with --features memory)",
+            )
+            .exit(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -147,7 +147,12 @@ impl TrustedProxies {
                 let p = p.as_ref().trim();
                 p.parse::<IpNet>()
                     .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| ConfigError::new("trusted_proxies", format!("`{p}` is not an IP address or network")))
+                    .map_err(|_| {
+                        ConfigError::new(
+                            "trusted_proxies",
+                            format!("`{p}` is not an IP address or network"),
+                        )
+                    })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { nets })
@@ -367,7 +372,10 @@ mod tests {
         let peer: IpAddr = "10.1.1.1".parse().unwrap();
         // The client forged 6.6.6.6; the real client is the first untrusted hop from the right.
         let headers = xff(&["6.6.6.6, 198.51.100.7", "192.0.2.1, 10.2.2.2"]);
-        assert_eq!(proxies.client_ip(peer, &headers), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            proxies.client_ip(peer, &headers),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -375,7 +383,10 @@ mod tests {
         let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
         let peer: IpAddr = "10.1.1.1".parse().unwrap();
         let headers = xff(&["1.2.3.4, garbage, 10.3.3.3"]);
-        assert_eq!(proxies.client_ip(peer, &headers), "10.3.3.3".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            proxies.client_ip(peer, &headers),
+            "10.3.3.3".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -387,9 +398,15 @@ mod tests {
     #[test]
     fn extension_principal_wins_over_api_key_and_ip() {
         let keys = HashMap::from([("k".to_string(), Principal::service("svc").with_tier("pro"))]);
-        let extractor = KeyExtractor::new().api_key_header("x-api-key", keys).client_ip(TrustedProxies::none());
-        let mut req = http::Request::builder().header("x-api-key", "k").body(()).unwrap();
-        req.extensions_mut().insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
+        let extractor = KeyExtractor::new()
+            .api_key_header("x-api-key", keys)
+            .client_ip(TrustedProxies::none());
+        let mut req = http::Request::builder()
+            .header("x-api-key", "k")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
         let found = extractor.identify(req.headers(), req.extensions()).unwrap();
         assert_eq!(found.to_string(), "p:svc");
         req.extensions_mut().insert(Principal::user("u1"));
@@ -400,10 +417,16 @@ mod tests {
     #[test]
     fn unknown_or_oversized_keys_fall_through_to_the_ip() {
         let keys = HashMap::from([("k".to_string(), Principal::service("svc"))]);
-        let extractor = KeyExtractor::new().api_key_header("x-api-key", keys).client_ip(TrustedProxies::none());
+        let extractor = KeyExtractor::new()
+            .api_key_header("x-api-key", keys)
+            .client_ip(TrustedProxies::none());
         for key in ["nope".to_string(), "k".repeat(300)] {
-            let mut req = http::Request::builder().header("x-api-key", key).body(()).unwrap();
-            req.extensions_mut().insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
+            let mut req = http::Request::builder()
+                .header("x-api-key", key)
+                .body(())
+                .unwrap();
+            req.extensions_mut()
+                .insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
             let found = extractor.identify(req.headers(), req.extensions()).unwrap();
             assert_eq!(found, Caller::Ip("127.0.0.1".parse().unwrap()));
         }
@@ -413,7 +436,8 @@ mod tests {
     fn nobody_is_found_without_an_ip_source() {
         let extractor = KeyExtractor::new();
         let mut req = http::Request::builder().body(()).unwrap();
-        req.extensions_mut().insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
+        req.extensions_mut()
+            .insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
         assert_eq!(extractor.identify(req.headers(), req.extensions()), None);
     }
 }

@@ -88,7 +88,11 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with this status, error code and detail; the gRPC code follows the status.
     #[must_use]
-    pub fn new(status: StatusCode, error: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        error: impl Into<Cow<'static, str>>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             error: error.into(),
@@ -208,7 +212,10 @@ impl RenderRejection for ProblemRenderer {
             status: rejection.status.as_u16(),
             detail: &rejection.detail,
             error: &rejection.error,
-            docs: self.docs_base.as_ref().map(|base| format!("{base}{}", rejection.error)),
+            docs: self
+                .docs_base
+                .as_ref()
+                .map(|base| format!("{base}{}", rejection.error)),
         };
         // Serialising plain strings and numbers cannot fail; fall back to an empty object anyway
         // rather than panicking on a request path.
@@ -216,7 +223,10 @@ impl RenderRejection for ProblemRenderer {
         let mut response = Response::new(Bytes::from(body));
         *response.status_mut() = rejection.status;
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         for (name, value) in &rejection.headers {
             headers.append(name, value.clone());
         }
@@ -228,7 +238,10 @@ fn grpc_response(rejection: &Rejection) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", HeaderValue::from(u16::from(rejection.grpc_code.as_u8())));
+    headers.insert(
+        "grpc-status",
+        HeaderValue::from(u16::from(rejection.grpc_code.as_u8())),
+    );
     let message = utf8_percent_encode(&rejection.detail, GRPC_MESSAGE).to_string();
     if let Ok(value) = HeaderValue::from_str(&message) {
         headers.insert("grpc-message", value);
@@ -262,7 +275,11 @@ impl SharedRenderer {
     }
 
     /// Renders the rejection and leaves it in the response extensions.
-    pub fn respond<B>(&self, rejection: Rejection, context: &RejectionContext<'_>) -> Response<PolicyBody<B>> {
+    pub fn respond<B>(
+        &self,
+        rejection: Rejection,
+        context: &RejectionContext<'_>,
+    ) -> Response<PolicyBody<B>> {
         let response = self.0.render(&rejection, context);
         let (mut parts, body) = response.into_parts();
         parts.extensions.insert(rejection);
@@ -285,8 +302,12 @@ mod tests {
     #[test]
     fn problem_json_carries_the_members_and_headers() {
         let req = request("application/json");
-        let rejection = Rejection::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "slow down")
-            .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("3"));
+        let rejection = Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "slow down",
+        )
+        .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("3"));
         let response = ProblemRenderer::new()
             .docs_base("https://docs.example/errors#")
             .render(&rejection, &RejectionContext::of(&req));
@@ -307,12 +328,19 @@ mod tests {
     #[test]
     fn grpc_callers_get_trailers_only_answers() {
         let req = request("application/grpc+proto");
-        let rejection = Rejection::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "50% used, ünïcode");
+        let rejection = Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "50% used, ünïcode",
+        );
         let response = ProblemRenderer::new().render(&rejection, &RejectionContext::of(&req));
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[CONTENT_TYPE], "application/grpc");
         assert_eq!(response.headers()["grpc-status"], "8");
-        assert_eq!(response.headers()["grpc-message"], "50%25 used, %C3%BCn%C3%AFcode");
+        assert_eq!(
+            response.headers()["grpc-message"],
+            "50%25 used, %C3%BCn%C3%AFcode"
+        );
         assert!(response.body().is_empty());
     }
 
@@ -339,8 +367,13 @@ mod tests {
     #[test]
     fn responses_keep_the_rejection_in_extensions() {
         let req = request("application/json");
-        let rejection = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "down");
-        let response: Response<PolicyBody<()>> = SharedRenderer::default().respond(rejection, &RejectionContext::of(&req));
-        assert_eq!(response.extensions().get::<Rejection>().unwrap().error, "store_unavailable");
+        let rejection =
+            Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "down");
+        let response: Response<PolicyBody<()>> =
+            SharedRenderer::default().respond(rejection, &RejectionContext::of(&req));
+        assert_eq!(
+            response.extensions().get::<Rejection>().unwrap().error,
+            "store_unavailable"
+        );
     }
 }

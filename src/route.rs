@@ -117,10 +117,9 @@ impl RoutePattern {
     #[must_use]
     pub fn param<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
         let parts = path.split('/').filter(|s| !s.is_empty());
-        self.segments
-            .iter()
-            .zip(parts)
-            .find_map(|(segment, part)| matches!(segment, Segment::Param(n) if &**n == name).then_some(part))
+        self.segments.iter().zip(parts).find_map(|(segment, part)| {
+            matches!(segment, Segment::Param(n) if &**n == name).then_some(part)
+        })
     }
 }
 
@@ -222,15 +221,29 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_config_errors() {
-        for bad in ["api/x", "/a/{id", "/a/{}", "/a/*/b", "/a/x{id}", "BAD\u{1} /a"] {
+        for bad in [
+            "api/x",
+            "/a/{id",
+            "/a/{}",
+            "/a/*/b",
+            "/a/x{id}",
+            "BAD\u{1} /a",
+        ] {
             assert!(RoutePattern::parse(bad).is_err(), "{bad} should not parse");
         }
     }
 
     #[test]
     fn first_match_wins() {
-        let m = RouteMatcher::new().add("/api/v2/patients/{id}", 1).unwrap().add("/api/*", 2).unwrap();
-        assert_eq!(*m.find(&Method::GET, "/api/v2/patients/x").unwrap().value, 1);
+        let m = RouteMatcher::new()
+            .add("/api/v2/patients/{id}", 1)
+            .unwrap()
+            .add("/api/*", 2)
+            .unwrap();
+        assert_eq!(
+            *m.find(&Method::GET, "/api/v2/patients/x").unwrap().value,
+            1
+        );
         assert_eq!(*m.find(&Method::GET, "/api/v1/other").unwrap().value, 2);
         assert!(m.find(&Method::GET, "/health").is_none());
     }

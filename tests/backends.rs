@@ -8,7 +8,8 @@ use std::time::Duration;
 use api_policy::backend::{MemoryBackend, RedisBackend};
 use api_policy::clock::ManualClock;
 use api_policy::rate_limit::{
-    Algorithm, BucketKey, Decision, MemoryRateLimitStore, Quota, RateLimitStore, RedisRateLimitStore,
+    Algorithm, BucketKey, Decision, MemoryRateLimitStore, Quota, RateLimitStore,
+    RedisRateLimitStore,
 };
 
 const S: u64 = 1_000_000;
@@ -23,8 +24,16 @@ fn key(caller: &str) -> BucketKey<'_> {
     }
 }
 
-async fn decide<St: RateLimitStore>(store: &St, caller: &str, quota: &Quota, cost: u32) -> Decision {
-    store.decide(key(caller), quota, cost).await.expect("store answers")
+async fn decide<St: RateLimitStore>(
+    store: &St,
+    caller: &str,
+    quota: &Quota,
+    cost: u32,
+) -> Decision {
+    store
+        .decide(key(caller), quota, cost)
+        .await
+        .expect("store answers")
 }
 
 // ---- scenarios -------------------------------------------------------------------------------
@@ -60,7 +69,10 @@ async fn window_boundary_burst_is_refused<St: RateLimitStore>(store: St, clock: 
         let caller = format!("p:{algorithm:?}");
         let q = Quota::per_minute(10).with_algorithm(algorithm);
         for _ in 0..10 {
-            assert!(decide(&store, &caller, &q, 1).await.allowed, "{algorithm:?}: first batch");
+            assert!(
+                decide(&store, &caller, &q, 1).await.allowed,
+                "{algorithm:?}: first batch"
+            );
         }
         clock.set_micros(T0 + 60 * S);
         let mut admitted = 0;
@@ -71,14 +83,21 @@ async fn window_boundary_burst_is_refused<St: RateLimitStore>(store: St, clock: 
     }
 }
 
-async fn sliding_window_weights_the_previous_window<St: RateLimitStore>(store: St, clock: ManualClock) {
+async fn sliding_window_weights_the_previous_window<St: RateLimitStore>(
+    store: St,
+    clock: ManualClock,
+) {
     let q = Quota::per_minute(10).with_algorithm(Algorithm::SlidingWindow);
     clock.set_micros(T0 + 30 * S);
     for expected in (0..10).rev() {
         let d = decide(&store, "p:w", &q, 1).await;
         assert!(d.allowed);
         assert_eq!(d.remaining, expected);
-        assert_eq!(d.reset_after_us, 90 * S, "full again at the end of the next window");
+        assert_eq!(
+            d.reset_after_us,
+            90 * S,
+            "full again at the end of the next window"
+        );
     }
     let d = decide(&store, "p:w", &q, 1).await;
     assert!(!d.allowed);
@@ -139,7 +158,10 @@ async fn overrides_replace_the_tier_quota<St: RateLimitStore>(store: St, _clock:
 }
 
 /// 200 concurrent decisions against a quota of 50 admit exactly 50.
-async fn concurrent_callers_get_exactly_the_quota<St: RateLimitStore>(store: St, _clock: ManualClock) {
+async fn concurrent_callers_get_exactly_the_quota<St: RateLimitStore>(
+    store: St,
+    _clock: ManualClock,
+) {
     let q = Quota::per_hour(50);
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -184,7 +206,12 @@ async fn random_walk<St: RateLimitStore>(store: St, clock: ManualClock) -> Vec<D
 // ---- backends --------------------------------------------------------------------------------
 
 fn memory(clock: &ManualClock) -> MemoryRateLimitStore {
-    MemoryRateLimitStore::new(&MemoryBackend::builder().clock(clock.clone()).build().unwrap())
+    MemoryRateLimitStore::new(
+        &MemoryBackend::builder()
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    )
 }
 
 async fn redis(test: &str, clock: &ManualClock) -> Option<RedisRateLimitStore> {
@@ -233,7 +260,9 @@ conformance!(
 
 #[tokio::test]
 async fn both_backends_give_identical_answers_on_a_random_walk() {
-    let Some(url) = common::redis_or_skip("random_walk").await else { return };
+    let Some(url) = common::redis_or_skip("random_walk").await else {
+        return;
+    };
     let clock = ManualClock::at_micros(T0);
     let from_memory = random_walk(memory(&clock), clock.clone()).await;
     let clock = ManualClock::at_micros(T0);
@@ -244,7 +273,10 @@ async fn both_backends_give_identical_answers_on_a_random_walk() {
         .unwrap();
     let from_redis = random_walk(RedisRateLimitStore::new(&backend), clock).await;
     let refused = from_memory.iter().filter(|d| !d.allowed).count();
-    assert!(refused > 40 && refused < 360, "the walk should mix answers: {refused} refused");
+    assert!(
+        refused > 40 && refused < 360,
+        "the walk should mix answers: {refused} refused"
+    );
     for (i, (m, r)) in from_memory.iter().zip(&from_redis).enumerate() {
         assert_eq!(m, r, "decision {i} differs");
     }
@@ -252,9 +284,14 @@ async fn both_backends_give_identical_answers_on_a_random_walk() {
 
 #[tokio::test]
 async fn redis_bucket_keys_expire_when_full_again() {
-    let Some(url) = common::redis_or_skip("ttl").await else { return };
+    let Some(url) = common::redis_or_skip("ttl").await else {
+        return;
+    };
     let prefix = common::unique_prefix("ttl");
-    let backend = RedisBackend::builder(url.clone()).prefix(prefix.clone()).build().unwrap();
+    let backend = RedisBackend::builder(url.clone())
+        .prefix(prefix.clone())
+        .build()
+        .unwrap();
     let store = RedisRateLimitStore::new(&backend);
     decide(&store, "p:ttl", &Quota::per_minute(10), 3).await;
     let mut raw = common::raw_connection(&url).await;
@@ -269,7 +306,9 @@ async fn redis_bucket_keys_expire_when_full_again() {
 
 #[tokio::test]
 async fn redis_decides_by_the_server_clock_by_default() {
-    let Some(url) = common::redis_or_skip("server_clock").await else { return };
+    let Some(url) = common::redis_or_skip("server_clock").await else {
+        return;
+    };
     let backend = RedisBackend::builder(url.clone())
         .prefix(common::unique_prefix("server_clock"))
         .build()
@@ -279,13 +318,19 @@ async fn redis_decides_by_the_server_clock_by_default() {
     let mut raw = common::raw_connection(&url).await;
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut raw).await.unwrap();
     let server_now = secs * S + micros;
-    assert!(server_now >= d.now_us && server_now - d.now_us < 5 * S, "decision time {} vs server {server_now}", d.now_us);
+    assert!(
+        server_now >= d.now_us && server_now - d.now_us < 5 * S,
+        "decision time {} vs server {server_now}",
+        d.now_us
+    );
 }
 
 /// One decision is one round trip: N decisions run N EVALSHA and nothing else.
 #[tokio::test]
 async fn one_redis_round_trip_per_decision() {
-    let Some(url) = common::redis_or_skip("round_trips").await else { return };
+    let Some(url) = common::redis_or_skip("round_trips").await else {
+        return;
+    };
     let backend = RedisBackend::builder(url.clone())
         .prefix(common::unique_prefix("round_trips"))
         .build()
@@ -295,11 +340,19 @@ async fn one_redis_round_trip_per_decision() {
     decide(&store, "p:warm", &Quota::per_minute(10), 1).await;
     let mut raw = common::raw_connection(&url).await;
     // Other tests share this Redis: count only this client's commands, by CLIENT ID.
-    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     for i in 0..100 {
         decide(&store, &format!("p:rt{i}"), &Quota::per_minute(10), 1).await;
     }
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut raw).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     let calls = |name: &str| -> u64 {
         info.lines()
             .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
@@ -309,6 +362,10 @@ async fn one_redis_round_trip_per_decision() {
             .unwrap_or(0)
     };
     assert!(calls("evalsha") >= 100, "{info}");
-    assert_eq!(calls("eval"), 0, "the script was sent in full again: {info}");
+    assert_eq!(
+        calls("eval"),
+        0,
+        "the script was sent in full again: {info}"
+    );
     assert_eq!(calls("script|load"), 0, "{info}");
 }

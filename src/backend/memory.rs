@@ -58,7 +58,9 @@ impl MemoryBackend {
     /// Starts a configured backend.
     #[must_use]
     pub fn builder() -> MemoryBackendBuilder {
-        MemoryBackendBuilder { inner: Self::default() }
+        MemoryBackendBuilder {
+            inner: Self::default(),
+        }
     }
 
     /// The most keys each store of this backend holds.
@@ -116,11 +118,25 @@ pub(crate) trait Slot: Send + Sync + 'static {
     fn debt(&self, now_us: u64) -> u64;
 }
 
+/// One slot and its key, written `caller 0xFF bucket` in one allocation (0xFF never occurs in
+/// UTF-8, so the split is unambiguous), with its hash kept so a probe rarely reads the key and a
+/// resize never rehashes it.
 struct Entry<V> {
-    caller: Box<str>,
-    bucket: Box<str>,
+    key: Box<[u8]>,
+    hash: u64,
     tag: u8,
     slot: V,
+}
+
+impl<V> Entry<V> {
+    fn is(&self, hash: u64, caller: &str, bucket: &str, tag: u8) -> bool {
+        let (c, b) = (caller.as_bytes(), bucket.as_bytes());
+        self.hash == hash
+            && self.tag == tag
+            && self.key.len() == c.len() + 1 + b.len()
+            && self.key[..c.len()] == *c
+            && self.key[c.len() + 1..] == *b
+    }
 }
 
 struct Shard<V> {
@@ -170,7 +186,7 @@ impl<V: Slot> SlotTable<V> {
     ) -> R {
         let hash = self.hasher.hash_one((caller, bucket, tag));
         let shard = &self.shards[(hash >> SHARD_SHIFT) as usize % SHARDS];
-        let eq = |e: &Entry<V>| e.tag == tag && &*e.caller == caller && &*e.bucket == bucket;
+        let eq = |e: &Entry<V>| e.is(hash, caller, bucket, tag);
         {
             let read = shard.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = read.table.find(hash, eq) {
@@ -184,14 +200,17 @@ impl<V: Slot> SlotTable<V> {
         if write.table.len() >= write.sweep_at {
             self.sweep(&mut write, now_us);
         }
+        let mut key = Vec::with_capacity(caller.len() + 1 + bucket.len());
+        key.extend_from_slice(caller.as_bytes());
+        key.push(0xFF);
+        key.extend_from_slice(bucket.as_bytes());
         let entry = Entry {
-            caller: caller.into(),
-            bucket: bucket.into(),
+            key: key.into_boxed_slice(),
+            hash,
             tag,
             slot: make(),
         };
-        let hasher = |e: &Entry<V>| self.hasher.hash_one((&*e.caller, &*e.bucket, e.tag));
-        let entry = write.table.insert_unique(hash, entry, hasher);
+        let entry = write.table.insert_unique(hash, entry, |e| e.hash);
         f(&entry.get().slot)
     }
 
@@ -216,7 +235,8 @@ impl<V: Slot> SlotTable<V> {
                 }
             });
         }
-        shard.sweep_at = (shard.table.len() * 2).clamp(MIN_SWEEP.min(self.shard_capacity), self.shard_capacity);
+        shard.sweep_at =
+            (shard.table.len() * 2).clamp(MIN_SWEEP.min(self.shard_capacity), self.shard_capacity);
     }
 
     /// Keys held now, across shards.
@@ -248,24 +268,70 @@ mod tests {
     #[test]
     fn idle_slots_are_swept_and_busy_ones_kept() {
         let table = SlotTable::new(64 * 1000);
-        table.with("busy", "b", 0, 0, || Until(AtomicU64::new(u64::MAX)), |_| ());
+        table.with(
+            "busy",
+            "b",
+            0,
+            0,
+            || Until(AtomicU64::new(u64::MAX)),
+            |_| (),
+        );
         for i in 0..20_000 {
-            table.with(&format!("idle{i}"), "b", 0, 10, || Until(AtomicU64::new(5)), |_| ());
+            table.with(
+                &format!("idle{i}"),
+                "b",
+                0,
+                10,
+                || Until(AtomicU64::new(5)),
+                |_| (),
+            );
         }
-        assert!(table.len() < 20_000, "idle slots were not swept: {}", table.len());
-        let found = table.with("busy", "b", 0, 10, || Until(AtomicU64::new(0)), |s| s.0.load(Ordering::Relaxed));
+        assert!(
+            table.len() < 20_000,
+            "idle slots were not swept: {}",
+            table.len()
+        );
+        let found = table.with(
+            "busy",
+            "b",
+            0,
+            10,
+            || Until(AtomicU64::new(0)),
+            |s| s.0.load(Ordering::Relaxed),
+        );
         assert_eq!(found, u64::MAX);
     }
 
     #[test]
     fn capacity_is_never_exceeded_and_the_deepest_debts_survive() {
         let table = SlotTable::new(64 * 100);
-        table.with("debtor", "b", 0, 0, || Until(AtomicU64::new(1_000_000)), |_| ());
+        table.with(
+            "debtor",
+            "b",
+            0,
+            0,
+            || Until(AtomicU64::new(1_000_000)),
+            |_| (),
+        );
         for i in 0..100_000u64 {
-            table.with(&format!("k{i}"), "b", 0, 0, || Until(AtomicU64::new(1 + i % 10)), |_| ());
+            table.with(
+                &format!("k{i}"),
+                "b",
+                0,
+                0,
+                || Until(AtomicU64::new(1 + i % 10)),
+                |_| (),
+            );
             assert!(table.len() <= 64 * 100);
         }
-        let found = table.with("debtor", "b", 0, 0, || Until(AtomicU64::new(0)), |s| s.0.load(Ordering::Relaxed));
+        let found = table.with(
+            "debtor",
+            "b",
+            0,
+            0,
+            || Until(AtomicU64::new(0)),
+            |s| s.0.load(Ordering::Relaxed),
+        );
         assert_eq!(found, 1_000_000, "the slot owing most was evicted");
     }
 }

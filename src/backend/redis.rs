@@ -64,7 +64,10 @@ impl RedisBackend {
 
     /// Runs a script invocation: one round trip (a first call after a Redis restart reloads the
     /// script once), bounded by the timeout.
-    pub(crate) async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, StoreError> {
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
         let mut connection = self.connection.clone();
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {
             Ok(result) => Ok(result?),
@@ -121,7 +124,10 @@ impl RedisBackendBuilder {
     /// A [`ConfigError`] for an unparsable URL, a prefix with braces, or a zero timeout.
     pub fn build(self) -> Result<RedisBackend, ConfigError> {
         if self.prefix.contains(['{', '}']) {
-            return Err(ConfigError::new("redis.prefix", "may not contain `{` or `}`"));
+            return Err(ConfigError::new(
+                "redis.prefix",
+                "may not contain `{` or `}`",
+            ));
         }
         if self.timeout.is_zero() {
             return Err(ConfigError::new("redis.timeout", "must be more than zero"));

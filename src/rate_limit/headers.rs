@@ -41,11 +41,19 @@ pub(crate) fn policy_value(name: &str, quota: &Quota) -> HeaderValue {
 
 /// Writes the fields for a decision. `policy` is the pre-built `RateLimit-Policy` value of the
 /// configured quota, used when no override replaced it; `None` leaves the IETF fields out.
-pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, name: &str, policy: Option<(&Quota, &HeaderValue)>) {
+pub(crate) fn write(
+    headers: &mut HeaderMap,
+    decision: &Decision,
+    name: &str,
+    policy: Option<(&Quota, &HeaderValue)>,
+) {
     headers.insert(LIMIT.clone(), decision.limit().into());
     headers.insert(REMAINING.clone(), decision.remaining.into());
     headers.insert(USED.clone(), decision.used().into());
-    headers.insert(RESET.clone(), ceil_secs(decision.now_us + decision.reset_after_us).into());
+    headers.insert(
+        RESET.clone(),
+        ceil_secs(decision.now_us + decision.reset_after_us).into(),
+    );
     if let Some((configured, value)) = policy {
         let value = if *configured == decision.quota {
             value.clone()
@@ -76,6 +84,9 @@ mod tests {
     fn names_are_escaped_as_structured_strings() {
         assert_eq!(sf_string("free"), "\"free\"");
         assert_eq!(sf_string("a\"b\\c\u{7}é"), "\"a\\\"b\\\\c\"");
-        assert_eq!(policy_value("default", &Quota::per_minute(100)), "\"default\";q=100;w=60");
+        assert_eq!(
+            policy_value("default", &Quota::per_minute(100)),
+            "\"default\";q=100;w=60"
+        );
     }
 }

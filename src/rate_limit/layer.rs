@@ -153,8 +153,14 @@ impl Limit {
 #[derive(Debug)]
 pub(crate) enum CompiledRule {
     Exempt,
-    Tier { cost: u32 },
-    Own { default: Arc<Limit>, by_tier: HashMap<Box<str>, Arc<Limit>>, cost: u32 },
+    Tier {
+        cost: u32,
+    },
+    Own {
+        default: Arc<Limit>,
+        by_tier: HashMap<Box<str>, Arc<Limit>>,
+        cost: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -177,7 +183,9 @@ impl Config {
     pub(crate) fn tier_for(&self, caller: Option<&Caller>) -> &Arc<Limit> {
         let name = match caller {
             None | Some(Caller::Ip(_)) => &*self.anonymous_tier,
-            Some(Caller::Principal(p)) if p.kind == PrincipalKind::Anonymous && p.tier.is_none() => {
+            Some(Caller::Principal(p))
+                if p.kind == PrincipalKind::Anonymous && p.tier.is_none() =>
+            {
                 &*self.anonymous_tier
             }
             Some(Caller::Principal(p)) => match p.tier.as_deref() {
@@ -348,10 +356,13 @@ impl<St: RateLimitStore> RateLimitBuilder<St> {
                 _ if rule.exempt => CompiledRule::Exempt,
                 None => CompiledRule::Tier { cost: rule.cost },
                 Some((quota, by_tier)) => {
-                    let bucket: Box<str> = rule.name.clone().unwrap_or_else(|| pattern.as_str().into());
+                    let bucket: Box<str> =
+                        rule.name.clone().unwrap_or_else(|| pattern.as_str().into());
                     let by_tier = by_tier
                         .into_iter()
-                        .map(|(tier, q)| Limit::new(&bucket, q, &field).map(|l| (tier, Arc::new(l))))
+                        .map(|(tier, q)| {
+                            Limit::new(&bucket, q, &field).map(|l| (tier, Arc::new(l)))
+                        })
                         .collect::<Result<_, _>>()?;
                     CompiledRule::Own {
                         default: Arc::new(Limit::new(&bucket, quota, &field)?),

@@ -15,7 +15,13 @@ use crate::error::StoreError;
 enum RateSlot {
     /// GCRA's theoretical arrival time, in microseconds; updated by compare-and-swap.
     Gcra { tat: AtomicU64 },
-    SlidingWindow { state: Mutex<Window>, period_us: u64 },
+    /// Boxed, so the common GCRA slot stays one word.
+    SlidingWindow(Box<WindowSlot>),
+}
+
+struct WindowSlot {
+    state: Mutex<Window>,
+    period_us: u64,
 }
 
 impl Slot for RateSlot {
@@ -26,10 +32,10 @@ impl Slot for RateSlot {
     fn debt(&self, now: u64) -> u64 {
         match self {
             RateSlot::Gcra { tat } => tat.load(Ordering::Acquire).saturating_sub(now),
-            RateSlot::SlidingWindow { state, period_us } => {
-                let state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            RateSlot::SlidingWindow(slot) => {
+                let state = slot.state.lock().unwrap_or_else(PoisonError::into_inner);
                 // Both counts are spent once the window after the current one has passed.
-                ((state.index + 2) * period_us).saturating_sub(now)
+                ((state.index + 2) * slot.period_us).saturating_sub(now)
             }
         }
     }
@@ -99,7 +105,10 @@ impl MemoryRateLimitStore {
     pub fn decide_now(&self, key: BucketKey<'_>, quota: &Quota, cost: u32) -> Decision {
         let inner = &*self.inner;
         let quota = if key.overridable && inner.override_count.load(Ordering::Acquire) > 0 {
-            let overrides = inner.overrides.read().unwrap_or_else(PoisonError::into_inner);
+            let overrides = inner
+                .overrides
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             overrides.get(key.caller).copied().unwrap_or(*quota)
         } else {
             *quota
@@ -107,47 +116,67 @@ impl MemoryRateLimitStore {
         let now = inner.clock.now_micros();
         let tag = quota.algorithm() as u8;
         let make = || match quota.algorithm() {
-            Algorithm::SlidingWindow => RateSlot::SlidingWindow {
+            Algorithm::SlidingWindow => RateSlot::SlidingWindow(Box::new(WindowSlot {
                 state: Mutex::new(Window::default()),
                 period_us: quota.period_micros(),
+            })),
+            _ => RateSlot::Gcra {
+                tat: AtomicU64::new(0),
             },
-            _ => RateSlot::Gcra { tat: AtomicU64::new(0) },
         };
-        let verdict = inner.table.with(key.caller, key.bucket, tag, now, make, |slot| match slot {
-            RateSlot::Gcra { tat } => {
-                let mut current = tat.load(Ordering::Acquire);
-                loop {
-                    let (verdict, next) = gcra(current, now, &quota, cost);
-                    let Some(next) = next else { return verdict };
-                    match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                        Ok(_) => return verdict,
-                        Err(actual) => current = actual,
+        let verdict = inner
+            .table
+            .with(key.caller, key.bucket, tag, now, make, |slot| match slot {
+                RateSlot::Gcra { tat } => {
+                    let mut current = tat.load(Ordering::Acquire);
+                    loop {
+                        let (verdict, next) = gcra(current, now, &quota, cost);
+                        let Some(next) = next else { return verdict };
+                        match tat.compare_exchange_weak(
+                            current,
+                            next,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        ) {
+                            Ok(_) => return verdict,
+                            Err(actual) => current = actual,
+                        }
                     }
                 }
-            }
-            RateSlot::SlidingWindow { state, .. } => {
-                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                let (verdict, next) = sliding_window(*state, now, &quota, cost);
-                *state = next;
-                verdict
-            }
-        });
+                RateSlot::SlidingWindow(slot) => {
+                    let mut state = slot.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (verdict, next) = sliding_window(*state, now, &quota, cost);
+                    *state = next;
+                    verdict
+                }
+            });
         Decision::new(verdict, quota, now)
     }
 }
 
 impl RateLimitStore for MemoryRateLimitStore {
-    async fn decide(&self, key: BucketKey<'_>, quota: &Quota, cost: u32) -> Result<Decision, StoreError> {
+    async fn decide(
+        &self,
+        key: BucketKey<'_>,
+        quota: &Quota,
+        cost: u32,
+    ) -> Result<Decision, StoreError> {
         Ok(self.decide_now(key, quota, cost))
     }
 
     async fn set_override(&self, caller: &str, quota: Option<Quota>) -> Result<(), StoreError> {
-        let mut overrides = self.inner.overrides.write().unwrap_or_else(PoisonError::into_inner);
+        let mut overrides = self
+            .inner
+            .overrides
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         match quota {
             Some(q) => overrides.insert(caller.into(), q),
             None => overrides.remove(caller),
         };
-        self.inner.override_count.store(overrides.len(), Ordering::Release);
+        self.inner
+            .override_count
+            .store(overrides.len(), Ordering::Release);
         Ok(())
     }
 

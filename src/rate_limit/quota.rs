@@ -136,7 +136,12 @@ impl Quota {
     /// A [`ConfigError`] naming `field` when the count, burst or period is zero, a unit would come
     /// back in under a microsecond, or the numbers are too large to be exact in the Redis script.
     pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        let err = |reason: &str| Err(ConfigError::new(field.to_string(), format!("{self}: {reason}")));
+        let err = |reason: &str| {
+            Err(ConfigError::new(
+                field.to_string(),
+                format!("{self}: {reason}"),
+            ))
+        };
         if self.count == 0 {
             return err("the count must be at least 1");
         }
@@ -147,8 +152,11 @@ impl Quota {
             return err("more than one unit per microsecond cannot be timed");
         }
         let span = u128::from(self.period_us) * u128::from(self.count.max(self.burst));
-        if span >= MAX_EXACT || u128::from(self.emission_us()) * u128::from(self.burst) >= MAX_EXACT {
-            return err("count x period is too large to be exact (keep count x period under 2^50 microseconds)");
+        if span >= MAX_EXACT || u128::from(self.emission_us()) * u128::from(self.burst) >= MAX_EXACT
+        {
+            return err(
+                "count x period is too large to be exact (keep count x period under 2^50 microseconds)",
+            );
         }
         Ok(())
     }
@@ -183,13 +191,24 @@ impl FromStr for Quota {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ConfigError::new("quota", format!("`{s}` is not N/UNIT (UNIT one of s, min, h), e.g. 100/min"));
+        let err = || {
+            ConfigError::new(
+                "quota",
+                format!("`{s}` is not N/UNIT (UNIT one of s, min, h), e.g. 100/min"),
+            )
+        };
         let (count, period) = s.trim().split_once('/').ok_or_else(err)?;
         let count: u32 = count.trim().parse().map_err(|_| err())?;
         let period = period.trim();
-        let split = period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len());
+        let split = period
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(period.len());
         let (n, unit) = period.split_at(split);
-        let n: u64 = if n.is_empty() { 1 } else { n.parse().map_err(|_| err())? };
+        let n: u64 = if n.is_empty() {
+            1
+        } else {
+            n.parse().map_err(|_| err())?
+        };
         let unit_us: u64 = match unit {
             "ms" => 1_000,
             "s" | "sec" => 1_000_000,
@@ -214,8 +233,13 @@ mod tests {
         assert_eq!("100/min".parse::<Quota>().unwrap(), Quota::per_minute(100));
         assert_eq!("5/s".parse::<Quota>().unwrap(), Quota::per_second(5));
         assert_eq!("5000/h".parse::<Quota>().unwrap(), Quota::per_hour(5000));
-        assert_eq!("10/5s".parse::<Quota>().unwrap(), Quota::new(10, Duration::from_secs(5)));
-        for bad in ["", "100", "x/min", "100/week", "0/min", "-1/s", "10/0s", "5/"] {
+        assert_eq!(
+            "10/5s".parse::<Quota>().unwrap(),
+            Quota::new(10, Duration::from_secs(5))
+        );
+        for bad in [
+            "", "100", "x/min", "100/week", "0/min", "-1/s", "10/0s", "5/",
+        ] {
             let err = bad.parse::<Quota>().unwrap_err();
             assert!(err.to_string().contains("quota"), "{bad}: {err}");
         }
@@ -231,8 +255,16 @@ mod tests {
     #[test]
     fn validation_refuses_what_cannot_be_exact() {
         assert!(Quota::per_second(1).with_burst(0).validate("q").is_err());
-        assert!(Quota::new(10, Duration::from_nanos(5)).validate("q").is_err());
-        assert!(Quota::new(4_000_000_000, Duration::from_secs(86_400 * 365)).validate("q").is_err());
+        assert!(
+            Quota::new(10, Duration::from_nanos(5))
+                .validate("q")
+                .is_err()
+        );
+        assert!(
+            Quota::new(4_000_000_000, Duration::from_secs(86_400 * 365))
+                .validate("q")
+                .is_err()
+        );
         assert!(Quota::per_hour(15_000).validate("q").is_ok());
     }
 }

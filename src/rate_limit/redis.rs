@@ -44,7 +44,12 @@ fn algorithm_code(algorithm: Algorithm) -> u8 {
 }
 
 impl RateLimitStore for RedisRateLimitStore {
-    async fn decide(&self, key: BucketKey<'_>, quota: &Quota, cost: u32) -> Result<Decision, StoreError> {
+    async fn decide(
+        &self,
+        key: BucketKey<'_>,
+        quota: &Quota,
+        cost: u32,
+    ) -> Result<Decision, StoreError> {
         let mut invocation = DECIDE.key(self.key(key.caller, key.bucket));
         if key.overridable {
             invocation.key(self.key(key.caller, "override"));
@@ -55,17 +60,43 @@ impl RateLimitStore for RedisRateLimitStore {
             .arg(quota.period_micros())
             .arg(quota.burst())
             .arg(cost)
-            .arg(self.backend.client_time().map_or_else(String::new, |t| t.to_string()));
+            .arg(
+                self.backend
+                    .client_time()
+                    .map_or_else(String::new, |t| t.to_string()),
+            );
         let reply: Vec<i64> = self.backend.invoke(&invocation).await?;
-        let [allowed, remaining, reset_after, retry_after, now, algo, count, period, burst] = reply[..] else {
+        let [
+            allowed,
+            remaining,
+            reset_after,
+            retry_after,
+            now,
+            algo,
+            count,
+            period,
+            burst,
+        ] = reply[..]
+        else {
             return Err(StoreError::Protocol(format!("decide returned {reply:?}")));
         };
-        let unsigned = |n: i64| u64::try_from(n).map_err(|_| StoreError::Protocol(format!("decide returned {reply:?}")));
-        let narrow = |n: i64| u32::try_from(n).map_err(|_| StoreError::Protocol(format!("decide returned {reply:?}")));
-        let algorithm = if algo == 1 { Algorithm::SlidingWindow } else { Algorithm::Gcra };
-        let applied = Quota::new(narrow(count)?, std::time::Duration::from_micros(unsigned(period)?))
-            .with_burst(narrow(burst)?)
-            .with_algorithm(algorithm);
+        let unsigned = |n: i64| {
+            u64::try_from(n).map_err(|_| StoreError::Protocol(format!("decide returned {reply:?}")))
+        };
+        let narrow = |n: i64| {
+            u32::try_from(n).map_err(|_| StoreError::Protocol(format!("decide returned {reply:?}")))
+        };
+        let algorithm = if algo == 1 {
+            Algorithm::SlidingWindow
+        } else {
+            Algorithm::Gcra
+        };
+        let applied = Quota::new(
+            narrow(count)?,
+            std::time::Duration::from_micros(unsigned(period)?),
+        )
+        .with_burst(narrow(burst)?)
+        .with_algorithm(algorithm);
         let verdict = Verdict {
             allowed: allowed == 1,
             remaining: unsigned(remaining)?,

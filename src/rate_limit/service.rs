@@ -28,7 +28,11 @@ pub struct RateLimit<St, S> {
 
 impl<St, S> RateLimit<St, S> {
     pub(crate) fn new(inner: S, store: St, config: Arc<Config>) -> Self {
-        Self { inner, store, config }
+        Self {
+            inner,
+            store,
+            config,
+        }
     }
 }
 
@@ -63,7 +67,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ResponseFutureProj::Exempt { future } => future.poll(cx).map_ok(|r| r.map(PolicyBody::inner)),
+            ResponseFutureProj::Exempt { future } => {
+                future.poll(cx).map_ok(|r| r.map(PolicyBody::inner))
+            }
             ResponseFutureProj::Ready { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
                 None => Poll::Pending,
@@ -92,11 +98,16 @@ enum Step {
 }
 
 fn plan<B>(config: &Config, request: &Request<B>) -> Step {
-    let rule = config.routes.find(request.method(), request.uri().path()).map(|m| m.value);
+    let rule = config
+        .routes
+        .find(request.method(), request.uri().path())
+        .map(|m| m.value);
     if matches!(rule, Some(CompiledRule::Exempt)) {
         return Step::Exempt;
     }
-    let caller = config.extractor.identify(request.headers(), request.extensions());
+    let caller = config
+        .extractor
+        .identify(request.headers(), request.extensions());
     let caller_key = match (&caller, &config.unidentified) {
         (Some(caller), _) => caller.to_string(),
         (None, Unidentified::SharedAnonymous) => "anonymous".to_string(),
@@ -112,9 +123,11 @@ fn plan<B>(config: &Config, request: &Request<B>) -> Step {
     };
     let tier = config.tier_for(caller.as_ref());
     let (limit, tier_bucket, cost) = match rule {
-        Some(CompiledRule::Own { default, by_tier, cost }) => {
-            (by_tier.get(&*tier.name).unwrap_or(default), false, *cost)
-        }
+        Some(CompiledRule::Own {
+            default,
+            by_tier,
+            cost,
+        }) => (by_tier.get(&*tier.name).unwrap_or(default), false, *cost),
         Some(CompiledRule::Tier { cost }) => (tier, true, *cost),
         _ => (tier, true, 1),
     };
@@ -137,7 +150,9 @@ fn refusal(decision: &Decision, plan: &Plan) -> Rejection {
     let detail = match decision.retry_after_us {
         Some(retry) => {
             let resets = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(ceil_secs(decision.now_us + decision.reset_after_us));
+                + std::time::Duration::from_secs(ceil_secs(
+                    decision.now_us + decision.reset_after_us,
+                ));
             format!(
                 "{what} Retry in {} s, at {}.",
                 ceil_secs(retry).max(1),
@@ -178,7 +193,10 @@ where
                 };
             }
             Step::Reject(rejection) => {
-                let response = self.config.renderer.respond(rejection, &RejectionContext::of(&request));
+                let response = self
+                    .config
+                    .renderer
+                    .respond(rejection, &RejectionContext::of(&request));
                 return ResponseFuture::Ready {
                     response: Some(response),
                 };
@@ -193,7 +211,11 @@ where
         let future = async move {
             let key = BucketKey {
                 caller: &plan.caller,
-                bucket: if plan.tier_bucket { TIER_BUCKET } else { &plan.limit.name },
+                bucket: if plan.tier_bucket {
+                    TIER_BUCKET
+                } else {
+                    &plan.limit.name
+                },
                 overridable: plan.tier_bucket,
             };
             let decision = match store.decide(key, &plan.limit.quota, plan.cost).await {
@@ -213,18 +235,27 @@ where
                             "rate_limit_unavailable",
                             "The rate limiter cannot decide right now; retry shortly.",
                         )
-                        .with_header(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-                        return Ok(config.renderer.respond(rejection, &RejectionContext::of(&request)));
+                        .with_header(
+                            http::header::RETRY_AFTER,
+                            http::HeaderValue::from_static("1"),
+                        );
+                        return Ok(config
+                            .renderer
+                            .respond(rejection, &RejectionContext::of(&request)));
                     }
                     return inner.call(request).await.map(|r| r.map(PolicyBody::inner));
                 }
             };
-            let policy = config.ietf_headers.then_some((&plan.limit.quota, &plan.limit.policy));
+            let policy = config
+                .ietf_headers
+                .then_some((&plan.limit.quota, &plan.limit.policy));
             if !decision.allowed {
                 let mut rejection = refusal(&decision, &plan);
                 headers::write(&mut rejection.headers, &decision, &plan.limit.name, policy);
                 tracing::debug!(layer = "rate_limit", caller = %plan.caller, bucket = %plan.limit.name, "refused");
-                return Ok(config.renderer.respond(rejection, &RejectionContext::of(&request)));
+                return Ok(config
+                    .renderer
+                    .respond(rejection, &RejectionContext::of(&request)));
             }
             let mut response = inner.call(request).await?;
             headers::write(response.headers_mut(), &decision, &plan.limit.name, policy);

@@ -79,7 +79,11 @@ pub trait RateLimitStore: Clone + Send + Sync + 'static {
 
     /// Sets (`Some`) or removes (`None`) a caller's negotiated quota, which then replaces the tier
     /// quota in that caller's `default` bucket.
-    fn set_override(&self, caller: &str, quota: Option<Quota>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn set_override(
+        &self,
+        caller: &str,
+        quota: Option<Quota>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The backend's name for logs: `memory`, `redis`.
     fn backend_name(&self) -> &'static str;

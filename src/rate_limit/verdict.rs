@@ -63,7 +63,12 @@ pub(crate) struct Window {
 }
 
 /// The sliding-window decision. Returns the verdict and the state to store.
-pub(crate) fn sliding_window(state: Window, now: u64, quota: &Quota, cost: u32) -> (Verdict, Window) {
+pub(crate) fn sliding_window(
+    state: Window,
+    now: u64,
+    quota: &Quota,
+    cost: u32,
+) -> (Verdict, Window) {
     let w = quota.period_micros();
     let limit = u64::from(quota.count());
     let cost = u64::from(cost);
@@ -112,7 +117,11 @@ pub(crate) fn sliding_window(state: Window, now: u64, quota: &Quota, cost: u32) 
             Some(at) => at - elapsed,
             // ... or in the next one, where this window's count becomes the previous.
             None => {
-                let at = if current == 0 { 0 } else { w.saturating_sub(room * w / current) };
+                let at = if current == 0 {
+                    0
+                } else {
+                    w.saturating_sub(room * w / current)
+                };
                 w - elapsed + at
             }
         })

@@ -20,7 +20,9 @@ pub async fn redis_or_skip(test: &str) -> Option<String> {
     let answer = async {
         let client = redis::Client::open(url.as_str())?;
         let mut connection = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
     };
     match tokio::time::timeout(std::time::Duration::from_secs(2), answer).await {
         Ok(Ok(_)) => Some(url),
@@ -29,8 +31,13 @@ pub async fn redis_or_skip(test: &str) -> Option<String> {
                 Ok(Err(e)) => e.to_string(),
                 _ => "no answer within 2 s".to_string(),
             };
-            assert!(!redis_required(), "{test}: Redis at {url} is required here (CI) but unreachable: {why}");
-            eprintln!("\n!!! SKIPPED {test}: no Redis at {url} ({why}). Set REDIS_URL or start redis-server. !!!\n");
+            assert!(
+                !redis_required(),
+                "{test}: Redis at {url} is required here (CI) but unreachable: {why}"
+            );
+            eprintln!(
+                "\n!!! SKIPPED {test}: no Redis at {url} ({why}). Set REDIS_URL or start redis-server. !!!\n"
+            );
             None
         }
     }
@@ -43,7 +50,11 @@ pub fn unique_prefix(test: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("test:{test}:{}:{nanos}:{}:", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "test:{test}:{}:{nanos}:{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A plain connection for inspecting Redis from a test.
