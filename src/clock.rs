@@ -111,6 +111,12 @@ impl Clock for ManualClock {
 /// A shared, type-erased clock.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// Rounds microseconds up to whole seconds, as every header that speaks in seconds wants.
+#[must_use]
+pub(crate) fn ceil_secs(micros: u64) -> u64 {
+    micros.div_ceil(1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,10 +137,4 @@ mod tests {
             after - before
         );
     }
-}
-
-/// Rounds microseconds up to whole seconds, as every header that speaks in seconds wants.
-#[must_use]
-pub(crate) fn ceil_secs(micros: u64) -> u64 {
-    micros.div_ceil(1_000_000)
 }

@@ -56,7 +56,6 @@ impl MemoryBackend {
     }
 
     /// Starts a configured backend.
-    #[must_use]
     pub fn builder() -> MemoryBackendBuilder {
         MemoryBackendBuilder {
             inner: Self::default(),

@@ -40,7 +40,6 @@ impl std::fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     /// Starts configuring a backend for `url` (`redis://host:port/db`).
-    #[must_use]
     pub fn builder(url: impl Into<String>) -> RedisBackendBuilder {
         RedisBackendBuilder {
             url: url.into(),

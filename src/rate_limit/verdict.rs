@@ -117,11 +117,9 @@ pub(crate) fn sliding_window(
             Some(at) => at - elapsed,
             // ... or in the next one, where this window's count becomes the previous.
             None => {
-                let at = if current == 0 {
-                    0
-                } else {
-                    w.saturating_sub(room * w / current)
-                };
+                let at = (room * w)
+                    .checked_div(current)
+                    .map_or(0, |weight| w.saturating_sub(weight));
                 w - elapsed + at
             }
         })
