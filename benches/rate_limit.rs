@@ -28,13 +28,18 @@ use tower::{Layer, ServiceExt};
 
 const KEYS: usize = 10_000;
 
+/// 100 per second with a burst no benchmark exhausts: every decision is an admission that leaves
+/// the bucket owing time, as a limiter under real load does. (A quota so generous that a bucket is
+/// full again between two visits would measure the memory store forgetting and re-creating idle
+/// buckets, which governor's limiter never does by itself.)
 fn big_quota() -> Quota {
-    Quota::per_second(1_000_000).with_burst(1_000_000)
+    Quota::per_second(100).with_burst(1_000_000_000)
 }
 
 fn governor_quota() -> governor::Quota {
-    let n = NonZeroU32::new(1_000_000).unwrap_or(NonZeroU32::MIN);
-    governor::Quota::per_second(n).allow_burst(n)
+    let per_second = NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(1_000_000_000).unwrap_or(NonZeroU32::MIN);
+    governor::Quota::per_second(per_second).allow_burst(burst)
 }
 
 fn decisions(c: &mut Criterion) {
@@ -67,19 +72,6 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % KEYS;
             black_box(store.decide_now(key(&callers[i]), &quota, 1).allowed)
-        })
-    });
-    // The same decision with a clock that is one atomic load: what reading the system clock costs.
-    let manual = MemoryRateLimitStore::new(
-        &MemoryBackend::builder()
-            .clock(api_policy::clock::ManualClock::at_secs(1_700_000_000))
-            .build()
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    group.bench_function("api_policy_memory/10k_keys_manual_clock", |b| {
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(manual.decide_now(key(&callers[i]), &quota, 1).allowed)
         })
     });
     group.finish();
@@ -141,8 +133,8 @@ fn layer(c: &mut Criterion) {
     });
 
     let config = tower_governor::governor::GovernorConfigBuilder::default()
-        .per_millisecond(1)
-        .burst_size(1_000_000)
+        .per_millisecond(10)
+        .burst_size(1_000_000_000)
         .key_extractor(ApiKeyHeader)
         .use_headers()
         .finish()

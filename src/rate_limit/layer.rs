@@ -137,6 +137,8 @@ pub(crate) struct Limit {
     pub quota: Quota,
     pub name: Box<str>,
     pub policy: HeaderValue,
+    /// `X-RateLimit-Limit` of this quota, built once.
+    pub capacity: HeaderValue,
 }
 
 impl Limit {
@@ -146,6 +148,7 @@ impl Limit {
             quota,
             name: name.into(),
             policy: policy_value(name, &quota),
+            capacity: HeaderValue::from(quota.capacity()),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -16,6 +16,7 @@ use super::layer::{CompiledRule, Config, FailurePolicy, Limit, Unidentified};
 use super::store::{BucketKey, Decision, RateLimitStore};
 use crate::body::PolicyBody;
 use crate::clock::ceil_secs;
+use crate::error::StoreError;
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The rate-limiting service; built by [`RateLimitLayer`](super::RateLimitLayer).
@@ -36,45 +37,130 @@ impl<St, S> RateLimit<St, S> {
     }
 }
 
-type BoxedResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<PolicyBody<B>>, E>> + Send>>;
+type DecisionFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
 
 pin_project! {
-    /// The response future of [`RateLimit`].
-    #[project = ResponseFutureProj]
-    #[allow(missing_docs)] // pin-project-lite takes no doc comment on a pinned field
-    pub enum ResponseFuture<F, B, E> {
-        /// An exempt route: the inner future, untouched.
-        Exempt {
-            #[pin]
-            future: F,
-        },
-        /// An answer known before any store work (an unidentified caller).
-        Ready {
-            response: Option<Response<PolicyBody<B>>>,
-        },
-        /// A store decision, then maybe the inner service.
+    /// The response future of [`RateLimit`]: the store's decision, then the inner service's call.
+    pub struct ResponseFuture<S, ReqBody, B>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody, B>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        // An answer known without the inner service.
+        Ready { response: Option<Response<PolicyBody<B>>> },
+        // Waiting for the store; boxed because a store's future type cannot be named.
         Deciding {
-            future: BoxedResponse<B, E>,
+            decision: DecisionFuture,
+            pending: Option<(S, Request<ReqBody>)>,
+            limit: Arc<Limit>,
+            cost: u32,
+            config: Arc<Config>,
+        },
+        // The inner service's future; the headers to add when it answers, if a decision was made.
+        Calling {
+            #[pin]
+            future: S::Future,
+            headers: Option<(Decision, Arc<Limit>, bool)>,
         },
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B, E>
+impl<S, ReqBody, B> ResponseFuture<S, ReqBody, B>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    S: Service<Request<ReqBody>>,
 {
-    type Output = Result<Response<PolicyBody<B>>, E>;
+    fn ready(response: Response<PolicyBody<B>>) -> Self {
+        Self {
+            state: State::Ready {
+                response: Some(response),
+            },
+        }
+    }
+
+    fn calling(future: S::Future, headers: Option<(Decision, Arc<Limit>, bool)>) -> Self {
+        Self {
+            state: State::Calling { future, headers },
+        }
+    }
+}
+
+impl<S, ReqBody, B> Future for ResponseFuture<S, ReqBody, B>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+{
+    type Output = Result<Response<PolicyBody<B>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ResponseFutureProj::Exempt { future } => {
-                future.poll(cx).map_ok(|r| r.map(PolicyBody::inner))
-            }
-            ResponseFutureProj::Ready { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => Poll::Pending,
-            },
-            ResponseFutureProj::Deciding { future } => future.as_mut().poll(cx),
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Ready { response } => {
+                    return match response.take() {
+                        Some(response) => Poll::Ready(Ok(response)),
+                        None => Poll::Pending,
+                    };
+                }
+                StateProj::Calling { future, headers } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some((decision, limit, ietf)) = headers.take() {
+                        headers::write(response.headers_mut(), &decision, &limit, ietf);
+                    }
+                    return Poll::Ready(Ok(response.map(PolicyBody::inner)));
+                }
+                StateProj::Deciding {
+                    decision,
+                    pending,
+                    limit,
+                    cost,
+                    config,
+                } => {
+                    let outcome = ready!(decision.as_mut().poll(cx));
+                    let Some((mut inner, request)) = pending.take() else {
+                        return Poll::Pending;
+                    };
+                    match outcome {
+                        Ok(decision) if decision.allowed => State::Calling {
+                            future: inner.call(request),
+                            headers: Some((decision, limit.clone(), config.ietf_headers)),
+                        },
+                        Ok(decision) => {
+                            let mut rejection = refusal(&decision, limit, *cost);
+                            headers::write(&mut rejection.headers, &decision, limit, config.ietf_headers);
+                            let response = config.renderer.respond(rejection, &RejectionContext::of(&request));
+                            return Poll::Ready(Ok(response));
+                        }
+                        Err(error) => {
+                            config.store_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(layer = "rate_limit", %error, policy = ?config.failure, "rate-limit store failed");
+                            if config.failure == FailurePolicy::Closed {
+                                let rejection = Rejection::new(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "rate_limit_unavailable",
+                                    "The rate limiter cannot decide right now; retry shortly.",
+                                )
+                                .with_header(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                                let response = config.renderer.respond(rejection, &RejectionContext::of(&request));
+                                return Poll::Ready(Ok(response));
+                            }
+                            State::Calling {
+                                future: inner.call(request),
+                                headers: None,
+                            }
+                        }
+                    }
+                }
+            };
+            state.set(next);
         }
     }
 }
@@ -139,13 +225,13 @@ fn plan<B>(config: &Config, request: &Request<B>) -> Step {
     })
 }
 
-fn refusal(decision: &Decision, plan: &Plan) -> Rejection {
+fn refusal(decision: &Decision, limit: &Limit, cost: u32) -> Rejection {
     let quota = &decision.quota;
     let what = format!(
         "Rate limit of {} requests per {} s exceeded ({}).",
         quota.count(),
         ceil_secs(quota.period_micros()),
-        plan.limit.name
+        limit.name
     );
     let detail = match decision.retry_after_us {
         Some(retry) => {
@@ -161,7 +247,7 @@ fn refusal(decision: &Decision, plan: &Plan) -> Rejection {
         }
         None => format!(
             "{what} This request costs {} units, more than the {} this limit allows at once, so it can never pass.",
-            plan.cost,
+            cost,
             quota.capacity()
         ),
     };
@@ -171,15 +257,11 @@ fn refusal(decision: &Decision, plan: &Plan) -> Rejection {
 impl<St, S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<St, S>
 where
     St: RateLimitStore,
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -187,82 +269,41 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let plan = match plan(&self.config, &request) {
-            Step::Exempt => {
-                return ResponseFuture::Exempt {
-                    future: self.inner.call(request),
-                };
-            }
+            Step::Exempt => return ResponseFuture::calling(self.inner.call(request), None),
             Step::Reject(rejection) => {
-                let response = self
-                    .config
-                    .renderer
-                    .respond(rejection, &RejectionContext::of(&request));
-                return ResponseFuture::Ready {
-                    response: Some(response),
-                };
+                let response = self.config.renderer.respond(rejection, &RejectionContext::of(&request));
+                return ResponseFuture::ready(response);
             }
             Step::Check(plan) => plan,
         };
+        let store = self.store.clone();
+        let Plan {
+            caller,
+            limit,
+            tier_bucket,
+            cost,
+        } = plan;
+        let quota = limit.quota;
+        let route_limit = (!tier_bucket).then(|| limit.clone());
+        let decision: DecisionFuture = Box::pin(async move {
+            let key = BucketKey {
+                caller: &caller,
+                bucket: route_limit.as_ref().map_or(TIER_BUCKET, |l| &l.name),
+                overridable: tier_bucket,
+            };
+            store.decide(key, &quota, cost).await
+        });
         // The ready instance is the one that must be called; leave a fresh clone in its place.
         let clone = self.inner.clone();
-        let mut inner = mem::replace(&mut self.inner, clone);
-        let store = self.store.clone();
-        let config = self.config.clone();
-        let future = async move {
-            let key = BucketKey {
-                caller: &plan.caller,
-                bucket: if plan.tier_bucket {
-                    TIER_BUCKET
-                } else {
-                    &plan.limit.name
-                },
-                overridable: plan.tier_bucket,
-            };
-            let decision = match store.decide(key, &plan.limit.quota, plan.cost).await {
-                Ok(decision) => decision,
-                Err(error) => {
-                    config.store_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        layer = "rate_limit",
-                        backend = store.backend_name(),
-                        %error,
-                        policy = ?config.failure,
-                        "rate-limit store failed"
-                    );
-                    if config.failure == FailurePolicy::Closed {
-                        let rejection = Rejection::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "rate_limit_unavailable",
-                            "The rate limiter cannot decide right now; retry shortly.",
-                        )
-                        .with_header(
-                            http::header::RETRY_AFTER,
-                            http::HeaderValue::from_static("1"),
-                        );
-                        return Ok(config
-                            .renderer
-                            .respond(rejection, &RejectionContext::of(&request)));
-                    }
-                    return inner.call(request).await.map(|r| r.map(PolicyBody::inner));
-                }
-            };
-            let policy = config
-                .ietf_headers
-                .then_some((&plan.limit.quota, &plan.limit.policy));
-            if !decision.allowed {
-                let mut rejection = refusal(&decision, &plan);
-                headers::write(&mut rejection.headers, &decision, &plan.limit.name, policy);
-                tracing::debug!(layer = "rate_limit", caller = %plan.caller, bucket = %plan.limit.name, "refused");
-                return Ok(config
-                    .renderer
-                    .respond(rejection, &RejectionContext::of(&request)));
-            }
-            let mut response = inner.call(request).await?;
-            headers::write(response.headers_mut(), &decision, &plan.limit.name, policy);
-            Ok(response.map(PolicyBody::inner))
-        };
-        ResponseFuture::Deciding {
-            future: Box::pin(future),
+        let inner = mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            state: State::Deciding {
+                decision,
+                pending: Some((inner, request)),
+                limit,
+                cost,
+                config: self.config.clone(),
+            },
         }
     }
 }
