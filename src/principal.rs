@@ -251,7 +251,23 @@ impl Caller {
     }
 }
 
-/// Writes the caller as a storage key: `p:<id>` or `ip:<address>`.
+impl Caller {
+    /// The caller as a storage key: `p:<id>` or `ip:<address>`.
+    #[must_use]
+    pub fn key(&self) -> String {
+        match self {
+            Caller::Principal(p) => {
+                let mut key = String::with_capacity(2 + p.id.len());
+                key.push_str("p:");
+                key.push_str(&p.id);
+                key
+            }
+            Caller::Ip(ip) => format!("ip:{ip}"),
+        }
+    }
+}
+
+/// Writes the caller as its storage [`key`](Caller::key).
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -1,6 +1,5 @@
 //! The rate-limit header fields: GitHub's `X-RateLimit-*` always, the IETF draft's when asked.
 
-use bytes::BytesMut;
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
@@ -42,41 +41,21 @@ pub(crate) fn policy_value(name: &str, quota: &Quota) -> HeaderValue {
 }
 
 /// Writes the fields for a decision; `ietf` adds `RateLimit-Policy` and `RateLimit`.
-///
-/// The numbers share one buffer, sliced into each header value: one allocation, not one per field.
 pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, limit: &Limit, ietf: bool) {
-    let mut numbers = BytesMut::with_capacity(64);
-    let mut push = |n: u64| {
-        let start = numbers.len();
-        numbers.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        start..numbers.len()
+    let capacity = if decision.quota == limit.quota {
+        limit.capacity.clone()
+    } else {
+        decision.limit().into()
     };
-    let remaining = push(decision.remaining);
-    let used = push(decision.used());
-    let reset = push(ceil_secs(decision.now_us + decision.reset_after_us));
-    let retry = decision.retry_after_us.map(|r| push(ceil_secs(r).max(1)));
-    let capacity = (decision.quota != limit.quota).then(|| push(decision.limit()));
-    let numbers = numbers.freeze();
-    // Grow the map once rather than once per field as it fills.
-    headers.reserve(4 + usize::from(retry.is_some()) + 2 * usize::from(ietf));
-    let value = |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(numbers.slice(range)).ok();
-
-    let capacity = match capacity {
-        Some(range) => value(range),
-        None => Some(limit.capacity.clone()),
-    };
-    for (name, value) in [
-        (&LIMIT, capacity),
-        (&REMAINING, value(remaining)),
-        (&USED, value(used)),
-        (&RESET, value(reset)),
-    ] {
-        if let Some(value) = value {
-            headers.insert(name.clone(), value);
-        }
-    }
-    if let Some(retry) = retry.and_then(value) {
-        headers.insert(RETRY_AFTER, retry);
+    headers.insert(LIMIT.clone(), capacity);
+    headers.insert(REMAINING.clone(), decision.remaining.into());
+    headers.insert(USED.clone(), decision.used().into());
+    headers.insert(
+        RESET.clone(),
+        ceil_secs(decision.now_us + decision.reset_after_us).into(),
+    );
+    if let Some(retry) = decision.retry_after_us {
+        headers.insert(RETRY_AFTER, ceil_secs(retry).max(1).into());
     }
     if ietf {
         let policy = if decision.quota == limit.quota {

@@ -164,6 +164,15 @@ impl RateLimitStore for MemoryRateLimitStore {
         Ok(self.decide_now(key, quota, cost))
     }
 
+    fn decide_immediately(
+        &self,
+        key: BucketKey<'_>,
+        quota: &Quota,
+        cost: u32,
+    ) -> Option<Result<Decision, StoreError>> {
+        Some(Ok(self.decide_now(key, quota, cost)))
+    }
+
     async fn set_override(&self, caller: &str, quota: Option<Quota>) -> Result<(), StoreError> {
         let mut overrides = self
             .inner

@@ -128,40 +128,69 @@ where
                     let Some((mut inner, request)) = pending.take() else {
                         return Poll::Pending;
                     };
-                    match outcome {
-                        Ok(decision) if decision.allowed => State::Calling {
-                            future: inner.call(request),
-                            headers: Some((decision, limit.clone(), config.ietf_headers)),
-                        },
-                        Ok(decision) => {
-                            let mut rejection = refusal(&decision, limit, *cost);
-                            headers::write(&mut rejection.headers, &decision, limit, config.ietf_headers);
-                            let response = config.renderer.respond(rejection, &RejectionContext::of(&request));
-                            return Poll::Ready(Ok(response));
-                        }
-                        Err(error) => {
-                            config.store_failures.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(layer = "rate_limit", %error, policy = ?config.failure, "rate-limit store failed");
-                            if config.failure == FailurePolicy::Closed {
-                                let rejection = Rejection::new(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "rate_limit_unavailable",
-                                    "The rate limiter cannot decide right now; retry shortly.",
-                                )
-                                .with_header(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-                                let response = config.renderer.respond(rejection, &RejectionContext::of(&request));
-                                return Poll::Ready(Ok(response));
-                            }
-                            State::Calling {
-                                future: inner.call(request),
-                                headers: None,
-                            }
-                        }
-                    }
+                    decided(outcome, &mut inner, request, limit, *cost, config)
                 }
             };
             state.set(next);
         }
+    }
+}
+
+/// What follows a decision: the inner call (with headers to add), or an answer without it.
+fn decided<S, ReqBody, B>(
+    outcome: Result<Decision, StoreError>,
+    inner: &mut S,
+    request: Request<ReqBody>,
+    limit: &Arc<Limit>,
+    cost: u32,
+    config: &Config,
+) -> State<S, ReqBody, B>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let rejection = match outcome {
+        Ok(decision) if decision.allowed => {
+            return State::Calling {
+                future: inner.call(request),
+                headers: Some((decision, limit.clone(), config.ietf_headers)),
+            };
+        }
+        Ok(decision) => {
+            let mut rejection = refusal(&decision, limit, cost);
+            headers::write(
+                &mut rejection.headers,
+                &decision,
+                limit,
+                config.ietf_headers,
+            );
+            rejection
+        }
+        Err(error) => {
+            config.store_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(layer = "rate_limit", %error, policy = ?config.failure, "rate-limit store failed");
+            if config.failure == FailurePolicy::Open {
+                return State::Calling {
+                    future: inner.call(request),
+                    headers: None,
+                };
+            }
+            Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limit_unavailable",
+                "The rate limiter cannot decide right now; retry shortly.",
+            )
+            .with_header(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            )
+        }
+    };
+    State::Ready {
+        response: Some(
+            config
+                .renderer
+                .respond(rejection, &RejectionContext::of(&request)),
+        ),
     }
 }
 
@@ -195,7 +224,7 @@ fn plan<B>(config: &Config, request: &Request<B>) -> Step {
         .extractor
         .identify(request.headers(), request.extensions());
     let caller_key = match (&caller, &config.unidentified) {
-        (Some(caller), _) => caller.to_string(),
+        (Some(caller), _) => caller.key(),
         (None, Unidentified::SharedAnonymous) => "anonymous".to_string(),
         (None, Unidentified::Reject { challenge }) => {
             let rejection = Rejection::new(
@@ -271,18 +300,43 @@ where
         let plan = match plan(&self.config, &request) {
             Step::Exempt => return ResponseFuture::calling(self.inner.call(request), None),
             Step::Reject(rejection) => {
-                let response = self.config.renderer.respond(rejection, &RejectionContext::of(&request));
+                let response = self
+                    .config
+                    .renderer
+                    .respond(rejection, &RejectionContext::of(&request));
                 return ResponseFuture::ready(response);
             }
             Step::Check(plan) => plan,
         };
-        let store = self.store.clone();
         let Plan {
             caller,
             limit,
             tier_bucket,
             cost,
         } = plan;
+        let key = BucketKey {
+            caller: &caller,
+            bucket: if tier_bucket {
+                TIER_BUCKET
+            } else {
+                &limit.name
+            },
+            overridable: tier_bucket,
+        };
+        if let Some(outcome) = self.store.decide_immediately(key, &limit.quota, cost) {
+            // Decided now: the ready inner service is called now, no clone needed.
+            return ResponseFuture {
+                state: decided(
+                    outcome,
+                    &mut self.inner,
+                    request,
+                    &limit,
+                    cost,
+                    &self.config,
+                ),
+            };
+        }
+        let store = self.store.clone();
         let quota = limit.quota;
         let route_limit = (!tier_bucket).then(|| limit.clone());
         let decision: DecisionFuture = Box::pin(async move {

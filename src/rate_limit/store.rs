@@ -77,6 +77,18 @@ pub trait RateLimitStore: Clone + Send + Sync + 'static {
         cost: u32,
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
 
+    /// The decision, when this store can make it without waiting (the memory store can), saving the
+    /// allocation of a future; `None` (the default) sends the request through [`decide`](Self::decide).
+    fn decide_immediately(
+        &self,
+        key: BucketKey<'_>,
+        quota: &Quota,
+        cost: u32,
+    ) -> Option<Result<Decision, StoreError>> {
+        let _ = (key, quota, cost);
+        None
+    }
+
     /// Sets (`Some`) or removes (`None`) a caller's negotiated quota, which then replaces the tier
     /// quota in that caller's `default` bucket.
     fn set_override(
