@@ -42,6 +42,8 @@ pub(crate) fn policy_value(name: &str, quota: &Quota) -> HeaderValue {
 
 /// Writes the fields for a decision; `ietf` adds `RateLimit-Policy` and `RateLimit`.
 pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, limit: &Limit, ietf: bool) {
+    // Grow the map once, not once per field as it fills.
+    headers.reserve(4 + usize::from(decision.retry_after_us.is_some()) + 2 * usize::from(ietf));
     let capacity = if decision.quota == limit.quota {
         limit.capacity.clone()
     } else {
