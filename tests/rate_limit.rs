@@ -492,27 +492,12 @@ async fn redis_admits_exactly_50_of_200_concurrent_on_one_stack() {
     );
 }
 
-/// Kills the redis-server it started when the test ends, pass or fail.
-struct RedisProcess(std::process::Child);
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_redis_follows_the_failure_policy_and_recovers() {
     if common::redis_or_skip("unreachable").await.is_none() {
         return;
     }
-    // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let backend = RedisBackend::builder(url.clone())
         .prefix(common::unique_prefix("unreachable"))
@@ -552,35 +537,19 @@ async fn an_unreachable_redis_follows_the_failure_policy_and_recovers() {
     );
 
     // Redis comes up on that port; the same stacks serve again with decisions.
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn();
-    let _redis = match child {
-        Ok(child) => RedisProcess(child),
-        Err(e) => {
-            assert!(
-                !common::redis_required(),
-                "redis-server is needed to restart Redis: {e}"
-            );
-            eprintln!("!!! SKIPPED the recovery half: no redis-server binary ({e}) !!!");
-            return;
-        }
+    let Some(_redis) = common::RedisProcess::start(port).await else {
+        return;
     };
+    let back = std::time::Instant::now();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let response = send(&closed, get_with_key("/items", "free-key")).await;
         if response.status() == 200 {
             assert!(response.headers().get("x-ratelimit-remaining").is_some());
+            eprintln!(
+                "served with decisions {:?} after Redis answered",
+                back.elapsed()
+            );
             break;
         }
         assert!(
