@@ -103,17 +103,16 @@ impl RedisProcess {
             }
         };
         let url = format!("redis://127.0.0.1:{port}");
+        let answers = || async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        };
         for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(url.as_str()) {
-                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                    if redis::cmd("PING")
-                        .query_async::<String>(&mut c)
-                        .await
-                        .is_ok()
-                    {
-                        return Some(process);
-                    }
-                }
+            if answers().await.is_ok() {
+                return Some(process);
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
