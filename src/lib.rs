@@ -21,7 +21,7 @@
 //! |---|---|---|
 //! | `memory` | yes | [`backend::MemoryBackend`] and the in-memory stores |
 //! | `redis` | no | [`backend::RedisBackend`] and the Redis stores |
-//! | `axum` | no | reads axum's `ConnectInfo` as the peer address |
+//! | `axum` | no | reads axum's `ConnectInfo` as the peer address; `Principal` and `Option<Principal>` as axum extractors |
 //! | `full` | no | all of the above |
 //!
 //! ## Shared pieces
