@@ -123,7 +123,11 @@ fn layer(c: &mut Criterion) {
     )]);
     let ours = RateLimitLayer::builder(MemoryRateLimitStore::new(&MemoryBackend::new()))
         .tier("pro", big_quota())
-        .key_extractor(KeyExtractor::new().api_key_header("x-api-key", keys))
+        .key_extractor(
+            KeyExtractor::new()
+                .api_key_header("x-api-key", keys)
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
         .layer(router());

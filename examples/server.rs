@@ -747,7 +747,7 @@ fn rate_limits<St: RateLimitStore>(
         )
         .key_extractor(
             KeyExtractor::new()
-                .api_key_header("x-api-key", demo_keys())
+                .api_key_header("x-api-key", demo_keys())?
                 // No proxy in front: the peer address is the client's.
                 .client_ip(TrustedProxies::none()),
         )

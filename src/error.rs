@@ -36,6 +36,9 @@ pub enum StoreError {
     /// The backend is not connected and a reconnection attempt is already under way or cooling down.
     #[error("store unavailable: {0}")]
     Unavailable(&'static str),
+    /// The value to store was refused before reaching the backend.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
     /// The backend answered something this crate did not write.
     #[error("unexpected answer from store: {0}")]
     Protocol(String),

@@ -170,6 +170,8 @@ impl TrustedProxies {
     /// at the last good hop, so garbage cannot choose the key.
     #[must_use]
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        // A dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`.
+        let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
@@ -180,7 +182,7 @@ impl TrustedProxies {
             .rev()
             .flat_map(|v| v.to_str().unwrap_or("!").rsplit(','));
         for hop in hops {
-            match hop.trim().parse::<IpAddr>() {
+            match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
                 Ok(ip) => {
                     client = ip;
                     if !self.trusts(ip) {
@@ -252,13 +254,15 @@ impl Caller {
 }
 
 impl Caller {
-    /// The caller as a storage key: `p:<id>` or `ip:<address>`.
+    /// The caller as a storage key: `u:<id>` (user), `s:<id>` (service), `a:<id>` (anonymous
+    /// principal) or `ip:<address>`. The kind is part of the key, so a user whose subject happens
+    /// to equal a service's id shares nothing with it.
     #[must_use]
     pub fn key(&self) -> String {
         match self {
             Caller::Principal(p) => {
                 let mut key = String::with_capacity(2 + p.id.len());
-                key.push_str("p:");
+                key.push_str(kind_prefix(p.kind));
                 key.push_str(&p.id);
                 key
             }
@@ -267,11 +271,19 @@ impl Caller {
     }
 }
 
+fn kind_prefix(kind: PrincipalKind) -> &'static str {
+    match kind {
+        PrincipalKind::User => "u:",
+        PrincipalKind::Service => "s:",
+        PrincipalKind::Anonymous => "a:",
+    }
+}
+
 /// Writes the caller as its storage [`key`](Caller::key).
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Caller::Principal(p) => write!(f, "p:{}", p.id),
+            Caller::Principal(p) => write!(f, "{}{}", kind_prefix(p.kind), p.id),
             Caller::Ip(ip) => write!(f, "ip:{ip}"),
         }
     }
@@ -285,17 +297,30 @@ impl fmt::Display for Caller {
 ///
 /// let keys = HashMap::from([("k_live_1".to_string(), Principal::service("acme").with_tier("pro"))]);
 /// let extractor = KeyExtractor::new()
-///     .api_key_header("x-api-key", keys)
+///     .api_key_header("X-Api-Key", keys)?
 ///     .client_ip(TrustedProxies::none());
 ///
 /// let req = http::Request::builder().header("x-api-key", "k_live_1").body(()).unwrap();
 /// let caller = extractor.identify(req.headers(), req.extensions()).unwrap();
 /// assert_eq!(caller.tier(), Some("pro"));
+/// assert_eq!(caller.key(), "s:acme");
+/// # Ok::<(), api_policy::ConfigError>(())
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct KeyExtractor {
     api_key: Option<(HeaderName, Arc<dyn ApiKeyResolver>)>,
     client_ip: Option<TrustedProxies>,
+    ipv6_prefix: u8,
+}
+
+impl Default for KeyExtractor {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            client_ip: None,
+            ipv6_prefix: 64,
+        }
+    }
 }
 
 impl fmt::Debug for KeyExtractor {
@@ -303,6 +328,7 @@ impl fmt::Debug for KeyExtractor {
         f.debug_struct("KeyExtractor")
             .field("api_key_header", &self.api_key.as_ref().map(|(h, _)| h))
             .field("client_ip", &self.client_ip)
+            .field("ipv6_prefix", &self.ipv6_prefix)
             .finish()
     }
 }
@@ -314,11 +340,29 @@ impl KeyExtractor {
         Self::default()
     }
 
-    /// Also resolves an API key read from `header`. An unknown key identifies nobody: the request
-    /// falls through to the next source.
+    /// Also resolves an API key read from `header` (any case). An unknown key identifies nobody:
+    /// the request falls through to the next source.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when `header` is not a valid header name.
+    pub fn api_key_header(
+        mut self,
+        header: &str,
+        resolver: impl ApiKeyResolver,
+    ) -> Result<Self, ConfigError> {
+        let name =
+            HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                ConfigError::new("api_key_header", format!("`{header}` is not a header name"))
+            })?;
+        self.api_key = Some((name, Arc::new(resolver)));
+        Ok(self)
+    }
+
+    /// How many leading bits of an IPv6 client address identify it (default 64): one host owns a
+    /// whole /64, so keying by the full address would let it pick a fresh bucket per request.
     #[must_use]
-    pub fn api_key_header(mut self, header: &'static str, resolver: impl ApiKeyResolver) -> Self {
-        self.api_key = Some((HeaderName::from_static(header), Arc::new(resolver)));
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_prefix = bits.min(128);
         self
     }
 
@@ -346,7 +390,15 @@ impl KeyExtractor {
         }
         let proxies = self.client_ip.as_ref()?;
         let peer = peer_ip(extensions)?;
-        Some(Caller::Ip(proxies.client_ip(peer, headers)))
+        Some(Caller::Ip(match proxies.client_ip(peer, headers) {
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.ipv6_prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+            v4 => v4,
+        }))
     }
 }
 
@@ -469,6 +521,7 @@ mod tests {
         let keys = HashMap::from([("k".to_string(), Principal::service("svc").with_tier("pro"))]);
         let extractor = KeyExtractor::new()
             .api_key_header("x-api-key", keys)
+            .unwrap()
             .client_ip(TrustedProxies::none());
         let mut req = http::Request::builder()
             .header("x-api-key", "k")
@@ -477,10 +530,15 @@ mod tests {
         req.extensions_mut()
             .insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
         let found = extractor.identify(req.headers(), req.extensions()).unwrap();
-        assert_eq!(found.to_string(), "p:svc");
+        assert_eq!(found.key(), "s:svc");
         req.extensions_mut().insert(Principal::user("u1"));
         let found = extractor.identify(req.headers(), req.extensions()).unwrap();
-        assert_eq!(found.to_string(), "p:u1");
+        assert_eq!(found.key(), "u:u1");
+        // Same id, other kind: another caller.
+        assert_ne!(
+            Caller::Principal(Principal::service("u1")).key(),
+            found.key()
+        );
     }
 
     #[test]
@@ -488,6 +546,7 @@ mod tests {
         let keys = HashMap::from([("k".to_string(), Principal::service("svc"))]);
         let extractor = KeyExtractor::new()
             .api_key_header("x-api-key", keys)
+            .unwrap()
             .client_ip(TrustedProxies::none());
         for key in ["nope".to_string(), "k".repeat(300)] {
             let mut req = http::Request::builder()
@@ -552,6 +611,59 @@ mod tests {
         );
         let response = app.clone().oneshot(request("/maybe", None)).await.unwrap();
         assert_eq!(body(response).await, "None");
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_prefix_and_mapped_ipv4_is_ipv4() {
+        let extractor = KeyExtractor::new().client_ip(TrustedProxies::new(["10.0.0.0/8"]).unwrap());
+        let identify = |peer: &str, xff: Option<&str>| {
+            let mut req = http::Request::builder();
+            if let Some(xff) = xff {
+                req = req.header("x-forwarded-for", xff);
+            }
+            let mut req = req.body(()).unwrap();
+            req.extensions_mut().insert(PeerAddr(peer.parse().unwrap()));
+            extractor
+                .identify(req.headers(), req.extensions())
+                .unwrap()
+                .key()
+        };
+        assert_eq!(
+            identify("[2001:db8:1:2:aaaa::1]:9", None),
+            "ip:2001:db8:1:2::"
+        );
+        assert_eq!(
+            identify("[2001:db8:1:2:bbbb::7]:9", None),
+            "ip:2001:db8:1:2::"
+        );
+        // An IPv4 proxy seen through a dual-stack socket is still trusted.
+        assert_eq!(
+            identify("[::ffff:10.0.0.2]:9", Some("198.51.100.4")),
+            "ip:198.51.100.4"
+        );
+        assert_eq!(identify("[::ffff:203.0.113.9]:9", None), "ip:203.0.113.9");
+        let full = KeyExtractor::new()
+            .client_ip(TrustedProxies::none())
+            .ipv6_prefix(128);
+        let mut req = http::Request::builder().body(()).unwrap();
+        req.extensions_mut()
+            .insert(PeerAddr("[2001:db8::1]:9".parse().unwrap()));
+        assert_eq!(
+            full.identify(req.headers(), req.extensions())
+                .unwrap()
+                .key(),
+            "ip:2001:db8::1"
+        );
+    }
+
+    #[test]
+    fn bad_api_key_header_names_are_config_errors() {
+        let keys: HashMap<String, Principal> = HashMap::new();
+        assert!(
+            KeyExtractor::new()
+                .api_key_header("bad header", keys)
+                .is_err()
+        );
     }
 
     #[test]

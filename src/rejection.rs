@@ -139,12 +139,29 @@ impl<'a> RejectionContext<'a> {
         }
     }
 
-    /// Whether the caller speaks gRPC (`content-type: application/grpc`, `+proto`, `+json`, ...).
+    /// Whether the caller speaks gRPC or gRPC-Web (`application/grpc`, `application/grpc+proto`,
+    /// `application/grpc-web-text`, ...), not some other type that merely starts alike.
     #[must_use]
     pub fn is_grpc(&self) -> bool {
-        self.headers
-            .get(CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        self.grpc_content_type().is_some()
+    }
+
+    /// The content type a trailers-only answer carries: `application/grpc`, or for gRPC-Web the
+    /// caller's own type (its framing and encoding).
+    fn grpc_content_type(&self) -> Option<HeaderValue> {
+        let value = self.headers.get(CONTENT_TYPE)?;
+        let is = |family: &[u8]| {
+            value.as_bytes().strip_prefix(family).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";")
+            })
+        };
+        if is(b"application/grpc") {
+            Some(HeaderValue::from_static("application/grpc"))
+        } else if is(b"application/grpc-web") || is(b"application/grpc-web-text") {
+            Some(value.clone())
+        } else {
+            None
+        }
     }
 }
 
@@ -203,8 +220,8 @@ const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 
 impl RenderRejection for ProblemRenderer {
     fn render(&self, rejection: &Rejection, context: &RejectionContext<'_>) -> Response<Bytes> {
-        if context.is_grpc() {
-            return grpc_response(rejection);
+        if let Some(content_type) = context.grpc_content_type() {
+            return grpc_response(rejection, content_type);
         }
         let problem = Problem {
             kind: "about:blank",
@@ -234,10 +251,10 @@ impl RenderRejection for ProblemRenderer {
     }
 }
 
-fn grpc_response(rejection: &Rejection) -> Response<Bytes> {
+fn grpc_response(rejection: &Rejection, content_type: HeaderValue) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(CONTENT_TYPE, content_type);
     headers.insert(
         "grpc-status",
         HeaderValue::from(u16::from(rejection.grpc_code.as_u8())),
@@ -342,6 +359,36 @@ mod tests {
             "50%25 used, %C3%BCn%C3%AFcode"
         );
         assert!(response.body().is_empty());
+    }
+
+    #[test]
+    fn only_grpc_content_types_are_grpc() {
+        for (content_type, grpc) in [
+            ("application/grpc", Some("application/grpc")),
+            ("application/grpc+json", Some("application/grpc")),
+            ("application/grpc;charset=utf-8", Some("application/grpc")),
+            (
+                "application/grpc-web+proto",
+                Some("application/grpc-web+proto"),
+            ),
+            (
+                "application/grpc-web-text",
+                Some("application/grpc-web-text"),
+            ),
+            ("application/grpcx", None),
+            ("application/json", None),
+        ] {
+            let req = request(content_type);
+            let context = RejectionContext::of(&req);
+            assert_eq!(
+                context
+                    .grpc_content_type()
+                    .as_ref()
+                    .map(|v| v.to_str().unwrap()),
+                grpc,
+                "{content_type}"
+            );
+        }
     }
 
     #[test]

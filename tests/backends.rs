@@ -119,7 +119,11 @@ async fn costs_spend_several_units<St: RateLimitStore>(store: St, _clock: Manual
     assert_eq!((d.allowed, d.remaining, d.used()), (true, 6, 4));
     let d = decide(&store, "p:c", &q, 7).await;
     assert!(!d.allowed);
-    assert_eq!(d.remaining, 6, "a refused request spends nothing");
+    assert_eq!(
+        d.remaining, 0,
+        "a refusal reports nothing usable (SEMANTICS: remaining 0)"
+    );
+    // ... yet it spent nothing: the six units left still pass.
     let d = decide(&store, "p:c", &q, 6).await;
     assert_eq!((d.allowed, d.remaining), (true, 0));
 }
@@ -176,10 +180,14 @@ async fn concurrent_callers_get_exactly_the_quota<St: RateLimitStore>(
     assert_eq!(admitted, 50);
 }
 
-/// A pseudo-random walk of times, costs, quotas and algorithms: the answers are recorded so the
-/// two backends can be compared decision by decision.
-async fn random_walk<St: RateLimitStore>(store: St, clock: ManualClock) -> Vec<Decision> {
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+/// A pseudo-random walk of times, costs, quotas, algorithms and overrides over a few callers: the
+/// answers are recorded so the two backends can be compared decision by decision. The same caller
+/// meets both algorithms and several window lengths, and overrides come and go.
+async fn random_walk<St: RateLimitStore>(
+    store: St,
+    clock: ManualClock,
+    mut seed: u64,
+) -> Vec<Decision> {
     let mut next = move || {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -191,14 +199,28 @@ async fn random_walk<St: RateLimitStore>(store: St, clock: ManualClock) -> Vec<D
         Quota::per_second(20),
         Quota::per_minute(9).with_algorithm(Algorithm::SlidingWindow),
         Quota::new(4, Duration::from_millis(1500)).with_algorithm(Algorithm::SlidingWindow),
+        Quota::new(3, Duration::from_millis(1000)).with_algorithm(Algorithm::SlidingWindow),
     ];
     let mut out = Vec::new();
-    for _ in 0..400 {
+    for _ in 0..600 {
         clock.advance(Duration::from_micros(next() % 150_000));
-        let q = quotas[(next() % 4) as usize];
-        let caller = format!("p:{}:{:?}", next() % 3, q.algorithm());
+        let caller = format!("p:{}", next() % 3);
+        if next() % 10 == 0 {
+            let quota = (next() % 2 == 0).then(|| quotas[(next() % 5) as usize]);
+            store.set_override(&caller, quota).await.expect("override");
+        }
+        let q = quotas[(next() % 5) as usize];
+        let key = BucketKey {
+            caller: &caller,
+            bucket: if next() % 3 == 0 {
+                "r:route"
+            } else {
+                "default"
+            },
+            overridable: true,
+        };
         let cost = (next() % 4) as u32;
-        out.push(decide(&store, &caller, &q, cost).await);
+        out.push(store.decide(key, &q, cost).await.expect("store answers"));
     }
     out
 }
@@ -228,7 +250,8 @@ macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod memory_backend {
             $(
-                #[tokio::test]
+                // Several worker threads, so concurrent scenarios really race on the slots.
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $scenario() {
                     let clock = api_policy::clock::ManualClock::at_micros(super::T0);
                     super::$scenario(super::memory(&clock), clock).await;
@@ -263,22 +286,29 @@ async fn both_backends_give_identical_answers_on_a_random_walk() {
     let Some(url) = common::redis_or_skip("random_walk").await else {
         return;
     };
-    let clock = ManualClock::at_micros(T0);
-    let from_memory = random_walk(memory(&clock), clock.clone()).await;
-    let clock = ManualClock::at_micros(T0);
-    let backend = RedisBackend::builder(url)
-        .prefix(common::unique_prefix("random_walk"))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let from_redis = random_walk(RedisRateLimitStore::new(&backend), clock).await;
-    let refused = from_memory.iter().filter(|d| !d.allowed).count();
-    assert!(
-        refused > 40 && refused < 360,
-        "the walk should mix answers: {refused} refused"
-    );
-    for (i, (m, r)) in from_memory.iter().zip(&from_redis).enumerate() {
-        assert_eq!(m, r, "decision {i} differs");
+    for seed in [
+        0x9E37_79B9_7F4A_7C15,
+        0x2545_F491_4F6C_DD1D,
+        0xD1B5_4A32_D192_ED03,
+        42,
+    ] {
+        let clock = ManualClock::at_micros(T0);
+        let from_memory = random_walk(memory(&clock), clock.clone(), seed).await;
+        let clock = ManualClock::at_micros(T0);
+        let backend = RedisBackend::builder(url.clone())
+            .prefix(common::unique_prefix("random_walk"))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let from_redis = random_walk(RedisRateLimitStore::new(&backend), clock, seed).await;
+        let refused = from_memory.iter().filter(|d| !d.allowed).count();
+        assert!(
+            refused > 60 && refused < 540,
+            "seed {seed:#x}: the walk should mix answers: {refused} refused"
+        );
+        for (i, (m, r)) in from_memory.iter().zip(&from_redis).enumerate() {
+            assert_eq!(m, r, "seed {seed:#x}: decision {i} differs");
+        }
     }
 }
 
@@ -400,4 +430,29 @@ async fn one_redis_round_trip_per_decision() {
         "the bucket, and the override for tier buckets"
     );
     assert_eq!(calls("set"), N / 2, "only admitted requests write");
+}
+
+/// OS threads released together by a barrier race on one slot: the compare-and-swap (GCRA) and the
+/// slot lock (sliding window) still admit exactly the quota.
+#[test]
+fn memory_slots_hold_under_a_thread_race() {
+    for algorithm in [Algorithm::Gcra, Algorithm::SlidingWindow] {
+        let clock = ManualClock::at_micros(T0);
+        let store = memory(&clock);
+        let quota = Quota::per_hour(500).with_algorithm(algorithm);
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..250)
+                        .filter(|_| store.decide_now(key("p:race"), &quota, 1).allowed)
+                        .count()
+                })
+            })
+            .collect();
+        let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(admitted, 500, "{algorithm:?}");
+    }
 }

@@ -63,6 +63,7 @@ fn layer<St: RateLimitStore>(store: St) -> RateLimitLayer<St> {
         .key_extractor(
             KeyExtractor::new()
                 .api_key_header("x-api-key", keys())
+                .unwrap()
                 .client_ip(TrustedProxies::none()),
         )
         .ietf_headers(true)
@@ -439,7 +440,11 @@ async fn exactly_the_quota_under_concurrency<St: RateLimitStore>(
 fn fifty_per_hour<St: RateLimitStore>(store: St) -> Stack<St> {
     RateLimitLayer::builder(store)
         .tier("free", Quota::per_hour(50))
-        .key_extractor(KeyExtractor::new().api_key_header("x-api-key", keys()))
+        .key_extractor(
+            KeyExtractor::new()
+                .api_key_header("x-api-key", keys())
+                .unwrap(),
+        )
         .build()
         .unwrap()
         .layer(router())
@@ -506,13 +511,21 @@ async fn an_unreachable_redis_follows_the_failure_policy_and_recovers() {
         .unwrap();
     let open_layer = RateLimitLayer::builder(RedisRateLimitStore::new(&backend))
         .tier("free", Quota::per_minute(10))
-        .key_extractor(KeyExtractor::new().api_key_header("x-api-key", keys()))
+        .key_extractor(
+            KeyExtractor::new()
+                .api_key_header("x-api-key", keys())
+                .unwrap(),
+        )
         .build()
         .unwrap();
     let open = open_layer.layer(router());
     let closed = RateLimitLayer::builder(RedisRateLimitStore::new(&backend))
         .tier("free", Quota::per_minute(10))
-        .key_extractor(KeyExtractor::new().api_key_header("x-api-key", keys()))
+        .key_extractor(
+            KeyExtractor::new()
+                .api_key_header("x-api-key", keys())
+                .unwrap(),
+        )
         .on_store_error(FailurePolicy::Closed)
         .build()
         .unwrap()

@@ -123,15 +123,13 @@ pub(crate) trait Slot: Send + Sync + 'static {
 struct Entry<V> {
     key: Box<[u8]>,
     hash: u64,
-    tag: u8,
     slot: V,
 }
 
 impl<V> Entry<V> {
-    fn is(&self, hash: u64, caller: &str, bucket: &str, tag: u8) -> bool {
+    fn is(&self, hash: u64, caller: &str, bucket: &str) -> bool {
         let (c, b) = (caller.as_bytes(), bucket.as_bytes());
         self.hash == hash
-            && self.tag == tag
             && self.key.len() == c.len() + 1 + b.len()
             && self.key[..c.len()] == *c
             && self.key[c.len() + 1..] == *b
@@ -149,7 +147,14 @@ const SHARDS: usize = 64;
 const SHARD_SHIFT: u32 = 51;
 const MIN_SWEEP: usize = 64;
 
-/// A bounded, sharded table of slots keyed by (caller, bucket, tag).
+/// What a visit to a slot decided: done (the slot was updated in place, or is to stay as it is),
+/// or a new slot to store.
+pub(crate) enum Visit<R, V> {
+    Done(R),
+    Store(R, V),
+}
+
+/// A bounded, sharded table of slots keyed by (caller, bucket).
 pub(crate) struct SlotTable<V> {
     shards: Box<[RwLock<Shard<V>>]>,
     hasher: foldhash::fast::RandomState,
@@ -173,29 +178,39 @@ impl<V: Slot> SlotTable<V> {
         }
     }
 
-    /// Runs `f` on the slot for the key, creating it with `make` when absent.
+    /// Runs `f` on the slot for the key (`None` when there is none). When `f` answers
+    /// [`Visit::Store`], the slot is replaced (or created) under the shard's write lock, and `f` runs
+    /// once more there first, so a slot changed in between is seen.
     pub(crate) fn with<R>(
         &self,
         caller: &str,
         bucket: &str,
-        tag: u8,
         now_us: u64,
-        make: impl FnOnce() -> V,
-        f: impl FnOnce(&V) -> R,
+        f: impl Fn(Option<&V>) -> Visit<R, V>,
     ) -> R {
-        let hash = self.hasher.hash_one((caller, bucket, tag));
+        let hash = self.hasher.hash_one((caller, bucket));
         let shard = &self.shards[(hash >> SHARD_SHIFT) as usize % SHARDS];
-        let eq = |e: &Entry<V>| e.is(hash, caller, bucket, tag);
+        let eq = |e: &Entry<V>| e.is(hash, caller, bucket);
         {
             let read = shard.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = read.table.find(hash, eq) {
-                return f(&entry.slot);
+            if let Visit::Done(r) = f(read.table.find(hash, eq).map(|e| &e.slot)) {
+                return r;
             }
         }
         let mut write = shard.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = write.table.find(hash, eq) {
-            return f(&entry.slot);
+        if let Some(entry) = write.table.find_mut(hash, eq) {
+            return match f(Some(&entry.slot)) {
+                Visit::Done(r) => r,
+                Visit::Store(r, slot) => {
+                    entry.slot = slot;
+                    r
+                }
+            };
         }
+        let (r, slot) = match f(None) {
+            Visit::Done(r) => return r,
+            Visit::Store(r, slot) => (r, slot),
+        };
         if write.table.len() >= write.sweep_at {
             self.sweep(&mut write, now_us);
         }
@@ -206,11 +221,10 @@ impl<V: Slot> SlotTable<V> {
         let entry = Entry {
             key: key.into_boxed_slice(),
             hash,
-            tag,
-            slot: make(),
+            slot,
         };
-        let entry = write.table.insert_unique(hash, entry, |e| e.hash);
-        f(&entry.get().slot)
+        write.table.insert_unique(hash, entry, |e| e.hash);
+        r
     }
 
     /// Drops idle slots; if the shard is still full, evicts the slots owing least down to 7/8 of
@@ -264,73 +278,57 @@ mod tests {
         }
     }
 
+    /// Reads the slot for `key` (creating it owing until `until`) as seen at `now`.
+    fn touch(table: &SlotTable<Until>, key: &str, now: u64, until: u64) -> u64 {
+        table.with(key, "b", now, |slot| match slot {
+            Some(s) => Visit::Done(s.0.load(Ordering::Relaxed)),
+            None => Visit::Store(until, Until(AtomicU64::new(until))),
+        })
+    }
+
     #[test]
     fn idle_slots_are_swept_and_busy_ones_kept() {
         let table = SlotTable::new(64 * 1000);
-        table.with(
-            "busy",
-            "b",
-            0,
-            0,
-            || Until(AtomicU64::new(u64::MAX)),
-            |_| (),
-        );
+        touch(&table, "busy", 0, u64::MAX);
         for i in 0..20_000 {
-            table.with(
-                &format!("idle{i}"),
-                "b",
-                0,
-                10,
-                || Until(AtomicU64::new(5)),
-                |_| (),
-            );
+            touch(&table, &format!("idle{i}"), 10, 5);
         }
         assert!(
             table.len() < 20_000,
             "idle slots were not swept: {}",
             table.len()
         );
-        let found = table.with(
-            "busy",
-            "b",
-            0,
-            10,
-            || Until(AtomicU64::new(0)),
-            |s| s.0.load(Ordering::Relaxed),
-        );
-        assert_eq!(found, u64::MAX);
+        assert_eq!(touch(&table, "busy", 10, 0), u64::MAX);
     }
 
     #[test]
     fn capacity_is_never_exceeded_and_the_deepest_debts_survive() {
         let table = SlotTable::new(64 * 100);
-        table.with(
-            "debtor",
-            "b",
-            0,
-            0,
-            || Until(AtomicU64::new(1_000_000)),
-            |_| (),
-        );
+        touch(&table, "debtor", 0, 1_000_000);
         for i in 0..100_000u64 {
-            table.with(
-                &format!("k{i}"),
-                "b",
-                0,
-                0,
-                || Until(AtomicU64::new(1 + i % 10)),
-                |_| (),
-            );
+            touch(&table, &format!("k{i}"), 0, 1 + i % 10);
             assert!(table.len() <= 64 * 100);
         }
-        let found = table.with(
-            "debtor",
-            "b",
-            0,
-            0,
-            || Until(AtomicU64::new(0)),
-            |s| s.0.load(Ordering::Relaxed),
+        assert_eq!(
+            touch(&table, "debtor", 0, 0),
+            1_000_000,
+            "the slot owing most was evicted"
         );
-        assert_eq!(found, 1_000_000, "the slot owing most was evicted");
+    }
+
+    #[test]
+    fn visits_replace_slots_or_leave_them() {
+        let table = SlotTable::new(1000);
+        touch(&table, "k", 0, 7);
+        let replaced = table.with("k", "b", 0, |slot| match slot {
+            Some(s) if s.0.load(Ordering::Relaxed) == 9 => Visit::Done(9),
+            _ => Visit::Store(9, Until(AtomicU64::new(9))),
+        });
+        assert_eq!((replaced, touch(&table, "k", 0, 0), table.len()), (9, 9, 1));
+        // A visit that stores nothing creates nothing.
+        let absent: Option<u64> = table.with("new", "b", 0, |slot| {
+            Visit::Done(slot.map(|s| s.0.load(Ordering::Relaxed)))
+        });
+        assert_eq!((absent, table.len()), (None, 1));
     }
 }

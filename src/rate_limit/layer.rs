@@ -139,12 +139,39 @@ pub(crate) struct Limit {
     pub policy: HeaderValue,
     /// `X-RateLimit-Limit` of this quota, built once.
     pub capacity: HeaderValue,
+    /// The bucket's name in storage: `default` for tiers, `r:<name>` for routes, so no route
+    /// can name its way into a tier bucket or a caller's override.
+    pub bucket: Box<str>,
+    /// Whether a caller's override replaces the quota (tier buckets only).
+    pub overridable: bool,
 }
 
 impl Limit {
-    fn new(name: &str, quota: Quota, field: &str) -> Result<Self, ConfigError> {
+    fn tier(name: &str, quota: Quota, field: &str) -> Result<Self, ConfigError> {
+        Self::new(name, quota, field, "default".into(), true)
+    }
+
+    fn route(name: &str, quota: Quota, field: &str) -> Result<Self, ConfigError> {
+        if name.is_empty() {
+            return Err(ConfigError::new(
+                field.to_string(),
+                "a route bucket needs a name",
+            ));
+        }
+        Self::new(name, quota, field, format!("r:{name}").into(), false)
+    }
+
+    fn new(
+        name: &str,
+        quota: Quota,
+        field: &str,
+        bucket: Box<str>,
+        overridable: bool,
+    ) -> Result<Self, ConfigError> {
         quota.validate(field)?;
         Ok(Self {
+            bucket,
+            overridable,
             quota,
             name: name.into(),
             policy: policy_value(name, &quota),
@@ -332,7 +359,7 @@ impl<St: RateLimitStore> RateLimitBuilder<St> {
         let default_tier = self.default_tier.clone().unwrap_or_else(|| first.0.clone());
         let mut tiers = HashMap::new();
         for (name, quota) in &self.tiers {
-            let limit = Limit::new(name, *quota, &format!("rate_limit.tiers.{name}"))?;
+            let limit = Limit::tier(name, *quota, &format!("rate_limit.tiers.{name}"))?;
             tiers.insert(Box::<str>::from(name.as_str()), Arc::new(limit));
         }
         let Some(default_limit) = tiers.get(default_tier.as_str()).cloned() else {
@@ -364,11 +391,11 @@ impl<St: RateLimitStore> RateLimitBuilder<St> {
                     let by_tier = by_tier
                         .into_iter()
                         .map(|(tier, q)| {
-                            Limit::new(&bucket, q, &field).map(|l| (tier, Arc::new(l)))
+                            Limit::route(&bucket, q, &field).map(|l| (tier, Arc::new(l)))
                         })
                         .collect::<Result<_, _>>()?;
                     CompiledRule::Own {
-                        default: Arc::new(Limit::new(&bucket, quota, &field)?),
+                        default: Arc::new(Limit::route(&bucket, quota, &field)?),
                         by_tier,
                         cost: rule.cost,
                     }

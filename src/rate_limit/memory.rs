@@ -8,7 +8,7 @@ use super::quota::{Algorithm, Quota};
 use super::store::{BucketKey, Decision, RateLimitStore};
 use super::verdict::{Window, gcra, sliding_window};
 use crate::backend::MemoryBackend;
-use crate::backend::memory::{Slot, SlotTable};
+use crate::backend::memory::{Slot, SlotTable, Visit};
 use crate::clock::SharedClock;
 use crate::error::StoreError;
 
@@ -16,12 +16,7 @@ enum RateSlot {
     /// GCRA's theoretical arrival time, in microseconds; updated by compare-and-swap.
     Gcra { tat: AtomicU64 },
     /// Boxed, so the common GCRA slot stays one word.
-    SlidingWindow(Box<WindowSlot>),
-}
-
-struct WindowSlot {
-    state: Mutex<Window>,
-    period_us: u64,
+    SlidingWindow(Box<Mutex<Window>>),
 }
 
 impl Slot for RateSlot {
@@ -32,10 +27,12 @@ impl Slot for RateSlot {
     fn debt(&self, now: u64) -> u64 {
         match self {
             RateSlot::Gcra { tat } => tat.load(Ordering::Acquire).saturating_sub(now),
-            RateSlot::SlidingWindow(slot) => {
-                let state = slot.state.lock().unwrap_or_else(PoisonError::into_inner);
+            RateSlot::SlidingWindow(state) => {
+                let state = state.lock().unwrap_or_else(PoisonError::into_inner);
                 // Both counts are spent once the window after the current one has passed.
-                ((state.index + 2) * slot.period_us).saturating_sub(now)
+                (state.index.saturating_add(2))
+                    .saturating_mul(state.period_us)
+                    .saturating_sub(now)
             }
         }
     }
@@ -114,42 +111,56 @@ impl MemoryRateLimitStore {
             *quota
         };
         let now = inner.clock.now_micros();
-        let tag = quota.algorithm() as u8;
-        let make = || match quota.algorithm() {
-            Algorithm::SlidingWindow => RateSlot::SlidingWindow(Box::new(WindowSlot {
-                state: Mutex::new(Window::default()),
-                period_us: quota.period_micros(),
-            })),
-            _ => RateSlot::Gcra {
-                tat: AtomicU64::new(0),
-            },
-        };
-        let verdict = inner
-            .table
-            .with(key.caller, key.bucket, tag, now, make, |slot| match slot {
-                RateSlot::Gcra { tat } => {
+        // A refusal stores nothing, and a slot of the other algorithm counts as fresh and is
+        // replaced only by an admitted request: what decide.lua does with its one state string.
+        let verdict = inner.table.with(key.caller, key.bucket, now, |slot| {
+            match (slot, quota.algorithm()) {
+                (Some(RateSlot::SlidingWindow(state)), Algorithm::SlidingWindow) => {
+                    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (verdict, next) = sliding_window(*state, now, &quota, cost);
+                    if let Some(next) = next {
+                        *state = next;
+                    }
+                    Visit::Done(verdict)
+                }
+                (_, Algorithm::SlidingWindow) => {
+                    match sliding_window(Window::default(), now, &quota, cost) {
+                        (verdict, Some(next)) => Visit::Store(
+                            verdict,
+                            RateSlot::SlidingWindow(Box::new(Mutex::new(next))),
+                        ),
+                        (verdict, None) => Visit::Done(verdict),
+                    }
+                }
+                (Some(RateSlot::Gcra { tat }), _) => {
                     let mut current = tat.load(Ordering::Acquire);
                     loop {
                         let (verdict, next) = gcra(current, now, &quota, cost);
-                        let Some(next) = next else { return verdict };
+                        let Some(next) = next else {
+                            return Visit::Done(verdict);
+                        };
                         match tat.compare_exchange_weak(
                             current,
                             next,
                             Ordering::AcqRel,
                             Ordering::Acquire,
                         ) {
-                            Ok(_) => return verdict,
+                            Ok(_) => return Visit::Done(verdict),
                             Err(actual) => current = actual,
                         }
                     }
                 }
-                RateSlot::SlidingWindow(slot) => {
-                    let mut state = slot.state.lock().unwrap_or_else(PoisonError::into_inner);
-                    let (verdict, next) = sliding_window(*state, now, &quota, cost);
-                    *state = next;
-                    verdict
-                }
-            });
+                (_, _) => match gcra(0, now, &quota, cost) {
+                    (verdict, Some(next)) => Visit::Store(
+                        verdict,
+                        RateSlot::Gcra {
+                            tat: AtomicU64::new(next),
+                        },
+                    ),
+                    (verdict, None) => Visit::Done(verdict),
+                },
+            }
+        });
         Decision::new(verdict, quota, now)
     }
 }
@@ -174,6 +185,9 @@ impl RateLimitStore for MemoryRateLimitStore {
     }
 
     async fn set_override(&self, caller: &str, quota: Option<Quota>) -> Result<(), StoreError> {
+        if let Some(q) = &quota {
+            q.validate("override")?;
+        }
         let mut overrides = self
             .inner
             .overrides

@@ -33,7 +33,7 @@
 //!     .tier("pro", Quota::per_hour(5_000))
 //!     .route("POST /bookings", RouteRule::limit(Quota::per_minute(2)).named("booking"))
 //!     .route("/health", RouteRule::exempt())
-//!     .key_extractor(KeyExtractor::new().api_key_header("x-api-key", keys))
+//!     .key_extractor(KeyExtractor::new().api_key_header("x-api-key", keys)?)
 //!     .build()?;
 //! let service = ServiceBuilder::new()
 //!     .layer(limits)

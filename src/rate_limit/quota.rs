@@ -124,10 +124,11 @@ impl Quota {
         }
     }
 
-    /// GCRA's emission interval: the time one unit takes to come back.
+    /// GCRA's emission interval: the time one unit takes to come back, rounded up so a quota
+    /// never admits more than configured.
     #[must_use]
     pub(crate) fn emission_us(&self) -> u64 {
-        self.period_us / u64::from(self.count.max(1))
+        self.period_us.div_ceil(u64::from(self.count.max(1)))
     }
 
     /// Checks that the quota can be enforced exactly by every backend.
@@ -148,7 +149,7 @@ impl Quota {
         if self.burst == 0 {
             return err("the burst must be at least 1");
         }
-        if self.period_us == 0 || self.emission_us() == 0 {
+        if self.period_us < u64::from(self.count) {
             return err("more than one unit per microsecond cannot be timed");
         }
         let span = u128::from(self.period_us) * u128::from(self.count.max(self.burst));

@@ -110,6 +110,7 @@ impl RateLimitStore for RedisRateLimitStore {
         let key = self.key(caller, "override");
         let cmd = match quota {
             Some(q) => {
+                q.validate("override")?;
                 let value = format!(
                     "{} {} {} {}",
                     algorithm_code(q.algorithm()),

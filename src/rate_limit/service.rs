@@ -198,13 +198,8 @@ where
 struct Plan {
     caller: String,
     limit: Arc<Limit>,
-    /// The tier's `default` bucket (overridable per caller), or a route's own.
-    tier_bucket: bool,
     cost: u32,
 }
-
-/// The bucket name of tier quotas in storage keys.
-const TIER_BUCKET: &str = "default";
 
 enum Step {
     Exempt,
@@ -237,19 +232,18 @@ fn plan<B>(config: &Config, request: &Request<B>) -> Step {
         }
     };
     let tier = config.tier_for(caller.as_ref());
-    let (limit, tier_bucket, cost) = match rule {
+    let (limit, cost) = match rule {
         Some(CompiledRule::Own {
             default,
             by_tier,
             cost,
-        }) => (by_tier.get(&*tier.name).unwrap_or(default), false, *cost),
-        Some(CompiledRule::Tier { cost }) => (tier, true, *cost),
-        _ => (tier, true, 1),
+        }) => (by_tier.get(&*tier.name).unwrap_or(default), *cost),
+        Some(CompiledRule::Tier { cost }) => (tier, *cost),
+        _ => (tier, 1),
     };
     Step::Check(Plan {
         caller: caller_key,
         limit: limit.clone(),
-        tier_bucket,
         cost,
     })
 }
@@ -311,17 +305,12 @@ where
         let Plan {
             caller,
             limit,
-            tier_bucket,
             cost,
         } = plan;
         let key = BucketKey {
             caller: &caller,
-            bucket: if tier_bucket {
-                TIER_BUCKET
-            } else {
-                &limit.name
-            },
-            overridable: tier_bucket,
+            bucket: &limit.bucket,
+            overridable: limit.overridable,
         };
         if let Some(outcome) = self.store.decide_immediately(key, &limit.quota, cost) {
             // Decided now: the ready inner service is called now, no clone needed.
@@ -337,15 +326,14 @@ where
             };
         }
         let store = self.store.clone();
-        let quota = limit.quota;
-        let route_limit = (!tier_bucket).then(|| limit.clone());
+        let for_key = limit.clone();
         let decision: DecisionFuture = Box::pin(async move {
             let key = BucketKey {
                 caller: &caller,
-                bucket: route_limit.as_ref().map_or(TIER_BUCKET, |l| &l.name),
-                overridable: tier_bucket,
+                bucket: &for_key.bucket,
+                overridable: for_key.overridable,
             };
-            store.decide(key, &quota, cost).await
+            store.decide(key, &for_key.quota, cost).await
         });
         // The ready instance is the one that must be called; leave a fresh clone in its place.
         let clone = self.inner.clone();
