@@ -53,7 +53,7 @@ struct Inner {
 /// use api_policy::rate_limit::{BucketKey, MemoryRateLimitStore, Quota};
 ///
 /// let store = MemoryRateLimitStore::new(&MemoryBackend::new());
-/// let key = BucketKey { caller: "p:acme", bucket: "default", overridable: true };
+/// let key = BucketKey { caller: "s:acme", bucket: "default", overridable: true };
 /// let decision = store.decide_now(key, &Quota::per_minute(10), 1);
 /// assert!(decision.allowed);
 /// assert_eq!(decision.remaining, 9);

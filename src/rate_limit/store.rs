@@ -9,7 +9,7 @@ use crate::error::StoreError;
 /// Which bucket a decision is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketKey<'a> {
-    /// The caller, as [`Caller`](crate::principal::Caller) writes it (`p:acme`, `ip:192.0.2.1`).
+    /// The caller, as [`Caller`](crate::principal::Caller) writes it (`s:acme`, `u:pat_1`, `ip:192.0.2.1`).
     pub caller: &'a str,
     /// The bucket: `default` for the tier quota, or a route rule's name.
     pub bucket: &'a str,
