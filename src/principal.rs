@@ -282,10 +282,7 @@ fn kind_prefix(kind: PrincipalKind) -> &'static str {
 /// Writes the caller as its storage [`key`](Caller::key).
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Caller::Principal(p) => write!(f, "{}{}", kind_prefix(p.kind), p.id),
-            Caller::Ip(ip) => write!(f, "ip:{ip}"),
-        }
+        f.write_str(&self.key())
     }
 }
 

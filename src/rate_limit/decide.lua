@@ -65,8 +65,8 @@ if algo == 0 then
 end
 
 local w = period
-local index, elapsed = math.floor(now / w), 0
-elapsed = now - index * w
+local index = math.floor(now / w)
+local elapsed = now - index * w
 local previous, current = 0, 0
 if state then
   local sp, i, p, c = string.match(state, '^w (%d+) (%d+) (%d+) (%d+)$')

@@ -205,6 +205,8 @@ pub(crate) struct Config {
     pub ietf_headers: bool,
     pub renderer: SharedRenderer,
     pub store_failures: AtomicU64,
+    /// The store's backend name, for failure events.
+    pub backend: &'static str,
 }
 
 impl Config {
@@ -414,6 +416,7 @@ impl<St: RateLimitStore> RateLimitBuilder<St> {
             ietf_headers: self.ietf_headers,
             renderer: self.renderer,
             store_failures: AtomicU64::new(0),
+            backend: self.store.backend_name(),
         };
         Ok(RateLimitLayer {
             store: self.store,

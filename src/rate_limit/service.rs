@@ -167,7 +167,13 @@ where
         }
         Err(error) => {
             config.store_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(layer = "rate_limit", %error, policy = ?config.failure, "rate-limit store failed");
+            tracing::warn!(
+                layer = "rate_limit",
+                backend = config.backend,
+                %error,
+                policy = ?config.failure,
+                "rate-limit store failed"
+            );
             if config.failure == FailurePolicy::Open {
                 return State::Calling {
                     future: inner.call(request),
