@@ -43,3 +43,14 @@ pub enum StoreError {
     #[error("unexpected answer from store: {0}")]
     Protocol(String),
 }
+
+/// What a layer does when its store cannot answer. Each layer documents its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Let the request through (without the layer's headers), trace a warning, count it.
+    #[default]
+    Open,
+    /// Answer 503 with the layer's `*_unavailable` error and `Retry-After: 1`.
+    Closed,
+}

@@ -37,6 +37,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "jwt")]
+pub mod auth;
 pub mod backend;
 pub mod body;
 pub mod clock;
@@ -46,6 +48,6 @@ pub mod rate_limit;
 pub mod rejection;
 pub mod route;
 
-pub use error::{ConfigError, StoreError};
+pub use error::{ConfigError, FailurePolicy, StoreError};
 pub use principal::{KeyExtractor, Principal};
 pub use rejection::Rejection;

@@ -3,7 +3,9 @@
 //!
 //! A caller is found, in this order: a [`Principal`] that an earlier layer (JWT auth) put in the
 //! request extensions; an API key header resolved to a principal; the client IP address, but only
-//! when [`TrustedProxies`] are configured explicitly.
+//! when [`TrustedProxies`] are configured explicitly. An anonymous principal (what optional JWT
+//! authentication inserts for a request without a token) is the last resort: an API key or a
+//! trusted client IP tells anonymous callers apart, so they do not all share one bucket.
 //!
 //! # Security: client IP addresses
 //! `X-Forwarded-For` is written by whoever sends the request, so it is never read unless the
@@ -44,8 +46,10 @@ pub struct Principal {
     pub kind: PrincipalKind,
     /// Plan or tier name that picks a rate-limit quota, e.g. `free` or `pro`.
     pub tier: Option<Arc<str>>,
-    /// Granted scopes or roles.
+    /// Granted scopes (OAuth `scope`/`scp`).
     pub scopes: Arc<[Arc<str>]>,
+    /// Granted roles (a `roles` or `role` claim, or an API key's roles).
+    pub roles: Arc<[Arc<str>]>,
     /// Session identifier, where the credential carries one.
     pub session_id: Option<Arc<str>>,
 }
@@ -57,6 +61,7 @@ impl Principal {
             kind,
             tier: None,
             scopes: Arc::from([]),
+            roles: Arc::from([]),
             session_id: None,
         }
     }
@@ -86,7 +91,7 @@ impl Principal {
         self
     }
 
-    /// Sets the scopes or roles.
+    /// Sets the scopes.
     #[must_use]
     pub fn with_scopes<I, T>(mut self, scopes: I) -> Self
     where
@@ -94,6 +99,17 @@ impl Principal {
         T: Into<Arc<str>>,
     {
         self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the roles.
+    #[must_use]
+    pub fn with_roles<I, T>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<Arc<str>>,
+    {
+        self.roles = roles.into_iter().map(Into::into).collect();
         self
     }
 
@@ -108,6 +124,18 @@ impl Principal {
     #[must_use]
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| &**s == scope)
+    }
+
+    /// Whether the principal holds `role`.
+    #[must_use]
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| &**r == role)
+    }
+
+    /// Whether this is an anonymous caller.
+    #[must_use]
+    pub fn is_anonymous(&self) -> bool {
+        self.kind == PrincipalKind::Anonymous
     }
 }
 
@@ -373,9 +401,21 @@ impl KeyExtractor {
     /// The caller of a request with these headers and extensions, if any source knows it.
     #[must_use]
     pub fn identify(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<Caller> {
-        if let Some(p) = extensions.get::<Principal>() {
+        let from_layer = extensions.get::<Principal>();
+        if let Some(p) = from_layer.filter(|p| !p.is_anonymous()) {
             return Some(Caller::Principal(p.clone()));
         }
+        // An anonymous principal (optional authentication let the request in) says nobody in
+        // particular is calling: an API key or the client IP still tells callers apart.
+        self.identify_without_principal(headers, extensions)
+            .or_else(|| from_layer.cloned().map(Caller::Principal))
+    }
+
+    fn identify_without_principal(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Option<Caller> {
         if let Some((name, resolver)) = &self.api_key {
             let key = headers
                 .get(name)

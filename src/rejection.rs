@@ -291,6 +291,15 @@ impl SharedRenderer {
         Self(Arc::new(renderer))
     }
 
+    /// Renders the rejection.
+    pub(crate) fn render(
+        &self,
+        rejection: &Rejection,
+        context: &RejectionContext<'_>,
+    ) -> Response<Bytes> {
+        self.0.render(rejection, context)
+    }
+
     /// Renders the rejection and leaves it in the response extensions.
     pub fn respond<B>(
         &self,

@@ -178,6 +178,11 @@ impl<V: Slot> SlotTable<V> {
         }
     }
 
+    fn locate(&self, caller: &str, bucket: &str) -> (u64, &RwLock<Shard<V>>) {
+        let hash = self.hasher.hash_one((caller, bucket));
+        (hash, &self.shards[(hash >> SHARD_SHIFT) as usize % SHARDS])
+    }
+
     /// Runs `f` on the slot for the key (`None` when there is none). When `f` answers
     /// [`Visit::Store`], the slot is replaced (or created) under the shard's write lock, and `f` runs
     /// once more there first, so a slot changed in between is seen.
@@ -188,8 +193,7 @@ impl<V: Slot> SlotTable<V> {
         now_us: u64,
         f: impl Fn(Option<&V>) -> Visit<R, V>,
     ) -> R {
-        let hash = self.hasher.hash_one((caller, bucket));
-        let shard = &self.shards[(hash >> SHARD_SHIFT) as usize % SHARDS];
+        let (hash, shard) = self.locate(caller, bucket);
         let eq = |e: &Entry<V>| e.is(hash, caller, bucket);
         {
             let read = shard.read().unwrap_or_else(PoisonError::into_inner);
@@ -250,6 +254,26 @@ impl<V: Slot> SlotTable<V> {
         }
         shard.sweep_at =
             (shard.table.len() * 2).clamp(MIN_SWEEP.min(self.shard_capacity), self.shard_capacity);
+    }
+
+    /// Forgets the slot for the key, if there is one.
+    pub(crate) fn remove(&self, caller: &str, bucket: &str) {
+        let (hash, shard) = self.locate(caller, bucket);
+        let mut write = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(entry) = write.table.find_entry(hash, |e| e.is(hash, caller, bucket)) {
+            entry.remove();
+        }
+    }
+
+    /// Drops every slot.
+    pub(crate) fn clear(&self) {
+        for shard in &*self.shards {
+            shard
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .table
+                .clear();
+        }
     }
 
     /// Keys held now, across shards.

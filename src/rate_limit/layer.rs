@@ -11,7 +11,7 @@ use super::headers::policy_value;
 use super::quota::Quota;
 use super::service::RateLimit;
 use super::store::RateLimitStore;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, FailurePolicy};
 use crate::principal::{Caller, KeyExtractor, PrincipalKind};
 use crate::rejection::{RenderRejection, SharedRenderer};
 use crate::route::RouteMatcher;
@@ -46,17 +46,6 @@ impl Unidentified {
             challenge: HeaderValue::from_static("Bearer realm=\"api\""),
         }
     }
-}
-
-/// What happens when the store cannot answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum FailurePolicy {
-    /// Let the request through without rate-limit headers, trace a warning, count it.
-    #[default]
-    Open,
-    /// Answer 503 `rate_limit_unavailable`.
-    Closed,
 }
 
 /// A rule for requests matching one route pattern.

@@ -74,7 +74,8 @@ mod store;
 #[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
 mod verdict;
 
-pub use layer::{FailurePolicy, RateLimitBuilder, RateLimitLayer, RouteRule, Unidentified};
+pub use crate::error::FailurePolicy;
+pub use layer::{RateLimitBuilder, RateLimitLayer, RouteRule, Unidentified};
 #[cfg(feature = "memory")]
 pub use memory::MemoryRateLimitStore;
 pub use quota::{Algorithm, Quota};

@@ -12,11 +12,11 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::headers;
-use super::layer::{CompiledRule, Config, FailurePolicy, Limit, Unidentified};
+use super::layer::{CompiledRule, Config, Limit, Unidentified};
 use super::store::{BucketKey, Decision, RateLimitStore};
 use crate::body::PolicyBody;
 use crate::clock::ceil_secs;
-use crate::error::StoreError;
+use crate::error::{FailurePolicy, StoreError};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The rate-limiting service; built by [`RateLimitLayer`](super::RateLimitLayer).

@@ -1,0 +1,315 @@
+//! [`JwtAuth`]: the service the layer wraps around yours.
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::cache::Verified;
+use super::challenge::Failure;
+use super::layer::Config;
+use super::revocation::BoxFuture;
+use super::token::Found;
+use super::verify::Outcome;
+use crate::body::PolicyBody;
+use crate::error::FailurePolicy;
+use crate::principal::Principal;
+use crate::rejection::RejectionContext;
+
+/// The authenticating service; built by [`JwtAuthLayer`](super::JwtAuthLayer).
+#[derive(Clone)]
+pub struct JwtAuth<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for JwtAuth<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> JwtAuth<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+}
+
+/// Who the request is from, once known: a verified token, or nobody (optional authentication).
+type Identity = Result<Option<Arc<Verified>>, Failure>;
+
+pin_project! {
+    /// The response future of [`JwtAuth`]: key fetching or a revocation check when needed, then
+    /// the inner service's call.
+    pub struct ResponseFuture<S, ReqBody, B>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody, B>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Ready { response: Option<Response<PolicyBody<B>>> },
+        // Fetching keys or asking the revocation store; boxed because neither future is nameable.
+        Checking {
+            check: BoxFuture<Identity>,
+            pending: Option<(S, Request<ReqBody>)>,
+            config: Arc<Config>,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+            principal: Option<Principal>,
+        },
+    }
+}
+
+impl<S, ReqBody, B> Future for ResponseFuture<S, ReqBody, B>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+{
+    type Output = Result<Response<PolicyBody<B>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Ready { response } => {
+                    return match response.take() {
+                        Some(response) => Poll::Ready(Ok(response)),
+                        None => Poll::Pending,
+                    };
+                }
+                StateProj::Calling { future, principal } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(principal) = principal.take() {
+                        response.extensions_mut().insert(principal);
+                    }
+                    return Poll::Ready(Ok(response.map(PolicyBody::inner)));
+                }
+                StateProj::Checking {
+                    check,
+                    pending,
+                    config,
+                } => {
+                    let identity = ready!(check.as_mut().poll(cx));
+                    let Some((mut inner, request)) = pending.take() else {
+                        return Poll::Pending;
+                    };
+                    admit(identity, &mut inner, request, config)
+                }
+            };
+            state.set(next);
+        }
+    }
+}
+
+/// The answer once the caller is known: the inner call, or a refusal.
+fn admit<S, ReqBody, B>(
+    identity: Identity,
+    inner: &mut S,
+    mut request: Request<ReqBody>,
+    config: &Arc<Config>,
+) -> State<S, ReqBody, B>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let rule = config.rule_for(request.method(), request.uri().path());
+    let checked = identity.and_then(|verified| {
+        let principal = match &verified {
+            Some(verified) => verified.principal.clone(),
+            None => Principal::anonymous("anonymous"),
+        };
+        rule.check(&principal).map(|()| (verified, principal))
+    });
+    match checked {
+        Ok((verified, principal)) => {
+            let extensions = request.extensions_mut();
+            if let Some(verified) = &verified {
+                (config.claims_type.insert)(extensions, &verified.claims);
+            }
+            extensions.insert(principal.clone());
+            extensions.insert(config.denials.clone());
+            State::Calling {
+                future: inner.call(request),
+                principal: Some(principal),
+            }
+        }
+        Err(failure) => {
+            if let Failure::Unavailable { .. } = failure {
+                tracing::warn!(layer = "jwt_auth", ?failure, "cannot authenticate");
+            }
+            let rejection = failure.rejection(&config.realm);
+            State::Ready {
+                response: Some(
+                    config
+                        .renderer
+                        .respond(rejection, &RejectionContext::of(&request)),
+                ),
+            }
+        }
+    }
+}
+
+/// What the revocation list says of a verified token: known now, or a future.
+enum Revoked {
+    Now(Identity),
+    Later(BoxFuture<Identity>),
+}
+
+fn check_revocation(config: &Arc<Config>, verified: Arc<Verified>) -> Revoked {
+    let (Some(store), Some(jti)) = (&config.revocation, verified.jti.clone()) else {
+        return Revoked::Now(Ok(Some(verified)));
+    };
+    if let Some(answer) = store.is_revoked_now(&jti) {
+        return Revoked::Now(revocation_verdict(config, answer, verified));
+    }
+    let lookup = store.is_revoked(jti.to_string());
+    let config = config.clone();
+    Revoked::Later(Box::pin(async move {
+        revocation_verdict(&config, lookup.await, verified)
+    }))
+}
+
+fn revocation_verdict(
+    config: &Config,
+    answer: Result<bool, crate::StoreError>,
+    verified: Arc<Verified>,
+) -> Identity {
+    match answer {
+        Ok(false) => Ok(Some(verified)),
+        Ok(true) => Err(Failure::invalid("The token has been revoked.")),
+        Err(error) => {
+            let backend = config.revocation.as_ref().map_or("", |s| s.backend_name());
+            tracing::warn!(layer = "jwt_auth", backend, %error, policy = ?config.revocation_failure, "revocation store failed");
+            match config.revocation_failure {
+                FailurePolicy::Open => Ok(Some(verified)),
+                _ => Err(Failure::Unavailable {
+                    error: "auth_unavailable",
+                    detail: "Token revocation cannot be checked right now; retry shortly.",
+                    retry_after_secs: 1,
+                }),
+            }
+        }
+    }
+}
+
+/// Verification after fetching keys, then the revocation check: the slow path, owned.
+#[cfg(feature = "jwks")]
+async fn verify_after_fetch(config: Arc<Config>, token: String) -> Identity {
+    if let Some(jwks) = &config.jwks {
+        let seen = jwks.snapshot();
+        jwks.refetch(seen.as_deref()).await;
+    }
+    let verified = match config.verify_now(&token, false) {
+        Outcome::Done(result) => result?,
+        Outcome::NeedKeys => return Err(Failure::invalid("The token names an unknown key.")),
+    };
+    let outcome = match check_revocation(&config, verified) {
+        Revoked::Now(identity) => identity,
+        Revoked::Later(future) => future.await,
+    };
+    if outcome.is_err()
+        && let Some(cache) = &config.cache
+    {
+        cache.forget(&token);
+    }
+    outcome
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<PolicyBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let check: BoxFuture<Identity> = match config.source.find(request.headers()) {
+            Found::Missing => return self.now(Ok(None), request),
+            Found::Malformed(why) => return self.now(Err(Failure::Malformed(why)), request),
+            Found::Token(token) => match config.verify_now(token, true) {
+                Outcome::Done(Err(failure)) => return self.now(Err(failure), request),
+                Outcome::Done(Ok(verified)) => match check_revocation(config, verified) {
+                    Revoked::Now(identity) => {
+                        if identity.is_err()
+                            && let Some(cache) = &config.cache
+                        {
+                            cache.forget(token);
+                        }
+                        return self.now(identity, request);
+                    }
+                    Revoked::Later(future) => {
+                        let (config, token) = (config.clone(), token.to_string());
+                        Box::pin(async move {
+                            let identity = future.await;
+                            if identity.is_err()
+                                && let Some(cache) = &config.cache
+                            {
+                                cache.forget(&token);
+                            }
+                            identity
+                        })
+                    }
+                },
+                #[cfg(feature = "jwks")]
+                Outcome::NeedKeys => {
+                    Box::pin(verify_after_fetch(config.clone(), token.to_string()))
+                }
+                #[cfg(not(feature = "jwks"))]
+                Outcome::NeedKeys => {
+                    return self.now(
+                        Err(Failure::invalid("The token names an unknown key.")),
+                        request,
+                    );
+                }
+            },
+        };
+        // The ready instance is the one that must be called; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            state: State::Checking {
+                check,
+                pending: Some((inner, request)),
+                config: self.config.clone(),
+            },
+        }
+    }
+}
+
+impl<S> JwtAuth<S> {
+    /// Decided without waiting: the ready inner service is called now, no clone needed.
+    fn now<ReqBody, B>(
+        &mut self,
+        identity: Identity,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody, B>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        ResponseFuture {
+            state: admit(identity, &mut self.inner, request, &self.config),
+        }
+    }
+}
