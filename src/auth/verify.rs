@@ -70,6 +70,13 @@ impl Config {
         if tried {
             return Outcome::Done(Err(last));
         }
+        let mut all = self.keys.iter().chain(published.keys());
+        if kid.is_some() && all.any(|k| k.kid() == kid) {
+            // The key exists but verifies another algorithm: no fetch will change that.
+            return Outcome::Done(Err(Failure::invalid(
+                "The token's algorithm does not match its key.",
+            )));
+        }
         if may_fetch && self.fetches_keys() {
             return Outcome::NeedKeys;
         }

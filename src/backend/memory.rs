@@ -163,18 +163,21 @@ pub(crate) struct SlotTable<V> {
 
 impl<V: Slot> SlotTable<V> {
     pub(crate) fn new(max_keys: usize) -> Self {
+        let shard_capacity = max_keys.div_ceil(SHARDS).max(1);
         let shards = (0..SHARDS)
             .map(|_| {
                 RwLock::new(Shard {
                     table: HashTable::new(),
-                    sweep_at: MIN_SWEEP,
+                    // A small table must sweep before its first MIN_SWEEP entries, or the bound
+                    // would not hold until then.
+                    sweep_at: MIN_SWEEP.min(shard_capacity),
                 })
             })
             .collect();
         Self {
             shards,
             hasher: foldhash::fast::RandomState::default(),
-            shard_capacity: max_keys.div_ceil(SHARDS).max(1),
+            shard_capacity,
         }
     }
 
@@ -323,6 +326,15 @@ mod tests {
             table.len()
         );
         assert_eq!(touch(&table, "busy", 10, 0), u64::MAX);
+    }
+
+    #[test]
+    fn a_small_table_holds_its_bound_from_the_first_insertion() {
+        let table = SlotTable::new(64);
+        for i in 0..1_000u64 {
+            touch(&table, &format!("k{i}"), 0, 1 + i);
+            assert!(table.len() <= 64, "{}", table.len());
+        }
     }
 
     #[test]
