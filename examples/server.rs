@@ -1,29 +1,39 @@
 //! The demo API of `api-policy`: a small healthcare appointments API on axum, behind the crate's
-//! [`RateLimitLayer`], with in-memory seed data.
+//! [`JwtAuthLayer`] and [`RateLimitLayer`], with in-memory seed data.
 //!
 //! ```text
-//! cargo run --example server                                  # in-memory rate-limit store
-//! cargo run --example server --features redis -- --redis redis://127.0.0.1:6379
-//! cargo run --example server -- --help
+//! cargo run --example server --features jwt,axum                   # HS256 tokens, in-memory rate-limit store
+//! cargo run --example server --features jwt,axum,redis -- --redis redis://127.0.0.1:6379
+//! cargo run --example server --features jwt,axum,jwks -- --jwks-url https://issuer.example/jwks.json
+//! cargo run --example server --features jwt,axum -- --help
 //! ```
 //!
-//! Callers send `X-Api-Key`; two demo keys are built in:
+//! Callers are identified, for authorization and for rate limits, in this order:
 //!
-//! | key | principal | tier (default quota) |
+//! | credential | principal | tier (default quota) |
 //! |---|---|---|
-//! | `demo-free-key` | `demo-free` | `free` (60/min) |
-//! | `demo-pro-key` | `demo-pro` | `pro` (600/min) |
-//! | none, or an unknown key | the peer IP address | `anonymous` (20/min) |
+//! | `Authorization: Bearer <JWT>` | the token's `sub` | its `tier` claim: `free` (60/min) or `pro` (600/min) |
+//! | `X-Api-Key: demo-free-key` (service clients) | `demo-free` | `free` |
+//! | `X-Api-Key: demo-pro-key` (service clients) | `demo-pro` | `pro` |
+//! | nothing, or an unknown key | the peer IP address | `anonymous` (20/min) |
 //!
-//! Booking (`POST /api/v2/appointments`) has its own bucket, `booking` (5/min per caller, every
-//! tier), and `GET /health` is not limited. Every error is `application/problem+json` (RFC 9457)
-//! with a stable `error` code.
+//! Tokens are HS256 with `iss` `api-policy-demo` and `aud` `demo-api` unless configured
+//! otherwise, and carry `role` (`patient`, `doctor`, `admin`), `tier` and `scope`; a patient's
+//! `sub` is its patient id. `examples/mint_token.rs` mints them, and the server prints a few at
+//! start. A token that is sent must be valid (401 `invalid_token` otherwise), even where none is
+//! needed.
+//!
+//! `GET /api/v2/patients/{id}` and `POST /api/v2/appointments` need a token with one of the three
+//! roles; a patient reads and books only for themselves (403), doctors and admins for anyone.
+//! Booking has its own bucket, `booking` (5/min per caller, every tier), and `GET /health` is not
+//! limited. Every error is `application/problem+json` (RFC 9457) with a stable `error` code.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use api_policy::auth::{Access, Algorithm, Denied, JwtAuthLayer, Require, VerifyKey};
 use api_policy::body::PolicyBody;
 use api_policy::principal::{KeyExtractor, PeerAddr, Principal, TrustedProxies};
 use api_policy::rate_limit::{Quota, RateLimitLayer, RateLimitStore, RouteRule};
@@ -40,17 +50,40 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 
+// The token minting of `examples/mint_token.rs`, so the tokens printed at start are exactly what
+// that tool makes. Its `main` and flags serve that binary only.
+#[allow(dead_code)]
+#[path = "mint_token.rs"]
+mod mint_token;
+
+use mint_token::{Role, Tier, TokenSpec};
+
 // ---------------------------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------------------------
 
-/// The demo appointments API of api-policy, rate limited per caller, tier and route.
+/// The demo appointments API of api-policy: JWT bearer authentication, rate limited per caller,
+/// tier and route.
 #[derive(Debug, Parser)]
 #[command(name = "server")]
 struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
+    /// HS256 secret that tokens are signed with (at least 32 bytes). The default is published in
+    /// the README: replace it for anything but a local try-out.
+    #[arg(long, value_name = "SECRET", default_value = mint_token::DEV_SECRET)]
+    jwt_secret: String,
+    /// The issuer (`iss`) trusted.
+    #[arg(long, value_name = "ISS", default_value = mint_token::DEFAULT_ISSUER)]
+    jwt_issuer: String,
+    /// The audience (`aud`) tokens must be meant for.
+    #[arg(long, value_name = "AUD", default_value = mint_token::DEFAULT_AUDIENCE)]
+    jwt_audience: String,
+    /// Verify RS*/ES*/EdDSA tokens with the keys of this JWKS (https, or http on loopback)
+    /// instead of the HS256 secret. Needs `--features jwks`.
+    #[arg(long, value_name = "URL", conflicts_with = "jwt_secret")]
+    jwks_url: Option<String>,
     /// Keep rate-limit state in this Redis (needs `--features redis`); in memory otherwise.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
@@ -60,10 +93,10 @@ struct Cli {
     /// Quota of anonymous callers, keyed by peer IP (N/UNIT, UNIT one of s, min, h).
     #[arg(long, value_name = "QUOTA", default_value = "20/min")]
     limit_anonymous: Quota,
-    /// Quota of the `free` tier (demo-free-key).
+    /// Quota of the `free` tier (tokens with tier free, demo-free-key, tokens without a tier).
     #[arg(long, value_name = "QUOTA", default_value = "60/min")]
     limit_free: Quota,
-    /// Quota of the `pro` tier (demo-pro-key).
+    /// Quota of the `pro` tier (tokens with tier pro, demo-pro-key).
     #[arg(long, value_name = "QUOTA", default_value = "600/min")]
     limit_pro: Quota,
     /// Quota of `POST /api/v2/appointments`, per caller, for every tier.
@@ -448,6 +481,42 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// A refusal from a handler: one of ours, or the authentication layer's own 403 (same renderer
+/// and `WWW-Authenticate` challenge as its other refusals).
+enum ApiError {
+    Problem(Problem),
+    Denied(Denied),
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        Self::Problem(problem)
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        Self::Denied(denied)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Problem(problem) => problem.into_response(),
+            Self::Denied(denied) => denied.into_response(),
+        }
+    }
+}
+
+/// Doctors and admins act for every patient; a patient only for themselves, its token's subject
+/// being its patient id.
+fn may_act_for(me: &Principal, patient_id: &str) -> bool {
+    me.has_role("doctor")
+        || me.has_role("admin")
+        || (me.has_role("patient") && &*me.id == patient_id)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation at the boundary
 // ---------------------------------------------------------------------------------------------
@@ -618,8 +687,18 @@ struct Booking {
 
 async fn book_appointment(
     State(state): State<AppState>,
+    access: Access,
     ApiJson(booking): ApiJson<Booking>,
-) -> Result<Response, Problem> {
+) -> Result<Response, ApiError> {
+    // Before validation and the lookups, so a patient learns nothing about other patients' ids.
+    access.ensure(
+        may_act_for(access.principal(), &booking.patient_id),
+        "A patient may book only for themselves.",
+    )?;
+    Ok(book(&state, booking).await?)
+}
+
+async fn book(state: &AppState, booking: Booking) -> Result<Response, Problem> {
     if !is_slot_id(&booking.slot_id) {
         return Err(Problem::invalid(
             "slot_id",
@@ -690,7 +769,16 @@ async fn book_appointment(
         .into_response())
 }
 
-async fn get_patient(State(state): State<AppState>, Id(id): Id) -> Result<Response, Problem> {
+async fn get_patient(
+    State(state): State<AppState>,
+    access: Access,
+    Id(id): Id,
+) -> Result<Response, ApiError> {
+    // Decided before the lookup: a patient probing other ids gets 403 whether or not they exist.
+    access.ensure(
+        may_act_for(access.principal(), &id),
+        "A patient may read only their own record.",
+    )?;
     let db = state.db();
     let patient = db
         .patients
@@ -768,9 +856,56 @@ fn with_peer_addr(mut request: Request) -> Request {
     request
 }
 
-/// The routes behind the rate limit. Serve with
+/// The JWT layer. Tokens are optional, so anonymous callers keep their own (IP-keyed) quota, but
+/// patient records and booking need one of the demo's roles.
+async fn auth_layer(cli: &Cli) -> Result<JwtAuthLayer, Box<dyn std::error::Error>> {
+    let roles = [Role::Patient, Role::Doctor, Role::Admin].map(Role::as_str);
+    let builder = JwtAuthLayer::builder()
+        .issuer([cli.jwt_issuer.as_str()])
+        .audience([cli.jwt_audience.as_str()])
+        .realm("appointments")
+        .optional()
+        // `*` also covers methods and sub-paths without a handler: without a token they are 401,
+        // not a 404 or 405 that would map the PHI routes for anonymous callers.
+        .route("/api/v2/patients/*", Require::any_role(roles))
+        .route("POST /api/v2/appointments", Require::any_role(roles));
+    let builder = match cli.jwks_url.as_deref() {
+        None => builder.key(VerifyKey::hmac(
+            Algorithm::HS256,
+            cli.jwt_secret.as_bytes(),
+        )?),
+        #[cfg(feature = "jwks")]
+        Some(url) => {
+            let jwks = api_policy::auth::Jwks::from_url(url).build()?;
+            // Fetched now so a wrong URL shows at start; the layer fetches again on its own
+            // whenever a token names a key it does not hold.
+            match jwks.refresh().await {
+                Ok(keys) => tracing::info!(url, keys, "JWKS fetched"),
+                Err(error) => tracing::warn!(
+                    url,
+                    %error,
+                    "JWKS not fetched; tokens are refused until a fetch succeeds"
+                ),
+            }
+            builder.jwks(jwks)
+        }
+        #[cfg(not(feature = "jwks"))]
+        Some(_) => {
+            return Err("--jwks-url needs the `jwks` feature: \
+                 cargo run --example server --features jwt,axum,jwks -- --jwks-url URL"
+                .into());
+        }
+    };
+    Ok(builder.build()?)
+}
+
+/// The routes behind authentication, then the rate limit. Serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so anonymous callers have an address.
-fn app<St: RateLimitStore>(state: AppState, limits: RateLimitLayer<St>) -> Router {
+fn app<St: RateLimitStore>(
+    state: AppState,
+    auth: JwtAuthLayer,
+    limits: RateLimitLayer<St>,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/api/v1/appointments/{id}", get(get_appointment_v1))
@@ -784,33 +919,125 @@ fn app<St: RateLimitStore>(state: AppState, limits: RateLimitLayer<St>) -> Route
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(
-            // Outer to inner.
+            // Outer to inner. Authentication runs first so the rate limit finds the token's
+            // principal in the extensions and counts per subject; an anonymous principal makes
+            // it fall back to the API key, then the peer IP. Each layer wraps the body it gets in
+            // a `PolicyBody`, hence the two levels unwrapped here.
             ServiceBuilder::new()
                 .map_request(with_peer_addr)
-                .map_response(|response: Response<PolicyBody<Body>>| response.map(Body::new))
+                .map_response(|response: Response<PolicyBody<PolicyBody<Body>>>| {
+                    response.map(Body::new)
+                })
+                .layer(auth)
                 .layer(limits),
         )
 }
 
-fn print_usage(addr: SocketAddr, cli: &Cli, store: &str) {
+/// Freshly minted tokens for the start-up hints, named as the shell variables the hints use.
+struct DemoToken {
+    var: &'static str,
+    sub: &'static str,
+    role: Role,
+    tier: Tier,
+    token: String,
+}
+
+/// How long the printed tokens last.
+const DEMO_TOKEN_TTL_SECS: u64 = 3600;
+
+fn demo_tokens(cli: &Cli) -> Result<Vec<DemoToken>, Box<dyn std::error::Error + Send + Sync>> {
+    [
+        ("PATIENT", "pat_1", Role::Patient, Tier::Free),
+        ("DOCTOR", "prv_1", Role::Doctor, Tier::Pro),
+        ("ADMIN", "admin_1", Role::Admin, Tier::Pro),
+    ]
+    .into_iter()
+    .map(|(var, sub, role, tier)| {
+        let token = mint_token::mint(&TokenSpec {
+            secret: &cli.jwt_secret,
+            issuer: &cli.jwt_issuer,
+            audience: &cli.jwt_audience,
+            sub,
+            role,
+            tier,
+            scope: None,
+            ttl_secs: DEMO_TOKEN_TTL_SECS,
+        })?;
+        Ok(DemoToken {
+            var,
+            sub,
+            role,
+            tier,
+            token,
+        })
+    })
+    .collect()
+}
+
+fn print_usage(addr: SocketAddr, cli: &Cli, store: &str, tokens: &[DemoToken]) {
     let base = format!("http://{addr}");
     let json = "-H 'Content-Type: application/json'";
     println!("appointments API listening on {base} (rate-limit store: {store})");
     println!(
-        "keys: demo-free-key (free, {}), demo-pro-key (pro, {}); no key: anonymous by IP ({}); booking: {}",
+        "quotas: tier free {}, tier pro {}, anonymous by IP {}; booking {} per caller",
         cli.limit_free, cli.limit_pro, cli.limit_anonymous, cli.limit_booking
     );
+    println!(
+        "service clients: X-Api-Key demo-free-key (free), demo-pro-key (pro); tokens: iss {}, aud {}",
+        cli.jwt_issuer, cli.jwt_audience
+    );
+    if tokens.is_empty() {
+        let url = cli.jwks_url.as_deref().unwrap_or_default();
+        println!(
+            "tokens: RS/ES/EdDSA, verified with the keys at {url}; set PATIENT (sub pat_1, role patient) and DOCTOR (role doctor) to tokens from that issuer"
+        );
+    } else {
+        if cli.jwt_secret == mint_token::DEV_SECRET {
+            println!(
+                "tokens: HS256 with the published development secret; pass --jwt-secret beyond a local try-out"
+            );
+        }
+        println!(
+            "tokens valid for {} min (paste into your shell):",
+            DEMO_TOKEN_TTL_SECS / 60
+        );
+        for t in tokens {
+            println!(
+                "  {}={}    # sub {}, role {}, tier {}",
+                t.var,
+                t.token,
+                t.sub,
+                t.role.as_str(),
+                t.tier.as_str()
+            );
+        }
+        println!(
+            "more (add --secret/--issuer/--audience if you changed the server's): \
+             cargo run -q --example mint_token --features jwt -- --role patient --sub pat_2"
+        );
+    }
+    // Shell variables, set from the lines above, keep the commands short.
+    let patient = "-H \"Authorization: Bearer $PATIENT\"";
+    let doctor = "-H \"Authorization: Bearer $DOCTOR\"";
     println!("try:");
     println!("  curl -i {base}/health");
-    println!("  curl -i -H 'X-Api-Key: demo-free-key' {base}/api/v2/appointments/apt_1");
+    println!("  curl -i {patient} {base}/api/v2/patients/pat_1    # 200: their own record");
+    println!("  curl -i {patient} {base}/api/v2/patients/pat_2    # 403: someone else's");
     println!(
-        "  curl -i -X POST {base}/api/v2/appointments -H 'X-Api-Key: demo-pro-key' {json} \
-         -d '{{\"slot_id\":\"slot_2026_12_02_1000\",\"patient_id\":\"pat_2\",\"reason\":\"Annual check-up\"}}'"
+        "  curl -i {doctor} {base}/api/v2/patients/pat_2     # 200: doctors read every record"
+    );
+    println!("  curl -i {base}/api/v2/patients/pat_1    # 401: no token");
+    println!(
+        "  curl -i -H 'X-Api-Key: demo-free-key' {base}/api/v2/appointments/apt_1    # a service client"
+    );
+    println!(
+        "  curl -i -X POST {base}/api/v2/appointments {patient} {json} \
+         -d '{{\"slot_id\":\"slot_2026_12_02_1000\",\"patient_id\":\"pat_1\",\"reason\":\"Annual check-up\"}}'"
     );
     println!(
         "  for i in $(seq 1 7); do curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST {base}/api/v2/appointments \
-         -H 'X-Api-Key: demo-free-key' {json} \
-         -d '{{\"slot_id\":\"slot_2026_12_03_1100\",\"patient_id\":\"pat_1\",\"reason\":\"Follow-up\"}}'; done"
+         {doctor} {json} \
+         -d '{{\"slot_id\":\"slot_2026_12_03_1100\",\"patient_id\":\"pat_2\",\"reason\":\"Follow-up\"}}'; done"
     );
 }
 
@@ -820,14 +1047,21 @@ async fn serve<St: RateLimitStore>(
     store_name: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let limits = rate_limits(store, &cli)?;
+    let auth = auth_layer(&cli).await?;
+    // Only an HS256 secret lets the server mint tokens; a JWKS's signing keys are the issuer's.
+    let tokens = if cli.jwks_url.is_none() {
+        demo_tokens(&cli).map_err(|e| format!("cannot mint the demo tokens: {e}"))?
+    } else {
+        Vec::new()
+    };
     let state = AppState::new(Duration::from_millis(cli.booking_latency_ms));
     let listener = tokio::net::TcpListener::bind(cli.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store_name, "listening");
-    print_usage(addr, &cli, store_name);
-    let service = app(state, limits).into_make_service_with_connect_info::<SocketAddr>();
+    print_usage(addr, &cli, store_name, &tokens);
+    let service = app(state, auth, limits).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(async {
             // Without a signal handler, wait forever: the process is ended some other way.
@@ -859,21 +1093,14 @@ async fn main() {
         Some(_) => <Cli as clap::CommandFactory>::command()
             .error(
                 clap::error::ErrorKind::InvalidValue,
-                "--redis needs the `redis` feature: cargo run --example server --features redis -- --redis URL",
+                "--redis needs the `redis` feature: cargo run --example server --features jwt,axum,redis -- --redis URL",
             )
             .exit(),
-        #[cfg(feature = "memory")]
+        // `jwt`, which the example requires, brings the memory backend.
         None => {
             let backend = api_policy::backend::MemoryBackend::new();
             serve(cli, api_policy::rate_limit::MemoryRateLimitStore::new(&backend), "memory").await
         }
-        #[cfg(not(feature = "memory"))]
-        None => <Cli as clap::CommandFactory>::command()
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "without the `memory` feature, pass --redis URL (or build with --features memory)",
-            )
-            .exit(),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -540,7 +540,15 @@ impl JwtAuthBuilder {
             routes,
             revocation: self.revocation,
             revocation_failure: self.revocation_failure,
-            cache: (self.cache_size > 0).then(|| VerifiedCache::new(self.cache_size)),
+            cache: match self.cache_size {
+                0 => None,
+                size => Some(VerifiedCache::new(size).ok_or_else(|| {
+                    ConfigError::new(
+                        "jwt.cache",
+                        "no system randomness for the cache's digest key",
+                    )
+                })?),
+            },
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             denials: Arc::new(Denials {
                 renderer: self.renderer.clone(),

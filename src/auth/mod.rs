@@ -79,8 +79,10 @@
 //!
 //! # Revocation and caching
 //! With a [`RevocationStore`] configured, every request's `jti` is checked (one Redis command
-//! with the Redis store). Verified tokens are cached (bounded; keyed by the token's SHA-256;
-//! never past `exp`; per key generation), so a repeated RS256 token skips its signature check.
+//! with the Redis store). Verified tokens are cached, so a repeated RS256 token skips its
+//! signature check: bounded ([`JwtAuthBuilder::cache_verified`]), keyed by a 128-bit keyed digest
+//! of the token (never the token itself), never past `exp`, emptied when the published keys
+//! change.
 
 mod cache;
 mod challenge;
@@ -124,7 +126,7 @@ mod axum_integration {
 
     impl IntoResponse for Denied {
         fn into_response(self) -> Response {
-            Denied::into_response(self).map(axum::body::Body::from)
+            self.into_http_response().map(axum::body::Body::from)
         }
     }
 

@@ -259,14 +259,14 @@ impl Access {
 }
 
 /// A rendered denial from [`Access`]: return it from the handler (with the `axum` feature it is
-/// `IntoResponse`), or take the response with [`Denied::into_response`].
+/// `IntoResponse`), or take the response with [`Denied::into_http_response`].
 #[derive(Debug)]
 pub struct Denied(Box<Response<Bytes>>);
 
 impl Denied {
     /// The answer.
     #[must_use]
-    pub fn into_response(self) -> Response<Bytes> {
+    pub fn into_http_response(self) -> Response<Bytes> {
         *self.0
     }
 

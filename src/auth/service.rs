@@ -210,7 +210,7 @@ fn revocation_verdict(
 
 /// Verification after fetching keys, then the revocation check: the slow path, owned.
 #[cfg(feature = "jwks")]
-async fn verify_after_fetch(config: Arc<Config>, token: String) -> Identity {
+async fn verify_after_fetch(config: Arc<Config>, token: Box<[u8]>) -> Identity {
     if let Some(jwks) = &config.jwks {
         let seen = jwks.snapshot();
         jwks.refetch(seen.as_deref()).await;
@@ -219,16 +219,21 @@ async fn verify_after_fetch(config: Arc<Config>, token: String) -> Identity {
         Outcome::Done(result) => result?,
         Outcome::NeedKeys => return Err(Failure::invalid("The token names an unknown key.")),
     };
-    let outcome = match check_revocation(&config, verified) {
+    let identity = match check_revocation(&config, verified) {
         Revoked::Now(identity) => identity,
         Revoked::Later(future) => future.await,
     };
-    if outcome.is_err()
+    forget_if_refused(&config, &token, &identity);
+    identity
+}
+
+/// A revoked token leaves the verified-token cache when it is seen.
+fn forget_if_refused(config: &Config, token: &[u8], identity: &Identity) {
+    if identity.is_err()
         && let Some(cache) = &config.cache
     {
-        cache.forget(&token);
+        cache.forget(token);
     }
-    outcome
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S>
@@ -252,30 +257,20 @@ where
                 Outcome::Done(Err(failure)) => return self.now(Err(failure), request),
                 Outcome::Done(Ok(verified)) => match check_revocation(config, verified) {
                     Revoked::Now(identity) => {
-                        if identity.is_err()
-                            && let Some(cache) = &config.cache
-                        {
-                            cache.forget(token);
-                        }
+                        forget_if_refused(config, token, &identity);
                         return self.now(identity, request);
                     }
                     Revoked::Later(future) => {
-                        let (config, token) = (config.clone(), token.to_string());
+                        let (config, token) = (config.clone(), Box::<[u8]>::from(token));
                         Box::pin(async move {
                             let identity = future.await;
-                            if identity.is_err()
-                                && let Some(cache) = &config.cache
-                            {
-                                cache.forget(&token);
-                            }
+                            forget_if_refused(&config, &token, &identity);
                             identity
                         })
                     }
                 },
                 #[cfg(feature = "jwks")]
-                Outcome::NeedKeys => {
-                    Box::pin(verify_after_fetch(config.clone(), token.to_string()))
-                }
+                Outcome::NeedKeys => Box::pin(verify_after_fetch(config.clone(), token.into())),
                 #[cfg(not(feature = "jwks"))]
                 Outcome::NeedKeys => {
                     return self.now(

@@ -7,7 +7,9 @@ use http::header::{AUTHORIZATION, COOKIE};
 /// What the request carries.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Found<'a> {
-    Token(&'a str),
+    /// Bearer credentials, not yet checked to be a well-formed token: a cached token is found by
+    /// its digest before any byte of it is examined (see [`TokenSource::validate`]).
+    Token(&'a [u8]),
     /// No bearer credentials: none at all, or another scheme (`Basic ...`), which RFC 6750
     /// section 3.1 answers without an error code.
     Missing,
@@ -23,7 +25,7 @@ pub(crate) struct TokenSource {
 }
 
 impl TokenSource {
-    /// The bearer token of a request. The header wins over the cookie: a browser sends its
+    /// The bearer credentials of a request. The header wins over the cookie: a browser sends its
     /// cookies on every request, so a cookie beside an explicit header is not a second method.
     pub(crate) fn find<'a>(&self, headers: &'a HeaderMap) -> Found<'a> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
@@ -31,12 +33,14 @@ impl TokenSource {
             if values.next().is_some() {
                 return Found::Malformed("The request has more than one Authorization header.");
             }
-            let Ok(value) = value.to_str() else {
-                return Found::Malformed("The Authorization header is not visible ASCII.");
+            let value = value.as_bytes();
+            let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+                Some(space) => (&value[..space], &value[space + 1..]),
+                None => (value, &[][..]),
             };
-            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-            if scheme.eq_ignore_ascii_case("bearer") {
-                return self.check(rest.trim_start_matches(' '));
+            if scheme.eq_ignore_ascii_case(b"bearer") {
+                let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+                return self.bounded(&rest[start..]);
             }
             if self.cookie.is_none() {
                 return Found::Missing;
@@ -44,35 +48,46 @@ impl TokenSource {
         }
         match &self.cookie {
             Some(name) => match cookie(headers, name) {
-                Some(token) => self.check(token),
+                Some(token) => self.bounded(token.as_bytes()),
                 None => Found::Missing,
             },
             None => Found::Missing,
         }
     }
 
-    fn check<'a>(&self, token: &'a str) -> Found<'a> {
+    fn bounded<'a>(&self, token: &'a [u8]) -> Found<'a> {
         if token.is_empty() {
-            return Found::Malformed("The bearer token is empty.");
+            Found::Malformed("The bearer token is empty.")
+        } else if token.len() > self.max_len {
+            Found::Malformed("The bearer token is too long.")
+        } else {
+            Found::Token(token)
         }
-        if token.len() > self.max_len {
-            return Found::Malformed("The bearer token is too long.");
+    }
+
+    /// The token as text, if it is a well-formed `token68` (RFC 9110 section 11.2:
+    /// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`).
+    pub(crate) fn validate(token: &[u8]) -> Result<&str, &'static str> {
+        let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
+        if body_len == 0 || !token[..body_len].iter().all(|&b| TOKEN68[usize::from(b)]) {
+            return Err("The bearer token has characters a token cannot contain.");
         }
-        if !is_token68(token) {
-            return Found::Malformed("The bearer token has characters a token cannot contain.");
-        }
-        Found::Token(token)
+        std::str::from_utf8(token).map_err(|_| "The bearer token is not ASCII.")
     }
 }
 
-/// `token68` (RFC 9110 section 11.2): `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_token68(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
-}
+/// The bytes `token68` allows before its `=` padding; one table lookup per byte.
+static TOKEN68: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
 
 /// The value of the first cookie called `name`, across every `Cookie` header.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -106,25 +121,31 @@ mod tests {
         max_len: 64,
     };
 
+    /// What the layer makes of the credentials: the token, nothing, or why not.
+    fn read(source: &TokenSource, map: &HeaderMap) -> Result<Option<String>, &'static str> {
+        match source.find(map) {
+            Found::Token(raw) => TokenSource::validate(raw).map(|t| Some(t.to_string())),
+            Found::Missing => Ok(None),
+            Found::Malformed(why) => Err(why),
+        }
+    }
+
+    fn authorization(value: &str) -> Result<Option<String>, &'static str> {
+        read(&HEADER_ONLY, &headers(&[("authorization", value)]))
+    }
+
     #[test]
     fn bearer_headers_are_read_in_any_case_and_other_schemes_are_missing() {
-        let find = |v: &str| {
-            HEADER_ONLY
-                .find(&headers(&[("authorization", v)]))
-                .clone_str()
-        };
-        assert_eq!(find("Bearer a.b.c"), Some("a.b.c".into()));
-        assert_eq!(find("bearer   a.b.c"), Some("a.b.c".into()));
-        assert_eq!(find("BEARER abc=="), Some("abc==".into()));
-        assert_eq!(
-            HEADER_ONLY.find(&headers(&[("authorization", "Basic dTpw")])),
-            Found::Missing
-        );
-        assert_eq!(HEADER_ONLY.find(&HeaderMap::new()), Found::Missing);
+        assert_eq!(authorization("Bearer a.b.c"), Ok(Some("a.b.c".into())));
+        assert_eq!(authorization("bearer   a.b.c"), Ok(Some("a.b.c".into())));
+        assert_eq!(authorization("BEARER abc=="), Ok(Some("abc==".into())));
+        assert_eq!(authorization("Basic dTpw"), Ok(None));
+        assert_eq!(read(&HEADER_ONLY, &HeaderMap::new()), Ok(None));
     }
 
     #[test]
     fn malformed_bearer_credentials_are_invalid_requests() {
+        let long = format!("Bearer {}", "a".repeat(65));
         for value in [
             "Bearer",
             "Bearer ",
@@ -132,24 +153,18 @@ mod tests {
             "Bearer a\"b",
             "Bearer ===",
             "Bearer a=b",
+            &long,
         ] {
-            let map = headers(&[("authorization", value)]);
-            let found = HEADER_ONLY.find(&map);
-            assert!(matches!(found, Found::Malformed(_)), "{value}: {found:?}");
+            assert!(authorization(value).is_err(), "{value}");
         }
-        let long = format!("Bearer {}", "a".repeat(65));
-        assert!(matches!(
-            HEADER_ONLY.find(&headers(&[("authorization", &long)])),
-            Found::Malformed(_)
-        ));
         let twice = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
-        assert!(matches!(HEADER_ONLY.find(&twice), Found::Malformed(_)));
+        assert!(read(&HEADER_ONLY, &twice).is_err());
         let mut binary = HeaderMap::new();
         binary.insert(
             AUTHORIZATION,
-            http::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+            http::HeaderValue::from_bytes(b"Bearer ab\xff").unwrap(),
         );
-        assert!(matches!(HEADER_ONLY.find(&binary), Found::Malformed(_)));
+        assert!(read(&HEADER_ONLY, &binary).is_err());
     }
 
     #[test]
@@ -159,25 +174,15 @@ mod tests {
             max_len: 64,
         };
         let jar = headers(&[("cookie", "theme=dark; session=x.y.z")]);
-        assert_eq!(source.find(&jar), Found::Token("x.y.z"));
-        assert_eq!(HEADER_ONLY.find(&jar), Found::Missing);
+        assert_eq!(read(&source, &jar), Ok(Some("x.y.z".into())));
+        assert_eq!(read(&HEADER_ONLY, &jar), Ok(None));
         let both = headers(&[
             ("cookie", "session=x.y.z"),
             ("authorization", "Bearer h.e.d"),
         ]);
-        assert_eq!(source.find(&both), Found::Token("h.e.d"));
+        assert_eq!(read(&source, &both), Ok(Some("h.e.d".into())));
         let basic = headers(&[("cookie", "session=x.y.z"), ("authorization", "Basic dTpw")]);
-        assert_eq!(source.find(&basic), Found::Token("x.y.z"));
-        let bad = headers(&[("cookie", "session=a b")]);
-        assert!(matches!(source.find(&bad), Found::Malformed(_)));
-    }
-
-    impl Found<'_> {
-        fn clone_str(&self) -> Option<String> {
-            match self {
-                Found::Token(t) => Some((*t).to_string()),
-                _ => None,
-            }
-        }
+        assert_eq!(read(&source, &basic), Ok(Some("x.y.z".into())));
+        assert!(read(&source, &headers(&[("cookie", "session=a b")])).is_err());
     }
 }
