@@ -7,9 +7,10 @@
 //! | layer | module | state |
 //! |---|---|---|
 //! | Rate limiting (GCRA or sliding window; tiers, routes, costs, overrides) | [`rate_limit`] | [`rate_limit::RateLimitStore`] |
+//! | JWT bearer auth (RFC 6750; static keys, JWKS, OIDC discovery; scopes, roles, revocation) | `auth` (feature `jwt`) | `auth::RevocationStore` |
 //!
-//! More layers (JWT auth, idempotency keys, conditional requests, versioning, PHI audit, webhook
-//! signatures) follow the same shape.
+//! More layers (idempotency keys, conditional requests, versioning, PHI audit, webhook signatures)
+//! follow the same shape.
 //!
 //! ## Layer order
 //! Outer to inner: audit -> JWT auth -> rate limit -> versioning -> idempotency -> conditional
@@ -21,7 +22,9 @@
 //! |---|---|---|
 //! | `memory` | yes | [`backend::MemoryBackend`] and the in-memory stores |
 //! | `redis` | no | [`backend::RedisBackend`] and the Redis stores |
-//! | `axum` | no | reads axum's `ConnectInfo` as the peer address; `Principal` and `Option<Principal>` as axum extractors |
+//! | `axum` | no | reads axum's `ConnectInfo` as the peer address; `Principal`, `Option<Principal>`, `Claims<T>` and `Access` as axum extractors |
+//! | `jwt` | no | `auth`: the JWT layer with static keys (pulls `jsonwebtoken` with `aws-lc-rs`) |
+//! | `jwks` | no | `auth::Jwks`: keys from JWKS URLs and OIDC discovery (pulls `reqwest` with rustls) |
 //! | `full` | no | all of the above |
 //!
 //! ## Shared pieces

@@ -306,7 +306,7 @@ impl SharedRenderer {
         rejection: Rejection,
         context: &RejectionContext<'_>,
     ) -> Response<PolicyBody<B>> {
-        let response = self.0.render(&rejection, context);
+        let response = self.render(&rejection, context);
         let (mut parts, body) = response.into_parts();
         parts.extensions.insert(rejection);
         Response::from_parts(parts, PolicyBody::full(body))

@@ -456,3 +456,72 @@ fn memory_slots_hold_under_a_thread_race() {
         assert_eq!(admitted, 500, "{algorithm:?}");
     }
 }
+
+// ---- token revocation ------------------------------------------------------------------------
+
+/// One scenario for every revocation store. Times are Unix seconds of the real clock: the Redis
+/// store expires entries by the server's clock (`EXAT`).
+#[cfg(feature = "jwt")]
+async fn revocation_scenario<R: api_policy::auth::RevocationStore>(store: R) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    store.revoke("jti-live", now + 3_600).await.unwrap();
+    store.revoke("jti-past", now - 10).await.unwrap();
+    store.revoke("jti-zero", 0).await.unwrap();
+    assert!(store.is_revoked("jti-live").await.unwrap());
+    assert!(!store.is_revoked("jti-other").await.unwrap());
+    assert!(
+        !store.is_revoked("jti-past").await.unwrap(),
+        "a token already expired needs no entry"
+    );
+    assert!(!store.is_revoked("jti-zero").await.unwrap());
+    // Revoking twice is harmless; a longer expiry wins.
+    store.revoke("jti-live", now + 7_200).await.unwrap();
+    assert!(store.is_revoked("jti-live").await.unwrap());
+    // Ids are opaque strings: separators and Unicode are not special.
+    store.revoke("a:b{c}:jti ü", now + 60).await.unwrap();
+    assert!(store.is_revoked("a:b{c}:jti ü").await.unwrap());
+    assert!(!store.is_revoked("a:b{c}:jti").await.unwrap());
+}
+
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn memory_revocation_conformance() {
+    revocation_scenario(api_policy::auth::MemoryRevocationStore::new(
+        &MemoryBackend::new(),
+    ))
+    .await;
+}
+
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn redis_revocation_conformance() {
+    let Some(url) = common::redis_or_skip("redis_revocation_conformance").await else {
+        return;
+    };
+    let backend = RedisBackend::builder(url)
+        .prefix(common::unique_prefix("revocation"))
+        .build()
+        .unwrap();
+    revocation_scenario(api_policy::auth::RedisRevocationStore::new(&backend)).await;
+}
+
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn memory_revocations_end_at_the_tokens_expiry() {
+    use api_policy::auth::{MemoryRevocationStore, RevocationStore};
+    let clock = ManualClock::at_secs(1_800_000_000);
+    let store = MemoryRevocationStore::new(
+        &MemoryBackend::builder()
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    store.revoke("j", 1_800_000_010).await.unwrap();
+    clock.advance(Duration::from_secs(9));
+    assert!(store.is_revoked("j").await.unwrap());
+    clock.advance(Duration::from_secs(1));
+    assert!(!store.is_revoked("j").await.unwrap());
+}

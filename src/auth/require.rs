@@ -202,7 +202,9 @@ impl Access {
         &self.principal
     }
 
-    /// `Ok` when `allowed`, else a 403 `insufficient_scope` denial carrying `detail`.
+    /// `Ok` when `allowed`, else a 403 `insufficient_scope` denial carrying `detail`. An
+    /// anonymous caller (optional authentication) is answered 401 instead: it has no token to be
+    /// short of privileges.
     ///
     /// # Errors
     /// The [`Denied`] answer, ready to return from the handler.
