@@ -143,6 +143,10 @@ fn router() -> Router {
         .route("/admin/users", get(|| async { "users" }))
         .route("/reports", get(|| async { "reports" }))
         .route("/whoever", get(whoever))
+        .route(
+            "/claims",
+            get(|Claims(claims): Claims<RawClaims>| async move { format!("{}", claims.len()) }),
+        )
 }
 
 type Stack = JwtAuth<Router>;
@@ -307,6 +311,12 @@ async fn expiry_and_not_before_at_leeway_zero_follow_the_layer_clock() {
             "invalid_token".into(),
             invalid_token("The token has expired.")
         )
+    );
+    // A fractional `nbf` is rounded up: not even half a second early.
+    let half = hs256(&claims("u", json!({"nbf": NOW as f64 + 1.5})));
+    assert_eq!(
+        send(&app, bearer("/me", &half)).await.status(),
+        StatusCode::UNAUTHORIZED
     );
     let early = hs256(&claims("u", json!({"nbf": NOW + 10})));
     assert_eq!(
@@ -545,6 +555,19 @@ async fn every_algorithm_family_verifies_with_its_static_key() {
         send(&app, bearer("/me", &hs512)).await.status(),
         StatusCode::OK
     );
+    // A key configured without a kid verifies tokens whatever kid they name.
+    let mut header = Header::new(Algorithm::HS512);
+    header.kid = Some("2026-11".into());
+    let named = jsonwebtoken::encode(
+        &header,
+        &claims("u", json!({})),
+        &EncodingKey::from_secret(&[9u8; 64]),
+    )
+    .unwrap();
+    assert_eq!(
+        send(&app, bearer("/me", &named)).await.status(),
+        StatusCode::OK
+    );
     // rsa-b is not configured: its kid is unknown, and with static keys nothing is fetched.
     let stranger = signed("rsa-b", &claims("u", json!({})));
     assert_eq!(
@@ -570,7 +593,16 @@ async fn route_rules_demand_scopes_and_roles_with_403_insufficient_scope() {
         "n1",
         json!({"role": "nurse", "scope": "reports:read"}),
     ));
-    let (status, error, challenge) = refusal(send(&app, bearer("/reports", &nurse)).await).await;
+    let forbidden = send(&app, bearer("/reports", &nurse)).await;
+    assert_eq!(
+        forbidden
+            .extensions()
+            .get::<Principal>()
+            .map(|p| p.id.to_string()),
+        Some("n1".into()),
+        "the refused caller is on the response, for the audit layer"
+    );
+    let (status, error, challenge) = refusal(forbidden).await;
     assert_eq!(
         (status, error.as_str()),
         (StatusCode::FORBIDDEN, "insufficient_scope")
@@ -717,6 +749,16 @@ async fn optional_mode_lets_anonymous_callers_through_but_not_bad_tokens() {
     );
     let me = send(&app, Request::get("/me").body(Body::empty()).unwrap()).await;
     assert_eq!(refusal(me).await.2, "Bearer realm=\"api\"");
+    // A handler asking for claims answers an anonymous caller 401, as the layer would.
+    let claims = send(&app, Request::get("/claims").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        refusal(claims).await,
+        (
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated".into(),
+            "Bearer realm=\"api\"".into()
+        )
+    );
 }
 
 #[tokio::test]
@@ -915,6 +957,7 @@ struct Published {
     jwks: RwLock<Value>,
     cache_control: RwLock<String>,
     status: AtomicU16,
+    delay_ms: std::sync::atomic::AtomicU64,
     jwks_fetches: AtomicUsize,
     discovery_fetches: AtomicUsize,
     stray_fetches: AtomicUsize,
@@ -938,6 +981,8 @@ impl IdentityProvider {
                 "/jwks.json",
                 get(|State(s): State<Arc<Published>>| async move {
                     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+                    let delay = s.delay_ms.load(Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
                     let status = StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap();
                     let body = s.jwks.read().unwrap().to_string();
                     let cache = s.cache_control.read().unwrap().clone();
@@ -1187,6 +1232,74 @@ async fn a_failing_jwks_keeps_the_cached_keys_and_no_keys_at_all_is_503() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(down.fetches(), 1);
+}
+
+#[tokio::test]
+async fn a_request_that_hangs_up_does_not_cancel_the_key_fetch() {
+    let provider = IdentityProvider::start(&["rsa-a"]).await;
+    provider.state.delay_ms.store(300, Ordering::SeqCst);
+    let app = stack(&jwks_layer(
+        Jwks::from_url(provider.url())
+            .cooldown(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    ));
+    let token = signed("rsa-a", &claims("u", json!({})));
+    // The first request starts the fetch and is dropped (its client left) long before it ends.
+    let impatient =
+        tokio::time::timeout(Duration::from_millis(50), send(&app, bearer("/me", &token))).await;
+    assert!(impatient.is_err());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(provider.fetches(), 1);
+    // The fetch finished anyway; within the cooldown the next request finds the keys.
+    assert_eq!(
+        send(&app, bearer("/me", &token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(provider.fetches(), 1);
+}
+
+#[test]
+fn stale_keys_are_refreshed_by_requests_when_the_refresher_is_gone() {
+    // The warm-up runtime (and the refresher task on it) ends before serving starts.
+    let serving = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let provider = serving.block_on(IdentityProvider::start(&["rsa-a"]));
+    *provider.state.cache_control.write().unwrap() = "max-age=1".into();
+    let jwks = Jwks::from_url(provider.url())
+        .ttl_bounds(Duration::ZERO, Duration::from_secs(3600))
+        .cooldown(Duration::ZERO)
+        .build()
+        .unwrap();
+    {
+        let warm_up = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        warm_up.block_on(jwks.refresh()).unwrap();
+    }
+    let app = stack(&jwks_layer(jwks));
+    provider.publish(&["rsa-b"]);
+    serving.block_on(async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(provider.fetches(), 1, "no refresher left to fetch");
+        // The stale keys still answer this request, and it starts a refresh.
+        let old = signed("rsa-a", &claims("u", json!({})));
+        assert_eq!(
+            send(&app, bearer("/me", &old)).await.status(),
+            StatusCode::OK
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(provider.fetches(), 2);
+        let new = signed("rsa-b", &claims("u", json!({})));
+        assert_eq!(
+            send(&app, bearer("/me", &new)).await.status(),
+            StatusCode::OK
+        );
+    });
 }
 
 #[tokio::test]

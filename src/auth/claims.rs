@@ -123,21 +123,23 @@ fn words(claims: &RawClaims, names: &[String]) -> Vec<Arc<str>> {
 }
 
 /// A NumericDate claim (`exp`, `nbf`, `iat`): seconds, possibly fractional (RFC 7519 section 2).
-/// `Err` when present but not a non-negative number.
-pub(crate) fn numeric_date(claims: &RawClaims, name: &str) -> Result<Option<u64>, ()> {
+/// `Err` when present but not a finite, non-negative number.
+pub(crate) fn numeric_date(claims: &RawClaims, name: &str) -> Result<Option<f64>, ()> {
     match claims.get(name) {
         None => Ok(None),
-        Some(value) => match value.as_u64() {
-            Some(secs) => Ok(Some(secs)),
-            None => match value.as_f64() {
-                // Truncating a fraction is the conservative reading for `exp` checks done with
-                // `>=`, and harmless for the others.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                Some(secs) if secs >= 0.0 && secs.is_finite() => Ok(Some(secs as u64)),
-                _ => Err(()),
-            },
+        Some(value) => match value.as_f64() {
+            Some(secs) if secs >= 0.0 && secs.is_finite() => Ok(Some(secs)),
+            _ => Err(()),
         },
     }
+}
+
+/// Whole seconds, rounded down (`floor`) or up; each check rounds the way that never widens
+/// what it accepts.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+pub(crate) fn whole_secs(secs: f64, up: bool) -> u64 {
+    // Non-negative and finite (see `numeric_date`); `as` saturates beyond u64.
+    (if up { secs.ceil() } else { secs.floor() }) as u64
 }
 
 /// Claims after verification, in whatever type the layer was configured with.
@@ -238,10 +240,12 @@ mod tests {
     #[test]
     fn numeric_dates_accept_fractions_and_refuse_garbage() {
         let c = claims(json!({"a": 5, "b": 5.9, "c": "5", "d": -1}));
-        assert_eq!(numeric_date(&c, "a"), Ok(Some(5)));
-        assert_eq!(numeric_date(&c, "b"), Ok(Some(5)));
+        assert_eq!(numeric_date(&c, "a"), Ok(Some(5.0)));
+        assert_eq!(numeric_date(&c, "b"), Ok(Some(5.9)));
         assert_eq!(numeric_date(&c, "c"), Err(()));
         assert_eq!(numeric_date(&c, "d"), Err(()));
         assert_eq!(numeric_date(&c, "zzz"), Ok(None));
+        assert_eq!((whole_secs(5.9, false), whole_secs(5.1, true)), (5, 6));
+        assert_eq!(whole_secs(1e30, true), u64::MAX);
     }
 }

@@ -1,7 +1,8 @@
 //! Keys from a JWKS URL or an issuer's OIDC discovery document, cached and refreshed.
 //!
-//! - The cache lives as long as the response's `Cache-Control: max-age` says (within bounds),
-//!   and a background task refreshes it before it runs out.
+//! - The cache lives as long as the response's `Cache-Control: max-age` says (within bounds); a
+//!   background task refreshes it when it runs out, and a request that finds it stale starts a
+//!   refresh too (the keys held keep serving meanwhile).
 //! - A token naming an unknown `kid` triggers one refetch: concurrent requests wait for the same
 //!   fetch, and a cooldown bounds how often unknown ids can make us fetch at all.
 //! - A failed fetch keeps the keys we have. With no keys at all the layer answers 503, never
@@ -126,7 +127,7 @@ pub(crate) struct Snapshot {
     /// Changes when the keys change, not on every fetch: what the token cache is tied to.
     pub(crate) epoch: u64,
     /// Changes on every successful fetch: how waiting requests see that a fetch happened.
-    generation: u64,
+    pub(crate) generation: u64,
     fingerprint: u64,
     expires_at: Instant,
 }
@@ -137,7 +138,7 @@ struct Shared {
     settings: Settings,
     current: RwLock<Option<Arc<Snapshot>>>,
     /// Held while fetching, so concurrent refetches become one.
-    fetching: tokio::sync::Mutex<()>,
+    fetching: Arc<tokio::sync::Mutex<()>>,
     last_attempt: Mutex<Option<Instant>>,
     fetches: AtomicU64,
     refresher: AtomicBool,
@@ -189,22 +190,53 @@ impl Jwks {
     }
 
     /// Fetches again because a token named a key we do not hold (or we hold none), unless another
-    /// request's fetch finished since `seen` was read, or the cooldown since the last attempt has
+    /// request's fetch finished since the keys of generation `seen_generation` (0: none) were read, or the cooldown since the last attempt has
     /// not passed. Concurrent callers share one fetch.
-    pub(crate) async fn refetch(&self, seen: Option<&Snapshot>) -> Option<Arc<Snapshot>> {
-        let seen_generation = seen.map_or(0, |s| s.generation);
-        let _flight = self.shared.fetching.lock().await;
-        let current = self.snapshot();
-        if current.as_ref().map_or(0, |s| s.generation) != seen_generation {
-            return current;
-        }
-        if self.cooling_down() {
-            return current;
-        }
-        if let Err(error) = self.fetch_and_store().await {
-            tracing::warn!(layer = "jwt_auth", backend = "jwks", %error, "key refetch failed; keeping the keys held");
+    pub(crate) async fn refetch(&self, seen_generation: u64) -> Option<Arc<Snapshot>> {
+        let jwks = self.clone();
+        let fetch = async move {
+            let _flight = jwks.shared.fetching.lock().await;
+            let current = jwks.snapshot();
+            if current.as_ref().map_or(0, |s| s.generation) != seen_generation
+                || jwks.cooling_down()
+            {
+                return;
+            }
+            if let Err(error) = jwks.fetch_and_store().await {
+                tracing::warn!(layer = "jwt_auth", backend = "jwks", %error, "key refetch failed; keeping the keys held");
+            }
+        };
+        // A task of its own: a client that hangs up (or an outer timeout) drops this request's
+        // future, and must not cancel the fetch every waiting request depends on.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let _ = runtime.spawn(fetch).await;
+            }
+            Err(_) => fetch.await,
         }
         self.snapshot()
+    }
+
+    /// Starts a refresh in the background when the keys held have outlived their `max-age` and
+    /// nobody is fetching: the request path's guarantee that `max-age` is honoured even if the
+    /// refresher task is gone (its runtime shut down, say). The keys held keep serving meanwhile.
+    pub(crate) fn refresh_if_stale(&self, snapshot: &Snapshot) {
+        if snapshot.expires_at > Instant::now() || self.cooling_down() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(flight) = self.shared.fetching.clone().try_lock_owned() else {
+            return;
+        };
+        let jwks = self.clone();
+        runtime.spawn(async move {
+            let _flight = flight;
+            if let Err(error) = jwks.fetch_and_store().await {
+                tracing::warn!(layer = "jwt_auth", backend = "jwks", %error, "key refresh failed; keeping the keys held");
+            }
+        });
     }
 
     /// How long requests should wait before keys might be fetched again.
@@ -224,11 +256,18 @@ impl Jwks {
     /// One fetch; the caller holds `fetching`.
     async fn fetch_and_store(&self) -> Result<usize, JwksError> {
         let shared = &self.shared;
+        shared.fetches.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.fetch_once().await;
+        // The cooldown runs from the end of an attempt, so a slow fetch does not use it up.
         *shared
             .last_attempt
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-        shared.fetches.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    async fn fetch_once(&self) -> Result<usize, JwksError> {
+        let shared = &self.shared;
         let url = self.jwks_uri().await?;
         let (document, max_age) = get_json(&shared.client, &url, shared.settings.max_bytes).await?;
         let Some(entries) = document.get("keys").and_then(Value::as_array) else {
@@ -282,7 +321,10 @@ impl Jwks {
                 epoch,
                 generation,
                 fingerprint,
-                expires_at: Instant::now() + ttl,
+                // A `max-age` beyond what an Instant can hold means "for as long as we run".
+                expires_at: Instant::now()
+                    .checked_add(ttl)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
             }));
         }
         self.start_refresher();
@@ -341,6 +383,8 @@ impl Jwks {
         }
         let weak: Weak<Shared> = Arc::downgrade(&self.shared);
         runtime.spawn(async move {
+            // If this task ends (its runtime shuts down), the next successful fetch starts another.
+            let _running = RefresherGuard(weak.clone());
             loop {
                 let wake = {
                     let Some(shared) = weak.upgrade() else { return };
@@ -348,7 +392,9 @@ impl Jwks {
                     let expires = jwks.snapshot().map(|s| s.expires_at);
                     match expires {
                         Some(at) if at > Instant::now() => at,
-                        _ => Instant::now() + jwks.shared.settings.cooldown,
+                        // After a failure: retry no faster than once a second, whatever the
+                        // cooldown, so a dead provider is not hammered.
+                        _ => Instant::now() + jwks.shared.settings.cooldown.max(Duration::from_secs(1)),
                     }
                 };
                 tokio::time::sleep_until(wake).await;
@@ -363,6 +409,17 @@ impl Jwks {
                 }
             }
         });
+    }
+}
+
+/// Clears the refresher flag when the refresher task ends, however it ends.
+struct RefresherGuard(Weak<Shared>);
+
+impl Drop for RefresherGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.refresher.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -468,6 +525,22 @@ fn check_scheme(url: &str, allow_http: bool) -> Result<(), ConfigError> {
     }
 }
 
+/// Follows up to 5 redirects, but never from `https` to plain `http`: the scheme check on the
+/// configured URL would mean nothing if the server could send us elsewhere in the clear.
+fn no_downgrade() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            attempt.error("refusing a redirect from https to http")
+        } else if attempt.previous().len() > 5 {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 enum LocationSpec {
     Url(String),
     Discovery(String),
@@ -509,7 +582,9 @@ impl JwksBuilder {
         }
     }
 
-    /// The least time between two fetches caused by unknown `kid`s or failures (default 10 s).
+    /// The least time between two fetches caused by unknown `kid`s or failures (default 10 s),
+    /// counted from the end of the last attempt. Zero lets every unknown `kid` fetch (tests);
+    /// background retries after a failure wait at least a second regardless.
     pub fn cooldown(mut self, cooldown: Duration) -> Self {
         self.settings.cooldown = cooldown;
         self
@@ -595,6 +670,7 @@ impl JwksBuilder {
             Some(client) => client,
             None => reqwest::Client::builder()
                 .timeout(self.timeout)
+                .redirect(no_downgrade())
                 .build()
                 .map_err(|e| ConfigError::new("jwt.jwks", format!("HTTP client: {e}")))?,
         };
@@ -604,7 +680,7 @@ impl JwksBuilder {
                 client,
                 settings,
                 current: RwLock::new(None),
-                fetching: tokio::sync::Mutex::new(()),
+                fetching: Arc::new(tokio::sync::Mutex::new(())),
                 last_attempt: Mutex::new(None),
                 fetches: AtomicU64::new(0),
                 refresher: AtomicBool::new(false),

@@ -113,7 +113,8 @@ impl VerifyKey {
         read_jwk(&value, JwkPolicy::STATIC).map_err(|e| ConfigError::new("jwt.keys", e.0))
     }
 
-    /// Names the key, matched against the token header's `kid`.
+    /// Names the key, matched against the token header's `kid`. A key without a name is tried
+    /// for every token of its algorithm.
     #[must_use]
     pub fn with_kid(mut self, kid: impl Into<Arc<str>>) -> Self {
         self.kid = Some(kid.into());
@@ -137,9 +138,12 @@ impl VerifyKey {
     }
 
     /// Whether this key may verify a token whose header says `kid` and `algorithm`. A token
-    /// without a `kid` may be tried against every key of its algorithm.
+    /// without a `kid` may be tried against every key of its algorithm, and a key without one
+    /// against every token of its algorithm (issuers often set `kid` on tokens whose key was
+    /// configured here as a bare PEM or secret).
     pub(crate) fn fits(&self, kid: Option<&str>, algorithm: Algorithm) -> bool {
-        self.algorithm == algorithm && (kid.is_none() || self.kid.as_deref() == kid)
+        self.algorithm == algorithm
+            && (kid.is_none() || self.kid.is_none() || self.kid.as_deref() == kid)
     }
 }
 
@@ -233,6 +237,8 @@ pub(crate) fn read_jwk(jwk: &Value, policy: JwkPolicy) -> Result<VerifyKey, Skip
             let algorithm =
                 named.ok_or_else(|| Skipped("an `oct` JWK must name its `alg`".into()))?;
             let key = DecodingKey::from_base64_secret(required("k")?).map_err(bad_key)?;
+            let secret = key.try_get_hmac_secret().map_err(bad_key)?;
+            VerifyKey::hmac(algorithm, secret).map_err(|e| Skipped(e.reason))?;
             (algorithm, key)
         }
         "oct" => return skip("symmetric keys are never taken from a published JWKS".into()),

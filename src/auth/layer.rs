@@ -79,6 +79,17 @@ impl Published {
         &[]
     }
 
+    /// Which fetch the keys came from (0: none yet); a refetch asked for with an older one is
+    /// already done.
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    pub(crate) fn generation(&self) -> u64 {
+        #[cfg(feature = "jwks")]
+        if let Some(snapshot) = &self.snapshot {
+            return snapshot.generation;
+        }
+        0
+    }
+
     /// Changes whenever the published keys change: verified tokens are cached per epoch.
     pub(crate) fn epoch(&self) -> u64 {
         #[cfg(feature = "jwks")]
@@ -91,9 +102,15 @@ impl Published {
 
 impl Config {
     pub(crate) fn published(&self) -> Published {
+        #[cfg(feature = "jwks")]
+        let snapshot = self.jwks.as_ref().and_then(|jwks| {
+            let snapshot = jwks.snapshot()?;
+            jwks.refresh_if_stale(&snapshot);
+            Some(snapshot)
+        });
         Published {
             #[cfg(feature = "jwks")]
-            snapshot: self.jwks.as_ref().and_then(Jwks::snapshot),
+            snapshot,
         }
     }
 
@@ -419,9 +436,9 @@ impl JwtAuthBuilder {
     /// Builds the layer.
     ///
     /// # Errors
-    /// A [`ConfigError`] for: no keys; an issuer or audience neither named nor waived; an
-    /// allowlisted algorithm no key can verify, or a key whose algorithm is not allowlisted; a
-    /// realm that cannot be quoted; a bad route pattern.
+    /// A [`ConfigError`] for: no keys; an issuer or audience neither named nor waived; an empty
+    /// allowlist, or a static key whose algorithm it leaves out; a realm that cannot be quoted;
+    /// a bad route pattern.
     pub fn build(self) -> Result<JwtAuthLayer, ConfigError> {
         #[cfg(feature = "jwks")]
         let has_jwks = self.jwks.is_some();

@@ -119,7 +119,10 @@ mod axum_integration {
     use http::StatusCode;
     use http::request::Parts;
 
+    use std::sync::Arc;
+
     use super::challenge::Failure;
+    use super::require::Denials;
     use super::{Access, Claims, Denied};
     use crate::principal::Principal;
     use crate::rejection::{ProblemRenderer, Rejection, RejectionContext, RenderRejection};
@@ -130,10 +133,16 @@ mod axum_integration {
         }
     }
 
-    /// 401 when no principal is there at all; 500 when one is but the layer was configured for
-    /// another claims type or is missing (a wiring mistake, not the caller's).
+    /// 401 when the caller is anonymous or unknown; 500 when an authenticated caller's request
+    /// lacks what the handler asks for (the layer was configured for another claims type, or is
+    /// missing): a wiring mistake, not the caller's. Rendered like the layer's own refusals.
     fn missing(parts: &Parts, what: &str) -> Response {
-        let rejection = if parts.extensions.get::<Principal>().is_some() {
+        let authenticated = parts
+            .extensions
+            .get::<Principal>()
+            .is_some_and(|p| !p.is_anonymous());
+        let denials = parts.extensions.get::<Arc<Denials>>();
+        let rejection = if authenticated {
             Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "auth_misconfigured",
@@ -142,16 +151,19 @@ mod axum_integration {
                 ),
             )
         } else {
-            Failure::Missing.rejection("api")
+            Failure::Missing.rejection(denials.map_or("api", |d| &d.realm))
         };
         let context = RejectionContext {
             method: &parts.method,
             uri: &parts.uri,
             headers: &parts.headers,
         };
-        ProblemRenderer::new()
-            .render(&rejection, &context)
-            .map(axum::body::Body::from)
+        let mut response = match denials {
+            Some(denials) => denials.renderer.render(&rejection, &context),
+            None => ProblemRenderer::new().render(&rejection, &context),
+        };
+        response.extensions_mut().insert(rejection);
+        response.map(axum::body::Body::from)
     }
 
     impl<T, S> FromRequestParts<S> for Claims<T>

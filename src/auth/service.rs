@@ -128,40 +128,53 @@ fn admit<S, ReqBody, B>(
 where
     S: Service<Request<ReqBody>>,
 {
+    let (verified, principal) = match identity {
+        Ok(Some(verified)) => {
+            let principal = verified.principal.clone();
+            (Some(verified), principal)
+        }
+        Ok(None) => (None, Principal::anonymous("anonymous")),
+        Err(failure) => return refuse(failure, None, &request, config),
+    };
     let rule = config.rule_for(request.method(), request.uri().path());
-    let checked = identity.and_then(|verified| {
-        let principal = match &verified {
-            Some(verified) => verified.principal.clone(),
-            None => Principal::anonymous("anonymous"),
-        };
-        rule.check(&principal).map(|()| (verified, principal))
-    });
-    match checked {
-        Ok((verified, principal)) => {
-            let extensions = request.extensions_mut();
-            if let Some(verified) = &verified {
-                (config.claims_type.insert)(extensions, &verified.claims);
-            }
-            extensions.insert(principal.clone());
-            extensions.insert(config.denials.clone());
-            State::Calling {
-                future: inner.call(request),
-                principal: Some(principal),
-            }
-        }
-        Err(failure) => {
-            if let Failure::Unavailable { .. } = failure {
-                tracing::warn!(layer = "jwt_auth", ?failure, "cannot authenticate");
-            }
-            let rejection = failure.rejection(&config.realm);
-            State::Ready {
-                response: Some(
-                    config
-                        .renderer
-                        .respond(rejection, &RejectionContext::of(&request)),
-                ),
-            }
-        }
+    if let Err(failure) = rule.check(&principal) {
+        return refuse(failure, Some(principal), &request, config);
+    }
+    let extensions = request.extensions_mut();
+    if let Some(verified) = &verified {
+        (config.claims_type.insert)(extensions, &verified.claims);
+    }
+    extensions.insert(principal.clone());
+    extensions.insert(config.denials.clone());
+    State::Calling {
+        future: inner.call(request),
+        principal: Some(principal),
+    }
+}
+
+/// The rendered refusal. A caller refused for want of privileges is known, and stays on the
+/// response so the audit layer can record who was denied.
+fn refuse<S, ReqBody, B>(
+    failure: Failure,
+    principal: Option<Principal>,
+    request: &Request<ReqBody>,
+    config: &Config,
+) -> State<S, ReqBody, B>
+where
+    S: Service<Request<ReqBody>>,
+{
+    if let Failure::Unavailable { .. } = failure {
+        tracing::warn!(layer = "jwt_auth", ?failure, "cannot authenticate");
+    }
+    let rejection = failure.rejection(&config.realm);
+    let mut response = config
+        .renderer
+        .respond(rejection, &RejectionContext::of(request));
+    if let Some(principal) = principal.filter(|p| !p.is_anonymous()) {
+        response.extensions_mut().insert(principal);
+    }
+    State::Ready {
+        response: Some(response),
     }
 }
 
@@ -210,14 +223,15 @@ fn revocation_verdict(
 
 /// Verification after fetching keys, then the revocation check: the slow path, owned.
 #[cfg(feature = "jwks")]
-async fn verify_after_fetch(config: Arc<Config>, token: Box<[u8]>) -> Identity {
+async fn verify_after_fetch(config: Arc<Config>, token: Box<[u8]>, generation: u64) -> Identity {
     if let Some(jwks) = &config.jwks {
-        let seen = jwks.snapshot();
-        jwks.refetch(seen.as_deref()).await;
+        jwks.refetch(generation).await;
     }
     let verified = match config.verify_now(&token, false) {
         Outcome::Done(result) => result?,
-        Outcome::NeedKeys => return Err(Failure::invalid("The token names an unknown key.")),
+        Outcome::NeedKeys { .. } => {
+            return Err(Failure::invalid("The token names an unknown key."));
+        }
     };
     let identity = match check_revocation(&config, verified) {
         Revoked::Now(identity) => identity,
@@ -270,9 +284,11 @@ where
                     }
                 },
                 #[cfg(feature = "jwks")]
-                Outcome::NeedKeys => Box::pin(verify_after_fetch(config.clone(), token.into())),
+                Outcome::NeedKeys { generation } => {
+                    Box::pin(verify_after_fetch(config.clone(), token.into(), generation))
+                }
                 #[cfg(not(feature = "jwks"))]
-                Outcome::NeedKeys => {
+                Outcome::NeedKeys { .. } => {
                     return self.now(
                         Err(Failure::invalid("The token names an unknown key.")),
                         request,

@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 
 use super::cache::Verified;
 use super::challenge::Failure;
-use super::claims::{RawClaims, numeric_date};
+use super::claims::{RawClaims, numeric_date, whole_secs};
 use super::keys::VerifyKey;
 use super::layer::Config;
 use super::token::TokenSource;
@@ -19,9 +19,12 @@ const MAX_JTI_LEN: usize = 256;
 /// What verification with the keys at hand came to.
 pub(crate) enum Outcome {
     Done(Result<Arc<Verified>, Failure>),
-    /// The token names a key we do not hold (or we hold none yet): worth one refetch.
-    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
-    NeedKeys,
+    /// The token names a key that the keys of this generation lack (or we hold none yet):
+    /// worth one refetch.
+    NeedKeys {
+        #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+        generation: u64,
+    },
 }
 
 impl Config {
@@ -66,8 +69,11 @@ impl Config {
                     }
                     return Outcome::Done(Ok(verified));
                 }
-                // Another key of the same algorithm may still verify a token without `kid`.
-                Err(Failure::Invalid(detail)) if kid.is_none() && is_signature(&detail) => {
+                // Another key may still verify it when this one was only a guess: the token or the
+                // key has no `kid`.
+                Err(Failure::Invalid(detail))
+                    if (kid.is_none() || key.kid().is_none()) && is_signature(&detail) =>
+                {
                     last = Failure::Invalid(detail);
                 }
                 Err(failure) => return Outcome::Done(Err(failure)),
@@ -84,7 +90,9 @@ impl Config {
             )));
         }
         if may_fetch && self.fetches_keys() {
-            return Outcome::NeedKeys;
+            return Outcome::NeedKeys {
+                generation: published.generation(),
+            };
         }
         if self.keys.is_empty() && published.keys().is_empty() {
             return Outcome::Done(Err(Failure::Unavailable {
@@ -140,7 +148,9 @@ impl Config {
             })
         };
         let (exp, nbf, iat) = (date("exp")?, date("nbf")?, date("iat")?);
-        match exp {
+        // Rounded so that a fraction never lets a token in early or keeps it in late.
+        let exp_down = exp.map(|e| whole_secs(e, false));
+        match exp_down {
             Some(exp) if now >= exp.saturating_add(self.leeway) => {
                 return Err(Failure::invalid("The token has expired."));
             }
@@ -149,7 +159,7 @@ impl Config {
             }
             _ => {}
         }
-        if nbf.is_some_and(|nbf| now.saturating_add(self.leeway) < nbf) {
+        if nbf.is_some_and(|nbf| now.saturating_add(self.leeway) < whole_secs(nbf, true)) {
             return Err(Failure::invalid("The token is not valid yet (`nbf`)."));
         }
         if let Some(max) = self.max_lifetime {
@@ -158,7 +168,7 @@ impl Config {
                     "The token must carry `iat` and `exp` to show its lifetime.",
                 ));
             };
-            if exp.saturating_sub(iat) > max {
+            if whole_secs(exp, true).saturating_sub(whole_secs(iat, false)) > max {
                 return Err(Failure::Invalid(Cow::Owned(format!(
                     "The token's lifetime exceeds the {max} s this API accepts."
                 ))));
@@ -190,7 +200,7 @@ impl Config {
             principal,
             claims,
             jti,
-            expires_us: exp.map(|e| e.saturating_mul(1_000_000)),
+            expires_us: exp_down.map(|e| e.saturating_mul(1_000_000)),
         })
     }
 
