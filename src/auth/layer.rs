@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Algorithm;
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 
@@ -44,7 +44,10 @@ pub(crate) struct Config {
     #[cfg(feature = "jwks")]
     pub(crate) jwks: Option<Jwks>,
     pub(crate) algorithms: Vec<Algorithm>,
-    pub(crate) validations: Vec<(Algorithm, Validation)>,
+    /// Trusted issuers; empty: any.
+    pub(crate) issuers: Vec<String>,
+    /// Accepted audiences; empty: any.
+    pub(crate) audiences: Vec<String>,
     pub(crate) leeway: u64,
     pub(crate) require_exp: bool,
     pub(crate) max_lifetime: Option<u64>,
@@ -502,31 +505,6 @@ impl JwtAuthBuilder {
                 "a realm must be printable ASCII without quotes or backslashes",
             ));
         }
-        let validations = algorithms
-            .iter()
-            .map(|&algorithm| {
-                let mut validation = Validation::new(algorithm);
-                // Time claims are checked against the layer's clock, with `>=` for `exp`.
-                validation.validate_exp = false;
-                validation.validate_nbf = false;
-                validation.leeway = 0;
-                let mut required = Vec::new();
-                if issuers.is_empty() {
-                    validation.iss = None;
-                } else {
-                    validation.set_issuer(&issuers);
-                    required.push("iss");
-                }
-                if audiences.is_empty() {
-                    validation.validate_aud = false;
-                } else {
-                    validation.set_audience(&audiences);
-                    required.push("aud");
-                }
-                validation.set_required_spec_claims(&required);
-                (algorithm, validation)
-            })
-            .collect();
         let mut routes = RouteMatcher::new();
         for (pattern, require) in self.routes {
             routes = routes.add(&pattern, require)?;
@@ -537,7 +515,8 @@ impl JwtAuthBuilder {
             #[cfg(feature = "jwks")]
             jwks: self.jwks,
             algorithms,
-            validations,
+            issuers,
+            audiences,
             leeway: self.leeway.as_secs(),
             require_exp: self.require_exp,
             max_lifetime: self.max_lifetime.map(|d| d.as_secs()),
