@@ -363,16 +363,17 @@ async fn wrong_issuer_audience_type_and_lifetime_are_invalid_tokens() {
             json!({"iss": ISS, "sub": "u", "exp": FAR}),
             "The token is meant for another audience.",
         ),
-        (
-            claims("u", json!({"aud": ["other-api", AUD]})),
-            "",
-        ),
+        (claims("u", json!({"aud": ["other-api", AUD]})), ""),
         (claims("", json!({})), "The token names no subject."),
     ];
     for (claims, description) in cases {
         let response = send(&app, bearer("/me", &hs256(&claims))).await;
         if description.is_empty() {
-            assert_eq!(response.status(), StatusCode::OK, "an audience among several: {claims}");
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "an audience among several: {claims}"
+            );
             continue;
         }
         assert_eq!(
