@@ -46,6 +46,7 @@ pub mod backend;
 pub mod body;
 pub mod clock;
 mod error;
+mod gate;
 pub mod principal;
 pub mod rate_limit;
 pub mod rejection;

@@ -1,10 +1,9 @@
 //! [`JwtAuth`]: the service the layer wraps around yours.
 
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -13,11 +12,11 @@ use tower_service::Service;
 use super::cache::Verified;
 use super::challenge::Failure;
 use super::layer::Config;
-use super::revocation::BoxFuture;
 use super::token::Found;
 use super::verify::Outcome;
 use crate::body::PolicyBody;
 use crate::error::FailurePolicy;
+use crate::gate::{BoxFuture, Gate, Step};
 use crate::principal::Principal;
 use crate::rejection::RejectionContext;
 
@@ -53,28 +52,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        state: State<S, ReqBody, B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, B>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        Ready { response: Option<Response<PolicyBody<B>>> },
-        // Fetching keys or asking the revocation store; boxed because neither future is nameable.
-        Checking {
-            check: BoxFuture<Identity>,
-            pending: Option<(S, Request<ReqBody>)>,
-            config: Arc<Config>,
-        },
-        Calling {
-            #[pin]
-            future: S::Future,
-            principal: Option<Principal>,
-        },
+        step: Step<S, ReqBody, B, Authenticating>,
     }
 }
 
@@ -85,36 +63,32 @@ where
     type Output = Result<Response<PolicyBody<B>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            let next = match state.as_mut().project() {
-                StateProj::Ready { response } => {
-                    return match response.take() {
-                        Some(response) => Poll::Ready(Ok(response)),
-                        None => Poll::Pending,
-                    };
-                }
-                StateProj::Calling { future, principal } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(principal) = principal.take() {
-                        response.extensions_mut().insert(principal);
-                    }
-                    return Poll::Ready(Ok(response.map(PolicyBody::inner)));
-                }
-                StateProj::Checking {
-                    check,
-                    pending,
-                    config,
-                } => {
-                    let identity = ready!(check.as_mut().poll(cx));
-                    let Some((mut inner, request)) = pending.take() else {
-                        return Poll::Pending;
-                    };
-                    admit(identity, &mut inner, request, config)
-                }
-            };
-            state.set(next);
-        }
+        self.project().step.poll_response(cx)
+    }
+}
+
+/// A request waiting to learn who is calling (keys being fetched, the revocation list asked).
+struct Authenticating(Arc<Config>);
+
+impl Gate for Authenticating {
+    type Verdict = Identity;
+    /// The principal, copied onto the response.
+    type Stamp = Principal;
+
+    fn admit<S, ReqBody, B>(
+        self,
+        verdict: Identity,
+        inner: &mut S,
+        request: Request<ReqBody>,
+    ) -> Step<S, ReqBody, B, Self>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        admit(verdict, inner, request, &self.0)
+    }
+
+    fn stamp<B>(principal: Principal, response: &mut Response<B>) {
+        response.extensions_mut().insert(principal);
     }
 }
 
@@ -124,7 +98,7 @@ fn admit<S, ReqBody, B>(
     inner: &mut S,
     mut request: Request<ReqBody>,
     config: &Arc<Config>,
-) -> State<S, ReqBody, B>
+) -> Step<S, ReqBody, B, Authenticating>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -146,10 +120,7 @@ where
     }
     extensions.insert(principal.clone());
     extensions.insert(config.denials.clone());
-    State::Calling {
-        future: inner.call(request),
-        principal: Some(principal),
-    }
+    Step::call(inner, request, Some(principal))
 }
 
 /// The rendered refusal. A caller refused for want of privileges is known, and stays on the
@@ -159,7 +130,7 @@ fn refuse<S, ReqBody, B>(
     principal: Option<Principal>,
     request: &Request<ReqBody>,
     config: &Config,
-) -> State<S, ReqBody, B>
+) -> Step<S, ReqBody, B, Authenticating>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -173,9 +144,7 @@ where
     if let Some(principal) = principal.filter(|p| !p.is_anonymous()) {
         response.extensions_mut().insert(principal);
     }
-    State::Ready {
-        response: Some(response),
-    }
+    Step::answer(response)
 }
 
 /// What the revocation list says of a verified token: known now, or a future.
@@ -296,15 +265,9 @@ where
                 }
             },
         };
-        // The ready instance is the one that must be called; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
+        let gate = Authenticating(self.config.clone());
         ResponseFuture {
-            state: State::Checking {
-                check,
-                pending: Some((inner, request)),
-                config: self.config.clone(),
-            },
+            step: Step::wait(check, &mut self.inner, request, gate),
         }
     }
 }
@@ -320,7 +283,7 @@ impl<S> JwtAuth<S> {
         S: Service<Request<ReqBody>>,
     {
         ResponseFuture {
-            state: admit(identity, &mut self.inner, request, &self.config),
+            step: admit(identity, &mut self.inner, request, &self.config),
         }
     }
 }

@@ -1,11 +1,10 @@
 //! [`RateLimit`]: the service the layer wraps around yours.
 
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -17,6 +16,7 @@ use super::store::{BucketKey, Decision, RateLimitStore};
 use crate::body::PolicyBody;
 use crate::clock::ceil_secs;
 use crate::error::{FailurePolicy, StoreError};
+use crate::gate::{Gate, Step};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The rate-limiting service; built by [`RateLimitLayer`](super::RateLimitLayer).
@@ -37,8 +37,6 @@ impl<St, S> RateLimit<St, S> {
     }
 }
 
-type DecisionFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
-
 pin_project! {
     /// The response future of [`RateLimit`]: the store's decision, then the inner service's call.
     pub struct ResponseFuture<S, ReqBody, B>
@@ -46,51 +44,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        state: State<S, ReqBody, B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, B>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        // An answer known without the inner service.
-        Ready { response: Option<Response<PolicyBody<B>>> },
-        // Waiting for the store; boxed because a store's future type cannot be named.
-        Deciding {
-            decision: DecisionFuture,
-            pending: Option<(S, Request<ReqBody>)>,
-            limit: Arc<Limit>,
-            cost: u32,
-            config: Arc<Config>,
-        },
-        // The inner service's future; the headers to add when it answers, if a decision was made.
-        Calling {
-            #[pin]
-            future: S::Future,
-            headers: Option<(Decision, Arc<Limit>, bool)>,
-        },
-    }
-}
-
-impl<S, ReqBody, B> ResponseFuture<S, ReqBody, B>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn ready(response: Response<PolicyBody<B>>) -> Self {
-        Self {
-            state: State::Ready {
-                response: Some(response),
-            },
-        }
-    }
-
-    fn calling(future: S::Future, headers: Option<(Decision, Arc<Limit>, bool)>) -> Self {
-        Self {
-            state: State::Calling { future, headers },
-        }
+        step: Step<S, ReqBody, B, Deciding>,
     }
 }
 
@@ -101,38 +55,43 @@ where
     type Output = Result<Response<PolicyBody<B>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            let next = match state.as_mut().project() {
-                StateProj::Ready { response } => {
-                    return match response.take() {
-                        Some(response) => Poll::Ready(Ok(response)),
-                        None => Poll::Pending,
-                    };
-                }
-                StateProj::Calling { future, headers } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some((decision, limit, ietf)) = headers.take() {
-                        headers::write(response.headers_mut(), &decision, &limit, ietf);
-                    }
-                    return Poll::Ready(Ok(response.map(PolicyBody::inner)));
-                }
-                StateProj::Deciding {
-                    decision,
-                    pending,
-                    limit,
-                    cost,
-                    config,
-                } => {
-                    let outcome = ready!(decision.as_mut().poll(cx));
-                    let Some((mut inner, request)) = pending.take() else {
-                        return Poll::Pending;
-                    };
-                    decided(outcome, &mut inner, request, limit, *cost, config)
-                }
-            };
-            state.set(next);
-        }
+        self.project().step.poll_response(cx)
+    }
+}
+
+/// What a decision waits with: the limit checked, at what cost, under which configuration.
+struct Deciding {
+    limit: Arc<Limit>,
+    cost: u32,
+    config: Arc<Config>,
+}
+
+impl Gate for Deciding {
+    type Verdict = Result<Decision, StoreError>;
+    /// The headers to write: the decision, its limit, and whether the IETF fields are on.
+    type Stamp = (Decision, Arc<Limit>, bool);
+
+    fn admit<S, ReqBody, B>(
+        self,
+        verdict: Self::Verdict,
+        inner: &mut S,
+        request: Request<ReqBody>,
+    ) -> Step<S, ReqBody, B, Self>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        decided(
+            verdict,
+            inner,
+            request,
+            &self.limit,
+            self.cost,
+            &self.config,
+        )
+    }
+
+    fn stamp<B>((decision, limit, ietf): Self::Stamp, response: &mut Response<B>) {
+        headers::write(response.headers_mut(), &decision, &limit, ietf);
     }
 }
 
@@ -144,16 +103,14 @@ fn decided<S, ReqBody, B>(
     limit: &Arc<Limit>,
     cost: u32,
     config: &Config,
-) -> State<S, ReqBody, B>
+) -> Step<S, ReqBody, B, Deciding>
 where
     S: Service<Request<ReqBody>>,
 {
     let rejection = match outcome {
         Ok(decision) if decision.allowed => {
-            return State::Calling {
-                future: inner.call(request),
-                headers: Some((decision, limit.clone(), config.ietf_headers)),
-            };
+            let stamp = (decision, limit.clone(), config.ietf_headers);
+            return Step::call(inner, request, Some(stamp));
         }
         Ok(decision) => {
             let mut rejection = refusal(&decision, limit, cost);
@@ -175,10 +132,7 @@ where
                 "rate-limit store failed"
             );
             if config.failure == FailurePolicy::Open {
-                return State::Calling {
-                    future: inner.call(request),
-                    headers: None,
-                };
+                return Step::call(inner, request, None);
             }
             Rejection::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -191,13 +145,11 @@ where
             )
         }
     };
-    State::Ready {
-        response: Some(
-            config
-                .renderer
-                .respond(rejection, &RejectionContext::of(&request)),
-        ),
-    }
+    Step::answer(
+        config
+            .renderer
+            .respond(rejection, &RejectionContext::of(&request)),
+    )
 }
 
 /// The bucket a request is checked against, and at what cost.
@@ -207,19 +159,19 @@ struct Plan {
     cost: u32,
 }
 
-enum Step {
+enum Planned {
     Exempt,
     Reject(Rejection),
     Check(Plan),
 }
 
-fn plan<B>(config: &Config, request: &Request<B>) -> Step {
+fn plan<B>(config: &Config, request: &Request<B>) -> Planned {
     let rule = config
         .routes
         .find(request.method(), request.uri().path())
         .map(|m| m.value);
     if matches!(rule, Some(CompiledRule::Exempt)) {
-        return Step::Exempt;
+        return Planned::Exempt;
     }
     let caller = config
         .extractor
@@ -234,7 +186,7 @@ fn plan<B>(config: &Config, request: &Request<B>) -> Step {
                 "This API is rate limited per caller and the request does not say who is calling; send credentials.",
             )
             .with_header(http::header::WWW_AUTHENTICATE, challenge.clone());
-            return Step::Reject(rejection);
+            return Planned::Reject(rejection);
         }
     };
     let tier = config.tier_for(caller.as_ref());
@@ -247,7 +199,7 @@ fn plan<B>(config: &Config, request: &Request<B>) -> Step {
         Some(CompiledRule::Tier { cost }) => (tier, *cost),
         _ => (tier, 1),
     };
-    Step::Check(Plan {
+    Planned::Check(Plan {
         caller: caller_key,
         limit: limit.clone(),
         cost,
@@ -297,61 +249,54 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let plan = match plan(&self.config, &request) {
-            Step::Exempt => return ResponseFuture::calling(self.inner.call(request), None),
-            Step::Reject(rejection) => {
-                let response = self
-                    .config
+        let step = match plan(&self.config, &request) {
+            Planned::Exempt => Step::call(&mut self.inner, request, None),
+            Planned::Reject(rejection) => Step::answer(
+                self.config
                     .renderer
-                    .respond(rejection, &RejectionContext::of(&request));
-                return ResponseFuture::ready(response);
-            }
-            Step::Check(plan) => plan,
-        };
-        let Plan {
-            caller,
-            limit,
-            cost,
-        } = plan;
-        let key = BucketKey {
-            caller: &caller,
-            bucket: &limit.bucket,
-            overridable: limit.overridable,
-        };
-        if let Some(outcome) = self.store.decide_immediately(key, &limit.quota, cost) {
-            // Decided now: the ready inner service is called now, no clone needed.
-            return ResponseFuture {
-                state: decided(
-                    outcome,
-                    &mut self.inner,
-                    request,
-                    &limit,
-                    cost,
-                    &self.config,
-                ),
-            };
-        }
-        let store = self.store.clone();
-        let for_key = limit.clone();
-        let decision: DecisionFuture = Box::pin(async move {
-            let key = BucketKey {
-                caller: &caller,
-                bucket: &for_key.bucket,
-                overridable: for_key.overridable,
-            };
-            store.decide(key, &for_key.quota, cost).await
-        });
-        // The ready instance is the one that must be called; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        ResponseFuture {
-            state: State::Deciding {
-                decision,
-                pending: Some((inner, request)),
+                    .respond(rejection, &RejectionContext::of(&request)),
+            ),
+            Planned::Check(Plan {
+                caller,
                 limit,
                 cost,
-                config: self.config.clone(),
-            },
-        }
+            }) => {
+                let key = BucketKey {
+                    caller: &caller,
+                    bucket: &limit.bucket,
+                    overridable: limit.overridable,
+                };
+                match self.store.decide_immediately(key, &limit.quota, cost) {
+                    // Decided now: the ready inner service is called now, no clone needed.
+                    Some(outcome) => decided(
+                        outcome,
+                        &mut self.inner,
+                        request,
+                        &limit,
+                        cost,
+                        &self.config,
+                    ),
+                    None => {
+                        let store = self.store.clone();
+                        let for_key = limit.clone();
+                        let decision = Box::pin(async move {
+                            let key = BucketKey {
+                                caller: &caller,
+                                bucket: &for_key.bucket,
+                                overridable: for_key.overridable,
+                            };
+                            store.decide(key, &for_key.quota, cost).await
+                        });
+                        let gate = Deciding {
+                            limit,
+                            cost,
+                            config: self.config.clone(),
+                        };
+                        Step::wait(decision, &mut self.inner, request, gate)
+                    }
+                }
+            }
+        };
+        ResponseFuture { step }
     }
 }

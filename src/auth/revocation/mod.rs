@@ -7,7 +7,6 @@ mod memory;
 mod redis;
 
 use std::future::Future;
-use std::pin::Pin;
 
 #[cfg(feature = "memory")]
 pub use memory::MemoryRevocationStore;
@@ -15,6 +14,7 @@ pub use memory::MemoryRevocationStore;
 pub use redis::RedisRevocationStore;
 
 use crate::error::StoreError;
+use crate::gate::BoxFuture;
 
 /// Where revoked token ids live, one trait for every backend.
 pub trait RevocationStore: Clone + Send + Sync + 'static {
@@ -39,8 +39,6 @@ pub trait RevocationStore: Clone + Send + Sync + 'static {
     /// The backend's name, for traces.
     fn backend_name(&self) -> &'static str;
 }
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A [`RevocationStore`] behind a pointer, so the layer is not generic over its store.
 pub(crate) trait DynRevocation: Send + Sync + 'static {
