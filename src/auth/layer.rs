@@ -62,8 +62,7 @@ pub(crate) struct Config {
     pub(crate) revocation_failure: FailurePolicy,
     pub(crate) cache: Option<VerifiedCache>,
     pub(crate) clock: SharedClock,
-    pub(crate) realm: Arc<str>,
-    pub(crate) renderer: SharedRenderer,
+    /// The realm and renderer of every refusal, the layer's own and `Access`'s alike.
     pub(crate) denials: Arc<Denials>,
 }
 
@@ -156,7 +155,7 @@ impl std::fmt::Debug for JwtAuthLayer {
         f.debug_struct("JwtAuthLayer")
             .field("algorithms", &self.config.algorithms)
             .field("keys", &self.config.keys)
-            .field("realm", &self.config.realm)
+            .field("realm", &self.config.denials.realm)
             .finish_non_exhaustive()
     }
 }
@@ -509,7 +508,6 @@ impl JwtAuthBuilder {
         for (pattern, require) in self.routes {
             routes = routes.add(&pattern, require)?;
         }
-        let realm: Arc<str> = self.realm.into();
         let config = Config {
             keys: self.keys,
             #[cfg(feature = "jwks")]
@@ -547,11 +545,9 @@ impl JwtAuthBuilder {
             },
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             denials: Arc::new(Denials {
-                renderer: self.renderer.clone(),
-                realm: realm.clone(),
+                renderer: self.renderer,
+                realm: self.realm.into(),
             }),
-            realm,
-            renderer: self.renderer,
         };
         Ok(JwtAuthLayer {
             config: Arc::new(config),

@@ -137,8 +137,9 @@ where
     if let Failure::Unavailable { .. } = failure {
         tracing::warn!(layer = "jwt_auth", ?failure, "cannot authenticate");
     }
-    let rejection = failure.rejection(&config.realm);
+    let rejection = failure.rejection(&config.denials.realm);
     let mut response = config
+        .denials
         .renderer
         .respond(rejection, &RejectionContext::of(request));
     if let Some(principal) = principal.filter(|p| !p.is_anonymous()) {
