@@ -51,6 +51,7 @@ pub mod principal;
 pub mod rate_limit;
 pub mod rejection;
 pub mod route;
+pub mod webhook;
 
 pub use error::{ConfigError, FailurePolicy, StoreError};
 pub use principal::{KeyExtractor, Principal};

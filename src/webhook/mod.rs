@@ -1,0 +1,5 @@
+//! Webhook signature verification.
+
+mod signature;
+
+pub use signature::*;
