@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -24,6 +25,14 @@ pin_project! {
         Full {
             data: Option<Bytes>,
         },
+        /// The inner service's body after a layer read its start (looking for its end, up to a
+        /// limit): those bytes, then any trailers read, then the rest of the body.
+        Resumed {
+            head: Option<Bytes>,
+            trailers: Option<HeaderMap>,
+            #[pin]
+            rest: B,
+        },
     }
 }
 
@@ -38,6 +47,15 @@ impl<B> PolicyBody<B> {
         let data: Bytes = data.into();
         Self::Full {
             data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    /// The inner body, `head` having been read from it already (and its `trailers`, which end it).
+    pub fn resumed(head: Bytes, trailers: Option<HeaderMap>, rest: B) -> Self {
+        Self::Resumed {
+            head: (!head.is_empty()).then_some(head),
+            trailers,
+            rest,
         }
     }
 
@@ -61,6 +79,19 @@ where
         match self.project() {
             PolicyBodyProj::Inner { body } => body.poll_frame(cx),
             PolicyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            PolicyBodyProj::Resumed {
+                head,
+                trailers,
+                rest,
+            } => {
+                if let Some(head) = head.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(head))));
+                }
+                if let Some(trailers) = trailers.take() {
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                rest.poll_frame(cx)
+            }
         }
     }
 
@@ -68,6 +99,11 @@ where
         match self {
             Self::Inner { body } => body.is_end_stream(),
             Self::Full { data } => data.is_none(),
+            Self::Resumed {
+                head,
+                trailers,
+                rest,
+            } => head.is_none() && trailers.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -76,6 +112,16 @@ where
             Self::Inner { body } => body.size_hint(),
             Self::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Self::Resumed { head, rest, .. } => {
+                let head = head.as_ref().map_or(0, |d| d.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(head));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(head));
+                }
+                hint
             }
         }
     }

@@ -47,6 +47,7 @@ pub mod body;
 pub mod clock;
 mod error;
 mod gate;
+pub mod idempotency;
 pub mod principal;
 pub mod rate_limit;
 pub mod rejection;

@@ -1,0 +1,247 @@
+//! [`IdempotencyStore`] on the [`MemoryBackend`].
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::fingerprint::Fingerprint;
+use super::record::Outcome;
+use super::store::{Begin, IdempotencyStore, OwnerToken, RecordKey, Terms};
+use crate::backend::MemoryBackend;
+use crate::backend::memory::{Slot, SlotTable, Visit};
+use crate::clock::SharedClock;
+use crate::error::StoreError;
+
+enum Record {
+    InFlight {
+        owner: OwnerToken,
+        fingerprint: Fingerprint,
+        /// Microseconds; a released lock has its lease ended (0) but keeps its attempt count.
+        lease_until: u64,
+        attempt: u32,
+    },
+    Finished {
+        fingerprint: Fingerprint,
+        completed_at: u64,
+        expires_at: u64,
+        outcome: Arc<Outcome>,
+    },
+}
+
+struct RecordSlot(Mutex<Record>);
+
+impl RecordSlot {
+    fn new(record: Record) -> Self {
+        Self(Mutex::new(record))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Slot for RecordSlot {
+    fn is_idle(&self, now: u64) -> bool {
+        self.debt(now) == 0
+    }
+
+    fn debt(&self, now: u64) -> u64 {
+        match &*self.lock() {
+            Record::InFlight { lease_until, .. } => lease_until.saturating_sub(now),
+            Record::Finished { expires_at, .. } => expires_at.saturating_sub(now),
+        }
+    }
+}
+
+/// Idempotency records in this process. Clones share every record.
+///
+/// Bounded by the backend's `max_keys`: when full, the records closest to their end (lease or
+/// retention) go first. A replay forgotten that way lets a late retry run the handler again, so
+/// size `max_keys` above the keyed requests one retention period brings, or use Redis.
+#[derive(Clone)]
+pub struct MemoryIdempotencyStore {
+    table: Arc<SlotTable<RecordSlot>>,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for MemoryIdempotencyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryIdempotencyStore")
+            .field("records", &self.table.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryIdempotencyStore {
+    /// A store with the backend's capacity and clock.
+    #[must_use]
+    pub fn new(backend: &MemoryBackend) -> Self {
+        Self {
+            table: Arc::new(SlotTable::new(backend.max_keys())),
+            clock: backend.clock().clone(),
+        }
+    }
+
+    /// Records held now (in flight, finished, or ended but not yet swept).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no record is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn begin_now(&self, key: RecordKey<'_>, fingerprint: &Fingerprint, terms: &Terms) -> Begin {
+        let now = self.clock.now_micros();
+        let lease_until = now.saturating_add(micros(terms.lease));
+        let retention = micros(terms.retention);
+        let owner = OwnerToken::new();
+        let start = |attempt| {
+            (
+                Begin::Started {
+                    owner: owner.clone(),
+                    attempt,
+                },
+                Record::InFlight {
+                    owner: owner.clone(),
+                    fingerprint: *fingerprint,
+                    lease_until,
+                    attempt,
+                },
+            )
+        };
+        self.table.with(key.scope, key.key, now, |slot| {
+            let Some(slot) = slot else {
+                let (begin, record) = start(1);
+                return Visit::Store(begin, RecordSlot::new(record));
+            };
+            let mut record = slot.lock();
+            let attempt = match &*record {
+                Record::Finished {
+                    fingerprint: f,
+                    completed_at,
+                    outcome,
+                    ..
+                } if now.saturating_sub(*completed_at) < retention => {
+                    return Visit::Done(if f == fingerprint {
+                        Begin::Finished(Outcome::clone(outcome))
+                    } else {
+                        Begin::Mismatch
+                    });
+                }
+                Record::Finished { .. } => 1,
+                Record::InFlight {
+                    fingerprint: f,
+                    lease_until: until,
+                    ..
+                } if now < *until => {
+                    return Visit::Done(if f == fingerprint {
+                        Begin::InFlight {
+                            lease_left: std::time::Duration::from_micros(until - now),
+                        }
+                    } else {
+                        Begin::Mismatch
+                    });
+                }
+                Record::InFlight { attempt, .. } => attempt.saturating_add(1),
+            };
+            let (begin, fresh) = start(attempt);
+            *record = fresh;
+            Visit::Done(begin)
+        })
+    }
+
+    /// Runs `f` on the record if `owner` holds its lock.
+    fn with_owned(
+        &self,
+        key: RecordKey<'_>,
+        owner: &OwnerToken,
+        f: impl Fn(&mut Record, u64),
+    ) -> bool {
+        let now = self.clock.now_micros();
+        self.table.with(key.scope, key.key, now, |slot| {
+            let Some(slot) = slot else {
+                return Visit::Done(false);
+            };
+            let mut record = slot.lock();
+            match &*record {
+                Record::InFlight { owner: o, .. } if o == owner => {
+                    f(&mut record, now);
+                    Visit::Done(true)
+                }
+                _ => Visit::Done(false),
+            }
+        })
+    }
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl IdempotencyStore for MemoryIdempotencyStore {
+    async fn begin(
+        &self,
+        key: RecordKey<'_>,
+        fingerprint: &Fingerprint,
+        terms: &Terms,
+    ) -> Result<Begin, StoreError> {
+        Ok(self.begin_now(key, fingerprint, terms))
+    }
+
+    async fn complete(
+        &self,
+        key: RecordKey<'_>,
+        owner: &OwnerToken,
+        outcome: &Outcome,
+        terms: &Terms,
+    ) -> Result<bool, StoreError> {
+        let outcome = Arc::new(outcome.clone());
+        Ok(self.with_owned(key, owner, |record, now| {
+            if let Record::InFlight { fingerprint, .. } = record {
+                *record = Record::Finished {
+                    fingerprint: *fingerprint,
+                    completed_at: now,
+                    expires_at: now.saturating_add(micros(terms.retention)),
+                    outcome: outcome.clone(),
+                };
+            }
+        }))
+    }
+
+    async fn release(
+        &self,
+        key: RecordKey<'_>,
+        owner: &OwnerToken,
+        _terms: &Terms,
+    ) -> Result<bool, StoreError> {
+        Ok(self.release_now(key, owner))
+    }
+
+    fn release_detached(&self, scope: String, key: String, owner: OwnerToken, _terms: Terms) {
+        // Nothing to wait for in memory: release at once, so a retry right after the cancel
+        // finds the key free.
+        self.release_now(
+            RecordKey {
+                scope: &scope,
+                key: &key,
+            },
+            &owner,
+        );
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+impl MemoryIdempotencyStore {
+    fn release_now(&self, key: RecordKey<'_>, owner: &OwnerToken) -> bool {
+        self.with_owned(key, owner, |record, _| {
+            if let Record::InFlight { lease_until, .. } = record {
+                *lease_until = 0;
+            }
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! [`Idempotency`]: the service the layer wraps around yours.
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::collect::{BoxError, read_request};
+use super::fingerprint::Fingerprint;
+use super::key::{self, KeyError};
+use super::layer::{Config, KeyRule};
+use super::once::{self, Keyed};
+use super::store::IdempotencyStore;
+use crate::body::PolicyBody;
+use crate::gate::BoxFuture;
+use crate::rejection::{Rejection, RejectionContext};
+
+/// The idempotency service; built by [`IdempotencyLayer`](super::IdempotencyLayer).
+#[derive(Debug, Clone)]
+pub struct Idempotency<St, S> {
+    inner: S,
+    store: St,
+    config: Arc<Config>,
+}
+
+impl<St, S> Idempotency<St, S> {
+    pub(crate) fn new(inner: S, store: St, config: Arc<Config>) -> Self {
+        Self {
+            inner,
+            store,
+            config,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Idempotency`] (and of the webhook layer): a request without a
+    /// key goes straight to the inner service; a keyed one reads its body, consults the store,
+    /// and runs at most once.
+    #[project = ResponseFutureProj]
+    #[allow(missing_docs)] // pin-project-lite takes no doc comment on a pinned field
+    pub enum ResponseFuture<F, B, E> {
+        /// Passed through: the inner service's future.
+        Passing { #[pin] future: F },
+        /// Answered by the layer (a bad key, an oversized body).
+        Answered { response: Option<Response<PolicyBody<B>>> },
+        /// A keyed request: boxed, as it awaits the body, the store and the inner service.
+        Keyed { future: BoxFuture<Result<Response<PolicyBody<B>>, E>> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<PolicyBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Passing { future } => future
+                .poll(cx)
+                .map(|r| r.map(|response| response.map(PolicyBody::inner))),
+            ResponseFutureProj::Answered { response } => response
+                .take()
+                .map_or(Poll::Pending, |r| Poll::Ready(Ok(r))),
+            ResponseFutureProj::Keyed { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    pub(crate) fn answered(response: Response<PolicyBody<B>>) -> Self {
+        Self::Answered {
+            response: Some(response),
+        }
+    }
+}
+
+impl<St, S, ReqBody, ResBody> Service<Request<ReqBody>> for Idempotency<St, S>
+where
+    St: IdempotencyStore,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    ReqBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<PolicyBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let rule = config.rule(request.method(), request.uri().path());
+        if rule == KeyRule::Ignored {
+            return ResponseFuture::Passing {
+                future: self.inner.call(request),
+            };
+        }
+        let key = match key::from_headers(request.headers()) {
+            Ok(Some(key)) => key.into_owned(),
+            Ok(None) if rule == KeyRule::Optional => {
+                return ResponseFuture::Passing {
+                    future: self.inner.call(request),
+                };
+            }
+            Ok(None) => return self.refuse(missing(), &request),
+            Err(error) => return self.refuse(invalid(error), &request),
+        };
+        let scope = config
+            .extractor
+            .identify(request.headers(), request.extensions())
+            .map_or_else(|| "anonymous".to_string(), |caller| caller.key());
+        // The ready instance is the one to call; a clone takes its place.
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
+        let future = keyed(
+            self.store.clone(),
+            config.clone(),
+            scope,
+            key,
+            inner,
+            request,
+        );
+        ResponseFuture::Keyed {
+            future: Box::pin(future),
+        }
+    }
+}
+
+impl<St, S> Idempotency<St, S> {
+    fn refuse<F, B, E, ReqBody>(
+        &self,
+        rejection: Rejection,
+        request: &Request<ReqBody>,
+    ) -> ResponseFuture<F, B, E> {
+        ResponseFuture::answered(
+            self.config
+                .settings
+                .renderer
+                .respond(rejection, &RejectionContext::of(request)),
+        )
+    }
+}
+
+async fn keyed<St, S, ReqBody, ResBody>(
+    store: St,
+    config: Arc<Config>,
+    scope: String,
+    key: String,
+    inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<PolicyBody<ResBody>>, S::Error>
+where
+    St: IdempotencyStore,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: Body<Data = Bytes> + From<Bytes>,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    let limit = config.max_request_bytes;
+    let bytes = match read_request(&parts.headers, body, limit).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => {
+            let request = Request::from_parts(parts, ());
+            return Ok(config
+                .settings
+                .renderer
+                .respond(refusal.rejection(limit), &RejectionContext::of(&request)));
+        }
+    };
+    let fingerprint = Fingerprint::of_request(&parts.method, &parts.uri, &bytes);
+    let request = Request::from_parts(parts, ReqBody::from(bytes));
+    let keyed = Keyed {
+        scope,
+        key,
+        fingerprint,
+    };
+    once::run(store, config.settings.clone(), keyed, inner, request).await
+}
+
+fn missing() -> Rejection {
+    Rejection::new(
+        StatusCode::BAD_REQUEST,
+        "idempotency_key_missing",
+        "This endpoint requires an Idempotency-Key header: a unique value (a UUID, say) per logical request, sent again unchanged on every retry.",
+    )
+}
+
+fn invalid(error: KeyError) -> Rejection {
+    Rejection::new(
+        StatusCode::BAD_REQUEST,
+        "idempotency_key_invalid",
+        error.to_string(),
+    )
+}
