@@ -525,3 +525,328 @@ async fn memory_revocations_end_at_the_tokens_expiry() {
     clock.advance(Duration::from_secs(1));
     assert!(!store.is_revoked("j").await.unwrap());
 }
+
+// ---- idempotency records ---------------------------------------------------------------------
+
+mod idempotency {
+    use std::time::Duration;
+
+    use api_policy::backend::{MemoryBackend, RedisBackend};
+    use api_policy::clock::ManualClock;
+    use api_policy::idempotency::{
+        Begin, Fingerprint, IdempotencyStore, MemoryIdempotencyStore, Outcome, OwnerToken,
+        RecordKey, RedisIdempotencyStore, StoredResponse, Terms,
+    };
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    use super::{T0, common};
+
+    const TERMS: Terms = Terms {
+        lease: Duration::from_secs(60),
+        retention: Duration::from_secs(24 * 3600),
+    };
+
+    fn key(k: &str) -> RecordKey<'_> {
+        RecordKey {
+            scope: "u:pat_1",
+            key: k,
+        }
+    }
+
+    fn fp(body: &str) -> Fingerprint {
+        Fingerprint::of_request(
+            &http::Method::POST,
+            &"/api/v2/appointments".parse().unwrap(),
+            body.as_bytes(),
+        )
+    }
+
+    fn created(body: &'static str) -> Outcome {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert(
+            "location",
+            HeaderValue::from_static("/api/v2/appointments/1"),
+        );
+        Outcome::Response(StoredResponse::new(
+            StatusCode::CREATED,
+            &headers,
+            Bytes::from_static(body.as_bytes()),
+        ))
+    }
+
+    async fn begin<St: IdempotencyStore>(store: &St, k: &str, body: &str) -> Begin {
+        store
+            .begin(key(k), &fp(body), &TERMS)
+            .await
+            .expect("store answers")
+    }
+
+    async fn started<St: IdempotencyStore>(store: &St, k: &str, body: &str) -> (OwnerToken, u32) {
+        match begin(store, k, body).await {
+            Begin::Started { owner, attempt } => (owner, attempt),
+            other => panic!("{k}: expected Started, got {other:?}"),
+        }
+    }
+
+    /// SEMANTICS.md idempotency items 4, 6 and 7: lock, replay, in flight, mismatch.
+    pub(super) async fn lock_complete_replay<St: IdempotencyStore>(store: St, clock: ManualClock) {
+        let (owner, attempt) = started(&store, "k1", "{}").await;
+        assert_eq!(attempt, 1);
+        match begin(&store, "k1", "{}").await {
+            Begin::InFlight { lease_left } => assert_eq!(lease_left, TERMS.lease),
+            other => panic!("expected InFlight, got {other:?}"),
+        }
+        assert_eq!(begin(&store, "k1", "{\"x\":1}").await, Begin::Mismatch);
+        clock.advance(Duration::from_secs(5));
+        let outcome = created("{\"id\":1}");
+        assert!(
+            store
+                .complete(key("k1"), &owner, &outcome, &TERMS)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            begin(&store, "k1", "{}").await,
+            Begin::Finished(outcome.clone())
+        );
+        assert_eq!(begin(&store, "k1", "{\"x\":1}").await, Begin::Mismatch);
+        // A second completion by the same owner finds no lock.
+        assert!(
+            !store
+                .complete(key("k1"), &owner, &outcome, &TERMS)
+                .await
+                .unwrap()
+        );
+        let not_kept = Outcome::NotKept {
+            status: StatusCode::OK,
+        };
+        let (owner, _) = started(&store, "k2", "{}").await;
+        assert!(
+            store
+                .complete(key("k2"), &owner, &not_kept, &TERMS)
+                .await
+                .unwrap()
+        );
+        assert_eq!(begin(&store, "k2", "{}").await, Begin::Finished(not_kept));
+    }
+
+    /// Item 8: scopes are separate records.
+    pub(super) async fn scopes_are_separate<St: IdempotencyStore>(store: St, _clock: ManualClock) {
+        let (owner, _) = started(&store, "shared", "a").await;
+        store
+            .complete(key("shared"), &owner, &created("a"), &TERMS)
+            .await
+            .unwrap();
+        let other = RecordKey {
+            scope: "u:pat_2",
+            key: "shared",
+        };
+        assert!(matches!(
+            store.begin(other, &fp("b"), &TERMS).await.unwrap(),
+            Begin::Started { attempt: 1, .. }
+        ));
+        // Keys and scopes are opaque: braces, spaces and colons are not special.
+        let odd = RecordKey {
+            scope: "u:a}b{c d",
+            key: "x} {y:z",
+        };
+        assert!(matches!(
+            store.begin(odd, &fp("a"), &TERMS).await.unwrap(),
+            Begin::Started { .. }
+        ));
+        assert!(matches!(
+            store.begin(odd, &fp("a"), &TERMS).await.unwrap(),
+            Begin::InFlight { .. }
+        ));
+    }
+
+    /// Items 10 and 11: retention by the stored time; a lease that ends lets a retry take over,
+    /// which counts as a later attempt, and the old owner can no longer complete.
+    pub(super) async fn retention_and_leases<St: IdempotencyStore>(store: St, clock: ManualClock) {
+        let (owner, _) = started(&store, "r", "{}").await;
+        store
+            .complete(key("r"), &owner, &created("1"), &TERMS)
+            .await
+            .unwrap();
+        clock.advance(TERMS.retention - Duration::from_secs(1));
+        assert!(matches!(begin(&store, "r", "{}").await, Begin::Finished(_)));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            started(&store, "r", "other body").await.1,
+            1,
+            "a new request after retention"
+        );
+
+        let (crashed, _) = started(&store, "l", "{}").await;
+        clock.advance(TERMS.lease - Duration::from_secs(1));
+        assert!(matches!(
+            begin(&store, "l", "{}").await,
+            Begin::InFlight { .. }
+        ));
+        clock.advance(Duration::from_secs(1));
+        let (owner, attempt) = started(&store, "l", "{}").await;
+        assert_eq!(attempt, 2);
+        assert!(
+            !store
+                .complete(key("l"), &crashed, &created("late"), &TERMS)
+                .await
+                .unwrap(),
+            "the crashed owner lost its lock"
+        );
+        assert!(!store.release(key("l"), &crashed, &TERMS).await.unwrap());
+        assert!(
+            store
+                .complete(key("l"), &owner, &created("2"), &TERMS)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            begin(&store, "l", "{}").await,
+            Begin::Finished(created("2"))
+        );
+    }
+
+    /// Items 5 and 11: a released lock frees the key at once, and the next attempt knows it is
+    /// not the first; a different fingerprint may then run.
+    pub(super) async fn release_frees_the_key<St: IdempotencyStore>(
+        store: St,
+        _clock: ManualClock,
+    ) {
+        let (owner, _) = started(&store, "c", "{}").await;
+        assert!(store.release(key("c"), &owner, &TERMS).await.unwrap());
+        let (owner, attempt) = started(&store, "c", "{}").await;
+        assert_eq!(attempt, 2);
+        assert!(store.release(key("c"), &owner, &TERMS).await.unwrap());
+        assert_eq!(started(&store, "c", "changed").await.1, 3);
+    }
+
+    /// Many begins at once: exactly one starts.
+    pub(super) async fn concurrent_begins_start_once<St: IdempotencyStore>(
+        store: St,
+        _clock: ManualClock,
+    ) {
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { begin(&store, "race", "{}").await })
+            })
+            .collect();
+        let mut started = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Begin::Started { .. } => started += 1,
+                Begin::InFlight { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(started, 1);
+    }
+
+    pub(super) fn memory(clock: &ManualClock) -> MemoryIdempotencyStore {
+        MemoryIdempotencyStore::new(
+            &MemoryBackend::builder()
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        )
+    }
+
+    pub(super) async fn redis(test: &str, clock: &ManualClock) -> Option<RedisIdempotencyStore> {
+        let url = common::redis_or_skip(test).await?;
+        let backend = RedisBackend::builder(url)
+            .prefix(common::unique_prefix(test))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        Some(RedisIdempotencyStore::new(&backend))
+    }
+
+    macro_rules! conformance {
+        ($($scenario:ident),* $(,)?) => {
+            mod memory_backend {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $scenario() {
+                        let clock = api_policy::clock::ManualClock::at_micros(super::T0);
+                        super::$scenario(super::memory(&clock), clock).await;
+                    }
+                )*
+            }
+            mod redis_backend {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $scenario() {
+                        let clock = api_policy::clock::ManualClock::at_micros(super::T0);
+                        let Some(store) = super::redis(stringify!($scenario), &clock).await else { return };
+                        super::$scenario(store, clock).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    conformance!(
+        lock_complete_replay,
+        scopes_are_separate,
+        retention_and_leases,
+        release_frees_the_key,
+        concurrent_begins_start_once,
+    );
+
+    /// Every key the Redis store writes has a TTL.
+    #[tokio::test]
+    async fn redis_record_keys_expire() {
+        let Some(url) = common::redis_or_skip("redis_record_keys_expire").await else {
+            return;
+        };
+        let prefix = common::unique_prefix("idem_ttl");
+        let backend = RedisBackend::builder(url.clone())
+            .prefix(prefix.clone())
+            .build()
+            .unwrap();
+        let store = RedisIdempotencyStore::new(&backend);
+        let Begin::Started { owner, .. } = store.begin(key("t"), &fp(""), &TERMS).await.unwrap()
+        else {
+            panic!("not started")
+        };
+        let mut redis = common::raw_connection(&url).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&keys[0])
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(ttl > 60_000 && ttl <= 120_000, "lock TTL {ttl} ms");
+        store
+            .complete(key("t"), &owner, &created("x"), &TERMS)
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(
+            keys.len(),
+            1,
+            "the lock is gone, the record stays: {keys:?}"
+        );
+        assert!(keys[0].ends_with(":done"));
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&keys[0])
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(
+            ttl > 23 * 3_600_000 && ttl <= 24 * 3_600_000,
+            "record TTL {ttl} ms"
+        );
+    }
+}

@@ -134,8 +134,8 @@ impl BodyRefusal {
             BodyRefusal::Unreadable(error) => {
                 tracing::debug!(%error, "request body unreadable");
                 crate::Rejection::new(
-                http::StatusCode::BAD_REQUEST,
-                "request_body_unreadable",
+                    http::StatusCode::BAD_REQUEST,
+                    "request_body_unreadable",
                     "The request body could not be read to its end.",
                 )
             }

@@ -75,7 +75,11 @@ mod tests {
     fn every_part_counts_and_only_those() {
         let base = fp("POST", "/a?x=1", "{}");
         assert_eq!(base, fp("POST", "/a?x=1", "{}"));
-        assert_eq!(base, fp("POST", "http://other.example/a?x=1", "{}"), "authority is not part");
+        assert_eq!(
+            base,
+            fp("POST", "http://other.example/a?x=1", "{}"),
+            "authority is not part"
+        );
         for other in [
             fp("PATCH", "/a?x=1", "{}"),
             fp("POST", "/b?x=1", "{}"),

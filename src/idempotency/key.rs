@@ -17,7 +17,9 @@ pub enum KeyError {
     #[error("the Idempotency-Key is {0} characters long; at most 255 are allowed")]
     TooLong(usize),
     /// The key holds something other than visible ASCII, or a quoted key is not closed.
-    #[error("the Idempotency-Key may hold only visible ASCII characters, bare or in one pair of double quotes")]
+    #[error(
+        "the Idempotency-Key may hold only visible ASCII characters, bare or in one pair of double quotes"
+    )]
     Invalid,
     /// The request carries more than one `Idempotency-Key` header.
     #[error("the request carries more than one Idempotency-Key header")]
@@ -107,10 +109,16 @@ mod tests {
         for (raw, key) in [
             (&b"abc"[..], "abc"),
             (b"\"abc\"", "abc"),
-            (b"  8e03978e-40d5-43e8-bc93-6894a57f9324 ", "8e03978e-40d5-43e8-bc93-6894a57f9324"),
+            (
+                b"  8e03978e-40d5-43e8-bc93-6894a57f9324 ",
+                "8e03978e-40d5-43e8-bc93-6894a57f9324",
+            ),
             (b"\"a\\\"b\\\\c\"", "a\"b\\c"),
             (b"a\"b", "a\"b"),
-            (b"~!#$%&'()*+,-./:;<=>?@[]^_`{|}", "~!#$%&'()*+,-./:;<=>?@[]^_`{|}"),
+            (
+                b"~!#$%&'()*+,-./:;<=>?@[]^_`{|}",
+                "~!#$%&'()*+,-./:;<=>?@[]^_`{|}",
+            ),
         ] {
             assert_eq!(parse_key(raw).as_deref(), Ok(key), "{raw:?}");
         }

@@ -245,9 +245,9 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
         }
         let mut routes = RouteMatcher::new();
         for (pattern, rule) in self.routes {
-            routes = routes.add(&pattern, rule).map_err(|e| {
-                ConfigError::new(format!("idempotency.routes.{pattern}"), e.reason)
-            })?;
+            routes = routes
+                .add(&pattern, rule)
+                .map_err(|e| ConfigError::new(format!("idempotency.routes.{pattern}"), e.reason))?;
         }
         let settings = Arc::new(Settings {
             terms: self.terms,

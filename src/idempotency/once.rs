@@ -101,7 +101,10 @@ where
     let deadline = settings.wait.map(|w| tokio::time::Instant::now() + w);
     let mut pause = POLL_FIRST;
     let (owner, attempt) = loop {
-        match store.begin(record, &keyed.fingerprint, &settings.terms).await {
+        match store
+            .begin(record, &keyed.fingerprint, &settings.terms)
+            .await
+        {
             Ok(Begin::Started { owner, attempt }) => break (owner, attempt),
             Ok(Begin::Finished(outcome)) => return Ok(replay(outcome, &settings, &request)),
             Ok(Begin::Mismatch) => return Ok(refuse(mismatch(), &request)),
@@ -281,7 +284,10 @@ impl<St: IdempotencyStore> Drop for Lock<St> {
         let Some(owner) = self.owner.take() else {
             return;
         };
-        let (scope, key) = (std::mem::take(&mut self.scope), std::mem::take(&mut self.key));
+        let (scope, key) = (
+            std::mem::take(&mut self.scope),
+            std::mem::take(&mut self.key),
+        );
         match self.answered {
             None => self.store.release_detached(scope, key, owner, self.terms),
             Some(status) => {

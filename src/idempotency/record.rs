@@ -191,7 +191,10 @@ mod tests {
         let body = Bytes::from_static(b"{\"id\":\"apt_9\"}\n\n: tricky\nbody");
         let stored = StoredResponse::new(StatusCode::CREATED, &headers, body.clone());
         let names: Vec<&str> = stored.headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["content-type", "location", "set-cookie", "x-binary"]);
+        assert_eq!(
+            names,
+            ["content-type", "location", "set-cookie", "x-binary"]
+        );
         assert_eq!(stored.headers.get_all("set-cookie").iter().count(), 2);
         let outcome = Outcome::Response(stored);
         assert_eq!(Outcome::decode(outcome.encode().into()).unwrap(), outcome);

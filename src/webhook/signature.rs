@@ -21,6 +21,8 @@
 //! before any MAC is computed, and no input makes these functions panic or allocate on the
 //! verification path.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -401,7 +403,17 @@ impl HmacHeader {
         let mut tag = [0u8; TAG_LEN];
         let decoded = match self.encoding {
             SignatureEncoding::Hex => hex::decode_to_slice(encoded, &mut tag).is_ok(),
-            SignatureEncoding::Base64 => base64_decode(encoded, &mut tag) == Some(TAG_LEN),
+            SignatureEncoding::Base64 => {
+                // Room for any 44-character value; only exactly 32 bytes are a tag.
+                let mut room = [0u8; 48];
+                match STANDARD.decode_slice(encoded, &mut room) {
+                    Ok(TAG_LEN) => {
+                        tag.copy_from_slice(&room[..TAG_LEN]);
+                        true
+                    }
+                    _ => false,
+                }
+            }
         };
         if !decoded {
             return Err(SignatureError::Malformed);
@@ -427,84 +439,13 @@ impl HmacHeader {
         let tag = mac.finalize().into_bytes();
         let encoded = match self.encoding {
             SignatureEncoding::Hex => hex::encode(tag),
-            SignatureEncoding::Base64 => base64_encode(&tag),
+            SignatureEncoding::Base64 => STANDARD.encode(tag),
         };
         match &self.prefix {
             Some(prefix) => format!("{prefix}{encoded}"),
             None => encoded,
         }
     }
-}
-
-const BASE64_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding; written here because the `base64` crate is only an optional
-/// dependency.
-fn base64_encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        // The mask keeps the index below 64, so the lookup cannot go out of bounds.
-        let sextet = |shift: u32| char::from(BASE64_ALPHABET[((n >> shift) & 0x3f) as usize]);
-        out.push(sextet(18));
-        out.push(sextet(12));
-        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
-        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
-    }
-    out
-}
-
-fn base64_value(c: u8) -> Option<u32> {
-    let v = match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => return None,
-    };
-    Some(u32::from(v))
-}
-
-/// Strict standard base64 with padding into `out`; returns the number of bytes written.
-///
-/// `None` for anything a canonical encoder would not produce: a length that is not a multiple of
-/// four, characters outside the alphabet, padding other than at the very end, non-zero trailing
-/// bits, or more output than `out` holds. Strictness costs nothing here since a valid MAC has
-/// exactly one encoding.
-fn base64_decode(input: &[u8], out: &mut [u8]) -> Option<usize> {
-    if input.is_empty() || !input.len().is_multiple_of(4) {
-        return None;
-    }
-    let quads = input.len() / 4;
-    let mut written = 0usize;
-    for (i, quad) in input.chunks_exact(4).enumerate() {
-        let pad = match quad {
-            [.., b'=', b'='] => 2,
-            [.., b'='] => 1,
-            _ => 0,
-        };
-        if pad > 0 && i + 1 != quads {
-            return None;
-        }
-        let mut n: u32 = 0;
-        for &c in quad.get(..4 - pad)? {
-            n = (n << 6) | base64_value(c)?;
-        }
-        n <<= 6 * pad;
-        let bytes = n.to_be_bytes();
-        // bytes[0] is always zero (24 bits in a u32); the rest are data, then dropped bits.
-        let (data, dropped) = bytes.get(1..)?.split_at(3 - pad);
-        if dropped.iter().any(|&b| b != 0) {
-            return None;
-        }
-        out.get_mut(written..written + data.len())?
-            .copy_from_slice(data);
-        written += data.len();
-    }
-    Some(written)
 }
 
 #[cfg(test)]
@@ -861,41 +802,5 @@ mod tests {
         );
         assert!(HmacHeader::new("bad header").is_err());
         assert!(HmacHeader::new("").is_err());
-    }
-
-    #[test]
-    fn base64_codec_matches_reference() {
-        let engine = base64::engine::general_purpose::STANDARD;
-        let data: Vec<u8> = (0u8..=255).collect();
-        for len in 0..40 {
-            let input = data.get(len..len * 2).expect("slice");
-            let ours = base64_encode(input);
-            assert_eq!(ours, engine.encode(input), "len {len}");
-            let mut out = [0u8; 64];
-            if len == 0 {
-                assert_eq!(base64_decode(ours.as_bytes(), &mut out), None);
-            } else {
-                assert_eq!(base64_decode(ours.as_bytes(), &mut out), Some(len));
-                assert_eq!(out.get(..len), Some(input));
-            }
-        }
-        let mut out = [0u8; 8];
-        assert_eq!(base64_decode(b"Zm9vYmFy", &mut out), Some(6));
-        assert_eq!(out.get(..6), Some(&b"foobar"[..]));
-        for bad in [
-            &b"Zm9"[..],
-            b"Zm9vY===",
-            b"Z===",
-            b"====",
-            b"Zm=v",
-            b"Zg==Zg==",
-            b"Zh==",
-            b"Zm9=",
-            b"Zm9v-_==",
-            b"Zm9v\0\0==",
-            b"Zm9vYmFyYmF6",
-        ] {
-            assert_eq!(base64_decode(bad, &mut out), None, "{bad:?}");
-        }
     }
 }
