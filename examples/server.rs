@@ -1,5 +1,6 @@
 //! The demo API of `api-policy`: a small healthcare appointments API on axum, behind the crate's
-//! [`JwtAuthLayer`] and [`RateLimitLayer`], with in-memory seed data.
+//! [`JwtAuthLayer`], [`RateLimitLayer`] and [`IdempotencyLayer`], with a Stripe webhook behind a
+//! [`WebhookLayer`], and in-memory seed data.
 //!
 //! ```text
 //! cargo run --example server --features jwt,axum                   # HS256 tokens, in-memory rate-limit store
@@ -27,6 +28,23 @@
 //! roles; a patient reads and books only for themselves (403), doctors and admins for anyone.
 //! Booking has its own bucket, `booking` (5/min per caller, every tier), and `GET /health` is not
 //! limited. Every error is `application/problem+json` (RFC 9457) with a stable `error` code.
+//!
+//! `POST /api/v2/appointments` requires an `Idempotency-Key` header (400
+//! `idempotency_key_missing` without one): a retry with the same key and body gets the first
+//! answer again, with `Idempotent-Replayed: true`, and books nothing; the same key with another
+//! body is 422 `idempotency_key_reused`. Keys are scoped per caller and kept 24 hours. A refused
+//! booking (a problem answer) does not use up its key.
+//!
+//! `POST /webhooks/stripe` takes Stripe events signed with `--stripe-webhook-secret` (400 for a
+//! missing, wrong or stale `Stripe-Signature`). A `payment_intent.succeeded` event whose
+//! `data.object.metadata.appointment_id` names an appointment marks it paid, which its v2 shape
+//! shows as `"payment": {"status": "paid", "payment_intent": "pi_..."}`. Each event id is handled
+//! once (a redelivery gets the first answer, `Idempotent-Replayed: true`); every verified delivery
+//! gets a 200, even one that cannot be applied, which Stripe would otherwise retry for days. The
+//! route needs no token and is not rate limited: the signature authenticates it.
+//!
+//! Rate-limit counters, idempotency keys and handled webhook events are kept in memory, or in
+//! Redis with `--redis`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -35,16 +53,18 @@ use std::time::Duration;
 
 use api_policy::auth::{Access, Algorithm, Denied, JwtAuthLayer, Require, VerifyKey};
 use api_policy::body::PolicyBody;
+use api_policy::idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyStore, NotExecuted};
 use api_policy::principal::{KeyExtractor, PeerAddr, Principal, TrustedProxies};
 use api_policy::rate_limit::{Quota, RateLimitLayer, RateLimitStore, RouteRule};
-use axum::body::Body;
+use api_policy::webhook::WebhookLayer;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use clap::Parser;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -62,8 +82,13 @@ use mint_token::{Role, Tier, TokenSpec};
 // Command line
 // ---------------------------------------------------------------------------------------------
 
+/// The Stripe webhook signing secret used unless `--stripe-webhook-secret` is given. It is
+/// published (here and in the README): replace it for anything beyond a local try-out, with the
+/// secret Stripe shows for the endpoint, or the one `stripe listen` prints.
+const DEMO_WEBHOOK_SECRET: &str = "whsec_api_policy_demo_0123456789abcdef";
+
 /// The demo appointments API of api-policy: JWT bearer authentication, rate limited per caller,
-/// tier and route.
+/// tier and route, idempotent booking, and a Stripe webhook that marks appointments paid.
 #[derive(Debug, Parser)]
 #[command(name = "server")]
 struct Cli {
@@ -84,9 +109,15 @@ struct Cli {
     /// instead of the HS256 secret. Needs `--features jwks`.
     #[arg(long, value_name = "URL", conflicts_with = "jwt_secret")]
     jwks_url: Option<String>,
-    /// Keep rate-limit state in this Redis (needs `--features redis`); in memory otherwise.
+    /// Keep rate-limit state, idempotency keys and handled webhook events in this Redis (needs
+    /// `--features redis`); in memory otherwise.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// The signing secret of the Stripe webhook endpoint (`whsec_...`): the one Stripe shows for
+    /// the endpoint, or that `stripe listen` prints. The default is published: replace it for
+    /// anything but a local try-out.
+    #[arg(long, value_name = "SECRET", default_value = DEMO_WEBHOOK_SECRET)]
+    stripe_webhook_secret: String,
     /// Simulated latency of a booking, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     booking_latency_ms: u64,
@@ -135,6 +166,14 @@ impl Status {
     }
 }
 
+/// Whether an appointment has been paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Payment {
+    Unpaid,
+    Paid,
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct Provider {
     id: String,
@@ -171,6 +210,9 @@ struct Appointment {
     status: Status,
     patient_id: String,
     provider_id: String,
+    payment: Payment,
+    /// The Stripe payment intent that paid it, once paid.
+    payment_intent: Option<String>,
     /// Kept for the clinical record; part of neither public shape.
     #[allow(dead_code)]
     reason: String,
@@ -192,6 +234,15 @@ struct AppointmentV2 {
     status: Status,
     patient_id: String,
     provider: Provider,
+    payment: PaymentV2,
+}
+
+/// v2 `payment`: `{"status": "unpaid"}` or `{"status": "paid", "payment_intent": "pi_..."}`.
+#[derive(Debug, Serialize)]
+struct PaymentV2 {
+    status: Payment,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment_intent: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -322,6 +373,8 @@ impl Db {
                     status,
                     patient_id: patient_id.into(),
                     provider_id: slot.provider_id.clone(),
+                    payment: Payment::Unpaid,
+                    payment_intent: None,
                     reason: reason.into(),
                 };
                 db.appointments.insert(id.into(), appointment);
@@ -355,6 +408,10 @@ impl Appointment {
             status: self.status,
             patient_id: self.patient_id.clone(),
             provider: provider(providers, &self.provider_id),
+            payment: PaymentV2 {
+                status: self.payment,
+                payment_intent: self.payment_intent.clone(),
+            },
         }
     }
 }
@@ -430,7 +487,13 @@ impl IntoResponse for Problem {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let content_type = HeaderValue::from_static("application/problem+json");
         // The array of headers is applied after `Json`, replacing its content type.
-        (status, [(header::CONTENT_TYPE, content_type)], Json(self)).into_response()
+        let mut response =
+            (status, [(header::CONTENT_TYPE, content_type)], Json(self)).into_response();
+        // Every problem in this demo is answered before any data changes (bad input, an unknown
+        // id, a slot already taken), so the idempotency layer must not keep it as the key's
+        // answer: the corrected retry of a failed booking may reuse its key.
+        response.extensions_mut().insert(NotExecuted);
+        response
     }
 }
 
@@ -754,6 +817,8 @@ async fn book(state: &AppState, booking: Booking) -> Result<Response, Problem> {
         status: Status::Scheduled,
         patient_id: booking.patient_id,
         provider_id: slot.provider_id.clone(),
+        payment: Payment::Unpaid,
+        payment_intent: None,
         reason: booking.reason,
     };
     db.next_appointment += 1;
@@ -788,6 +853,73 @@ async fn get_patient(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(patient.clone())).into_response())
 }
 
+/// `POST /webhooks/stripe`, behind the [`WebhookLayer`]: the signature is verified and the event
+/// is new (a redelivery of a handled one gets the first answer without coming here).
+///
+/// A `payment_intent.succeeded` event marks the appointment in its
+/// `data.object.metadata.appointment_id` paid by the intent `data.object.id`. Every verified
+/// delivery gets a 200, even one that cannot be applied: Stripe retries any other answer for
+/// days, and retrying will not make an unknown appointment known.
+async fn stripe_webhook(
+    State(state): State<AppState>,
+    key: Option<Extension<IdempotencyKey>>,
+    body: Bytes,
+) -> Json<serde_json::Value> {
+    let attempt = key.map_or(1, |Extension(key)| key.attempt);
+    let ignored = |event: &str, why: String| {
+        tracing::warn!(event, attempt, "Stripe event ignored: {why}");
+        Json(serde_json::json!({ "received": true, "ignored": why }))
+    };
+    // The layer found a string `id` in it, so it is JSON.
+    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return ignored("?", "the body is not JSON".into());
+    };
+    let event_id = event["id"].as_str().unwrap_or_default();
+    let kind = event["type"].as_str().unwrap_or_default();
+    if kind != "payment_intent.succeeded" {
+        tracing::info!(event = event_id, kind, "Stripe event not handled here");
+        return Json(serde_json::json!({
+            "received": true,
+            "ignored": format!("event type {kind} is not handled"),
+        }));
+    }
+    let intent = &event["data"]["object"];
+    let Some(appointment_id) = intent["metadata"]["appointment_id"].as_str() else {
+        return ignored(
+            event_id,
+            "no data.object.metadata.appointment_id in the event".into(),
+        );
+    };
+    let Some(intent_id) = intent["id"].as_str() else {
+        return ignored(event_id, "no data.object.id in the event".into());
+    };
+    let mut db = state.db();
+    let Some(appointment) = db.appointments.get_mut(appointment_id) else {
+        return ignored(event_id, format!("no appointment {appointment_id}"));
+    };
+    match (appointment.payment, appointment.payment_intent.as_deref()) {
+        // Another event for the same payment (Stripe may send one twice under two ids).
+        (Payment::Paid, Some(paid_by)) if paid_by == intent_id => {}
+        (Payment::Paid, paid_by) => tracing::warn!(
+            appointment = appointment_id,
+            paid_by,
+            intent = intent_id,
+            "appointment already paid by another payment intent; left as it is"
+        ),
+        (Payment::Unpaid, _) => {
+            appointment.payment = Payment::Paid;
+            appointment.payment_intent = Some(intent_id.to_string());
+            tracing::info!(appointment = appointment_id, intent = intent_id, event = event_id,
+                "appointment paid");
+        }
+    }
+    Json(serde_json::json!({
+        "received": true,
+        "appointment_id": appointment_id,
+        "payment": "paid",
+    }))
+}
+
 async fn no_route() -> Problem {
     Problem::not_found("No route matches this path.")
 }
@@ -818,6 +950,15 @@ fn demo_keys() -> HashMap<String, Principal> {
     ])
 }
 
+/// How callers are told apart, by the rate limit and for scoping idempotency keys: the principal
+/// the JWT layer found, else a demo API key, else the peer IP.
+fn callers() -> Result<KeyExtractor, api_policy::ConfigError> {
+    Ok(KeyExtractor::new()
+        .api_key_header("x-api-key", demo_keys())?
+        // No proxy in front: the peer address is the client's.
+        .client_ip(TrustedProxies::none()))
+}
+
 /// The rate-limit layer over `store`, with the quotas from the command line.
 fn rate_limits<St: RateLimitStore>(
     store: St,
@@ -829,17 +970,26 @@ fn rate_limits<St: RateLimitStore>(
         .tier("pro", cli.limit_pro)
         .tier("anonymous", cli.limit_anonymous)
         .route("/health", RouteRule::exempt())
+        // Deliveries are authenticated by their signature, and Stripe sends them in bursts.
+        .route("/webhooks/stripe", RouteRule::exempt())
         .route(
             "POST /api/v2/appointments",
             RouteRule::limit(cli.limit_booking).named("booking"),
         )
-        .key_extractor(
-            KeyExtractor::new()
-                .api_key_header("x-api-key", demo_keys())?
-                // No proxy in front: the peer address is the client's.
-                .client_ip(TrustedProxies::none()),
-        )
+        .key_extractor(callers()?)
         .ietf_headers(true)
+        .build()
+}
+
+/// The idempotency layer over `store`: booking requires a key, scoped per caller as the rate
+/// limit counts them. Not in wait mode: a duplicate sent while the first is still booking gets
+/// 409 `idempotency_key_in_use` with `Retry-After: 1` at once.
+fn idempotency<I: IdempotencyStore>(
+    store: I,
+) -> Result<IdempotencyLayer<I>, api_policy::ConfigError> {
+    IdempotencyLayer::builder(store)
+        .require("POST /api/v2/appointments")
+        .key_extractor(callers()?)
         .build()
 }
 
@@ -899,14 +1049,19 @@ async fn auth_layer(cli: &Cli) -> Result<JwtAuthLayer, Box<dyn std::error::Error
     Ok(builder.build()?)
 }
 
-/// The routes behind authentication, then the rate limit. Serve with
-/// `into_make_service_with_connect_info::<SocketAddr>()` so anonymous callers have an address.
-fn app<St: RateLimitStore>(
+/// The routes behind authentication, the rate limit and idempotency keys; the Stripe webhook
+/// checks signatures with `stripe_webhook_secret` and de-duplicates events in the idempotency
+/// layer's store. Serve with `into_make_service_with_connect_info::<SocketAddr>()` so anonymous
+/// callers have an address.
+fn app<St: RateLimitStore, I: IdempotencyStore>(
     state: AppState,
     auth: JwtAuthLayer,
     limits: RateLimitLayer<St>,
-) -> Router {
-    Router::new()
+    idempotency: IdempotencyLayer<I>,
+    stripe_webhook_secret: &str,
+) -> Result<Router, api_policy::ConfigError> {
+    let webhook = WebhookLayer::stripe(idempotency.store().clone(), stripe_webhook_secret).build()?;
+    Ok(Router::new()
         .route("/health", get(health))
         .route("/api/v1/appointments/{id}", get(get_appointment_v1))
         .route("/api/v2/appointments", post(book_appointment))
@@ -915,22 +1070,28 @@ fn app<St: RateLimitStore>(
             get(get_appointment_v2).put(update_appointment),
         )
         .route("/api/v2/patients/{id}", get(get_patient))
+        .route("/webhooks/stripe", post(stripe_webhook).layer(webhook))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(
             // Outer to inner. Authentication runs first so the rate limit finds the token's
             // principal in the extensions and counts per subject; an anonymous principal makes
-            // it fall back to the API key, then the peer IP. Each layer wraps the body it gets in
-            // a `PolicyBody`, hence the two levels unwrapped here.
+            // it fall back to the API key, then the peer IP. Idempotency comes last: requests
+            // refused by authentication or the rate limit never reach it (and use up no key), and
+            // it scopes keys by the same caller. Each layer wraps the body it gets in a
+            // `PolicyBody`, hence the three levels unwrapped here.
             ServiceBuilder::new()
                 .map_request(with_peer_addr)
-                .map_response(|response: Response<PolicyBody<PolicyBody<Body>>>| {
-                    response.map(Body::new)
-                })
+                .map_response(
+                    |response: Response<PolicyBody<PolicyBody<PolicyBody<Body>>>>| {
+                        response.map(Body::new)
+                    },
+                )
                 .layer(auth)
-                .layer(limits),
-        )
+                .layer(limits)
+                .layer(idempotency),
+        ))
 }
 
 /// Freshly minted tokens for the start-up hints, named as the shell variables the hints use.

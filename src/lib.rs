@@ -8,9 +8,10 @@
 //! |---|---|---|
 //! | Rate limiting (GCRA or sliding window; tiers, routes, costs, overrides) | [`rate_limit`] | [`rate_limit::RateLimitStore`] |
 //! | JWT bearer auth (RFC 6750; static keys, JWKS, OIDC discovery; scopes, roles, revocation) | `auth` (feature `jwt`) | `auth::RevocationStore` |
+//! | Idempotency keys (Stripe's semantics: replay, 409, 422, leases, wait mode) | [`idempotency`] | [`idempotency::IdempotencyStore`] |
+//! | Webhook signatures (Stripe, HMAC headers) and once-per-event delivery | [`webhook`] | [`idempotency::IdempotencyStore`] |
 //!
-//! More layers (idempotency keys, conditional requests, versioning, PHI audit, webhook signatures)
-//! follow the same shape.
+//! More layers (conditional requests, versioning, PHI audit) follow the same shape.
 //!
 //! ## Layer order
 //! Outer to inner: audit -> JWT auth -> rate limit -> versioning -> idempotency -> conditional
