@@ -44,7 +44,9 @@
 //! route needs no token and is not rate limited: the signature authenticates it.
 //!
 //! Rate-limit counters, idempotency keys and handled webhook events are kept in memory, or in
-//! Redis with `--redis`.
+//! Redis with `--redis`. The appointments are always in memory: after a restart with `--redis`,
+//! an old key or event id replays its first answer (a booking, a payment) that the fresh seed data
+//! no longer has, so use new ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -909,8 +911,12 @@ async fn stripe_webhook(
         (Payment::Unpaid, _) => {
             appointment.payment = Payment::Paid;
             appointment.payment_intent = Some(intent_id.to_string());
-            tracing::info!(appointment = appointment_id, intent = intent_id, event = event_id,
-                "appointment paid");
+            tracing::info!(
+                appointment = appointment_id,
+                intent = intent_id,
+                event = event_id,
+                "appointment paid"
+            );
         }
     }
     Json(serde_json::json!({
@@ -1060,7 +1066,8 @@ fn app<St: RateLimitStore, I: IdempotencyStore>(
     idempotency: IdempotencyLayer<I>,
     stripe_webhook_secret: &str,
 ) -> Result<Router, api_policy::ConfigError> {
-    let webhook = WebhookLayer::stripe(idempotency.store().clone(), stripe_webhook_secret).build()?;
+    let webhook =
+        WebhookLayer::stripe(idempotency.store().clone(), stripe_webhook_secret).build()?;
     Ok(Router::new()
         .route("/health", get(health))
         .route("/api/v1/appointments/{id}", get(get_appointment_v1))
@@ -1138,7 +1145,9 @@ fn demo_tokens(cli: &Cli) -> Result<Vec<DemoToken>, Box<dyn std::error::Error + 
 fn print_usage(addr: SocketAddr, cli: &Cli, store: &str, tokens: &[DemoToken]) {
     let base = format!("http://{addr}");
     let json = "-H 'Content-Type: application/json'";
-    println!("appointments API listening on {base} (rate-limit store: {store})");
+    println!(
+        "appointments API listening on {base} (rate-limit, idempotency and webhook store: {store})"
+    );
     println!(
         "quotas: tier free {}, tier pro {}, anonymous by IP {}; booking {} per caller",
         cli.limit_free, cli.limit_pro, cli.limit_anonymous, cli.limit_booking
@@ -1192,22 +1201,54 @@ fn print_usage(addr: SocketAddr, cli: &Cli, store: &str, tokens: &[DemoToken]) {
         "  curl -i -H 'X-Api-Key: demo-free-key' {base}/api/v2/appointments/apt_1    # a service client"
     );
     println!(
-        "  curl -i -X POST {base}/api/v2/appointments {patient} {json} \
-         -d '{{\"slot_id\":\"slot_2026_12_02_1000\",\"patient_id\":\"pat_1\",\"reason\":\"Annual check-up\"}}'"
+        "  curl -i -X POST {base}/api/v2/appointments {patient} {json} -H 'Idempotency-Key: booking-1' \
+         -d '{{\"slot_id\":\"slot_2026_12_02_1000\",\"patient_id\":\"pat_1\",\"reason\":\"Annual check-up\"}}'    \
+         # 201; run it again: the same 201, replayed (Idempotent-Replayed: true), nothing booked twice"
+    );
+    println!(
+        "  (booking needs an Idempotency-Key: 400 without; the same key with another body is 422)"
     );
     println!(
         "  for i in $(seq 1 7); do curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST {base}/api/v2/appointments \
-         {doctor} {json} \
-         -d '{{\"slot_id\":\"slot_2026_12_03_1100\",\"patient_id\":\"pat_2\",\"reason\":\"Follow-up\"}}'; done"
+         {doctor} {json} -H \"Idempotency-Key: loop-$i\" \
+         -d '{{\"slot_id\":\"slot_2026_12_03_1100\",\"patient_id\":\"pat_2\",\"reason\":\"Follow-up\"}}'; done    \
+         # 201, then 409 (slot taken) until the booking limit ({} per caller) answers 429",
+        cli.limit_booking
+    );
+    // A Stripe delivery, signed in the shell as Stripe signs: HMAC-SHA256 over "{t}.{body}".
+    // A secret given on the command line is not printed: the command reads it from a variable.
+    let secret = if cli.stripe_webhook_secret == DEMO_WEBHOOK_SECRET {
+        println!(
+            "webhook: the published demo signing secret; pass --stripe-webhook-secret beyond a local try-out"
+        );
+        shell_quote(DEMO_WEBHOOK_SECRET)
+    } else {
+        println!("webhook: set STRIPE_WEBHOOK_SECRET to the --stripe-webhook-secret given");
+        "\"$STRIPE_WEBHOOK_SECRET\"".to_string()
+    };
+    let payload = r#"{"id":"evt_1","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1","metadata":{"appointment_id":"apt_1"}}}}"#;
+    println!(
+        "  payload={payload}; t=$(date +%s); \
+         sig=$(printf '%s' \"$t.$payload\" | openssl dgst -sha256 -hmac {secret} | sed 's/^.* //'); \
+         curl -i -X POST {base}/webhooks/stripe -H \"Stripe-Signature: t=$t,v1=$sig\" {json} -d \"$payload\"    \
+         # 200, apt_1 paid (GET /api/v2/appointments/apt_1 shows it); again: replayed, evt_1 is handled once",
+        payload = shell_quote(payload)
     );
 }
 
-async fn serve<St: RateLimitStore>(
+/// `s` as one bash word, in single quotes.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+async fn serve<St: RateLimitStore, I: IdempotencyStore>(
     cli: Cli,
     store: St,
+    idempotency_store: I,
     store_name: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let limits = rate_limits(store, &cli)?;
+    let idempotency = idempotency(idempotency_store)?;
     let auth = auth_layer(&cli).await?;
     // Only an HS256 secret lets the server mint tokens; a JWKS's signing keys are the issuer's.
     let tokens = if cli.jwks_url.is_none() {
@@ -1221,8 +1262,9 @@ async fn serve<St: RateLimitStore>(
         .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store_name, "listening");
+    let app = app(state, auth, limits, idempotency, &cli.stripe_webhook_secret)?;
     print_usage(addr, &cli, store_name, &tokens);
-    let service = app(state, auth, limits).into_make_service_with_connect_info::<SocketAddr>();
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(async {
             // Without a signal handler, wait forever: the process is ended some other way.
@@ -1247,7 +1289,15 @@ async fn main() {
     let result = match cli.redis.clone() {
         #[cfg(feature = "redis")]
         Some(url) => match api_policy::backend::RedisBackend::builder(url).build() {
-            Ok(backend) => serve(cli, api_policy::rate_limit::RedisRateLimitStore::new(&backend), "redis").await,
+            Ok(backend) => {
+                serve(
+                    cli,
+                    api_policy::rate_limit::RedisRateLimitStore::new(&backend),
+                    api_policy::idempotency::RedisIdempotencyStore::new(&backend),
+                    "redis",
+                )
+                .await
+            }
             Err(e) => Err(e.into()),
         },
         #[cfg(not(feature = "redis"))]
@@ -1260,7 +1310,13 @@ async fn main() {
         // `jwt`, which the example requires, brings the memory backend.
         None => {
             let backend = api_policy::backend::MemoryBackend::new();
-            serve(cli, api_policy::rate_limit::MemoryRateLimitStore::new(&backend), "memory").await
+            serve(
+                cli,
+                api_policy::rate_limit::MemoryRateLimitStore::new(&backend),
+                api_policy::idempotency::MemoryIdempotencyStore::new(&backend),
+                "memory",
+            )
+            .await
         }
     };
     if let Err(e) = result {

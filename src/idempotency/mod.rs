@@ -93,6 +93,8 @@ mod record;
 mod redis;
 mod service;
 mod store;
+#[cfg(feature = "redis")]
+mod wire;
 
 pub use fingerprint::Fingerprint;
 pub use key::{IDEMPOTENCY_KEY, KeyError, MAX_KEY_LEN, parse_key};

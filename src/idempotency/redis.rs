@@ -9,6 +9,7 @@ use redis::{Script, Value};
 use super::fingerprint::Fingerprint;
 use super::record::Outcome;
 use super::store::{Begin, IdempotencyStore, OwnerToken, RecordKey, Terms};
+use super::wire;
 use crate::backend::RedisBackend;
 use crate::error::StoreError;
 
@@ -70,7 +71,7 @@ impl RedisIdempotencyStore {
             .arg(micros(terms.retention))
             .arg(micros(terms.lease))
             .arg(self.now_arg())
-            .arg(outcome.map(Outcome::encode).unwrap_or_default());
+            .arg(outcome.map(wire::encode).unwrap_or_default());
         let done: i64 = self.backend.invoke(&invocation).await?;
         Ok(done == 1)
     }
@@ -78,10 +79,6 @@ impl RedisIdempotencyStore {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn protocol(reply: &Value) -> StoreError {
-    StoreError::Protocol(format!("idempotency begin returned {reply:?}"))
 }
 
 impl IdempotencyStore for RedisIdempotencyStore {
@@ -102,37 +99,33 @@ impl IdempotencyStore for RedisIdempotencyStore {
             .arg(micros(terms.retention))
             .arg(self.now_arg());
         let reply: Value = self.backend.invoke(&invocation).await?;
+        let bad = || StoreError::Protocol(format!("idempotency begin returned {reply:?}"));
         let Value::Array(items) = &reply else {
-            return Err(protocol(&reply));
+            return Err(bad());
         };
         let int = |i: usize| match items.get(i) {
             Some(Value::Int(n)) => Ok(*n),
-            _ => Err(protocol(&reply)),
+            _ => Err(bad()),
         };
         match int(0)? {
             0 => Ok(Begin::Started {
                 owner,
-                attempt: u32::try_from(int(1)?).map_err(|_| protocol(&reply))?,
+                attempt: u32::try_from(int(1)?).map_err(|_| bad())?,
             }),
             1 => Ok(Begin::InFlight {
-                lease_left: Duration::from_micros(
-                    u64::try_from(int(1)?).map_err(|_| protocol(&reply))?,
-                ),
+                lease_left: Duration::from_micros(u64::try_from(int(1)?).map_err(|_| bad())?),
             }),
             2 => Ok(Begin::Mismatch),
-            3 => match items.get(1) {
-                Some(Value::BulkString(record)) => {
-                    let record = Bytes::copy_from_slice(record);
-                    // Past the "COMPLETED FINGERPRINT\n" line the script matched.
-                    let start = record
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .ok_or_else(|| protocol(&reply))?;
-                    Outcome::decode(record.slice(start + 1..)).map(Begin::Finished)
-                }
-                _ => Err(protocol(&reply)),
-            },
-            _ => Err(protocol(&reply)),
+            3 => {
+                let Some(Value::BulkString(record)) = items.get(1) else {
+                    return Err(bad());
+                };
+                // Past the "COMPLETED FINGERPRINT\n" line the script matched.
+                let start = record.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
+                let record = Bytes::copy_from_slice(&record[start + 1..]);
+                wire::decode(record).map(Begin::Finished)
+            }
+            _ => Err(bad()),
         }
     }
 

@@ -102,7 +102,14 @@ where
     }
     let event = match event_id(&config.event_id, &parts.headers, &payload) {
         Ok(event) => event,
-        Err(rejection) => return refuse(rejection, parts),
+        Err(why) => {
+            let rejection = Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "webhook_event_id_missing",
+                format!("The delivery carries no event id ({why})."),
+            );
+            return refuse(rejection, parts);
+        }
     };
     let request = Request::from_parts(parts, ReqBody::from(payload));
     let Some(event) = event else {
@@ -147,19 +154,14 @@ fn single<'h>(
     Ok(first.map(http::HeaderValue::as_bytes))
 }
 
-/// The event id, when the layer de-duplicates; a verified delivery without one is refused.
+/// The event id, when the layer de-duplicates; without one, why there is none (a verified
+/// delivery without one is refused).
 fn event_id(
     source: &EventId,
     headers: &http::HeaderMap,
     payload: &[u8],
-) -> Result<Option<String>, Rejection> {
-    let missing = |what: String| {
-        Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "webhook_event_id_missing",
-            format!("The delivery carries no event id ({what})."),
-        )
-    };
+) -> Result<Option<String>, String> {
+    let missing = |what: String| what;
     let id = match source {
         EventId::None => return Ok(None),
         EventId::Header(name) => headers
