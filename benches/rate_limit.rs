@@ -177,8 +177,9 @@ fn redis(c: &mut Criterion) {
         .block_on(async { RedisBackend::builder(url.clone()).prefix("bench:").build() })
         .unwrap_or_else(|e| panic!("{e}"));
     let store = RedisRateLimitStore::new(&backend);
-    let script = Arc::new(redis::Script::new(include_str!(
-        "../src/rate_limit/decide.lua"
+    let script = Arc::new(redis::Script::new(concat!(
+        include_str!("../src/backend/now.lua"),
+        include_str!("../src/rate_limit/decide.lua")
     )));
 
     let ours_once = |store: RedisRateLimitStore, i: usize| async move {

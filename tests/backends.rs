@@ -1,6 +1,7 @@
 //! One conformance suite for rate-limit stores, run against the memory backend and a real Redis.
 //! Every scenario drives a manual clock, so both backends see the same times.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -228,50 +229,16 @@ async fn random_walk<St: RateLimitStore>(
 // ---- backends --------------------------------------------------------------------------------
 
 fn memory(clock: &ManualClock) -> MemoryRateLimitStore {
-    MemoryRateLimitStore::new(
-        &MemoryBackend::builder()
-            .clock(clock.clone())
-            .build()
-            .unwrap(),
-    )
+    MemoryRateLimitStore::new(&common::memory_backend(clock))
 }
 
 async fn redis(test: &str, clock: &ManualClock) -> Option<RedisRateLimitStore> {
-    let url = common::redis_or_skip(test).await?;
-    let backend = RedisBackend::builder(url)
-        .prefix(common::unique_prefix(test))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    Some(RedisRateLimitStore::new(&backend))
+    Some(RedisRateLimitStore::new(
+        &common::redis_backend(test, clock).await?,
+    ))
 }
 
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        mod memory_backend {
-            $(
-                // Several worker threads, so concurrent scenarios really race on the slots.
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let clock = api_policy::clock::ManualClock::at_micros(super::T0);
-                    super::$scenario(super::memory(&clock), clock).await;
-                }
-            )*
-        }
-        mod redis_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let clock = api_policy::clock::ManualClock::at_micros(super::T0);
-                    let Some(store) = super::redis(stringify!($scenario), &clock).await else { return };
-                    super::$scenario(store, clock).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_both_backends!(
     gcra_reference_vectors,
     window_boundary_burst_is_refused,
     sliding_window_weights_the_previous_window,
@@ -531,7 +498,7 @@ async fn memory_revocations_end_at_the_tokens_expiry() {
 mod idempotency {
     use std::time::Duration;
 
-    use api_policy::backend::{MemoryBackend, RedisBackend};
+    use api_policy::backend::RedisBackend;
     use api_policy::clock::ManualClock;
     use api_policy::idempotency::{
         Begin, Fingerprint, IdempotencyStore, MemoryIdempotencyStore, Outcome, OwnerToken,
@@ -744,50 +711,17 @@ mod idempotency {
         assert_eq!(started, 1);
     }
 
-    pub(super) fn memory(clock: &ManualClock) -> MemoryIdempotencyStore {
-        MemoryIdempotencyStore::new(
-            &MemoryBackend::builder()
-                .clock(clock.clone())
-                .build()
-                .unwrap(),
-        )
+    fn memory(clock: &ManualClock) -> MemoryIdempotencyStore {
+        MemoryIdempotencyStore::new(&common::memory_backend(clock))
     }
 
-    pub(super) async fn redis(test: &str, clock: &ManualClock) -> Option<RedisIdempotencyStore> {
-        let url = common::redis_or_skip(test).await?;
-        let backend = RedisBackend::builder(url)
-            .prefix(common::unique_prefix(test))
-            .clock(clock.clone())
-            .build()
-            .unwrap();
-        Some(RedisIdempotencyStore::new(&backend))
+    async fn redis(test: &str, clock: &ManualClock) -> Option<RedisIdempotencyStore> {
+        Some(RedisIdempotencyStore::new(
+            &common::redis_backend(test, clock).await?,
+        ))
     }
 
-    macro_rules! conformance {
-        ($($scenario:ident),* $(,)?) => {
-            mod memory_backend {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    async fn $scenario() {
-                        let clock = api_policy::clock::ManualClock::at_micros(super::T0);
-                        super::$scenario(super::memory(&clock), clock).await;
-                    }
-                )*
-            }
-            mod redis_backend {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $scenario() {
-                        let clock = api_policy::clock::ManualClock::at_micros(super::T0);
-                        let Some(store) = super::redis(stringify!($scenario), &clock).await else { return };
-                        super::$scenario(store, clock).await;
-                    }
-                )*
-            }
-        };
-    }
-
-    conformance!(
+    on_both_backends!(
         lock_complete_replay,
         scopes_are_separate,
         retention_and_leases,

@@ -1,6 +1,7 @@
 //! The idempotency layer over real axum stacks, on the memory store and on a real Redis.
 //! Each scenario runs on both backends (SEMANTICS.md, idempotency items 1 to 12).
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -634,46 +635,13 @@ async fn oversized_request_bodies_are_413<St: IdempotencyStore>(store: St, _cloc
 // ---- backends --------------------------------------------------------------------------------
 
 fn memory(clock: &ManualClock) -> MemoryIdempotencyStore {
-    MemoryIdempotencyStore::new(
-        &MemoryBackend::builder()
-            .clock(clock.clone())
-            .build()
-            .unwrap(),
-    )
+    MemoryIdempotencyStore::new(&common::memory_backend(clock))
 }
 
 async fn redis(test: &str, clock: &ManualClock) -> Option<RedisIdempotencyStore> {
-    let url = common::redis_or_skip(test).await?;
-    let backend = RedisBackend::builder(url)
-        .prefix(common::unique_prefix(test))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    Some(RedisIdempotencyStore::new(&backend))
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod memory_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let clock = api_policy::clock::ManualClock::at_micros(super::T0);
-                    super::$scenario(super::memory(&clock), clock).await;
-                }
-            )*
-        }
-        mod redis_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let clock = api_policy::clock::ManualClock::at_micros(super::T0);
-                    let Some(store) = super::redis(stringify!($scenario), &clock).await else { return };
-                    super::$scenario(store, clock).await;
-                }
-            )*
-        }
-    };
+    Some(RedisIdempotencyStore::new(
+        &common::redis_backend(test, clock).await?,
+    ))
 }
 
 on_both_backends!(

@@ -6,13 +6,7 @@
 -- Leases and retention are judged by the stored times (so a manual clock works); the key TTLs
 -- only reclaim memory, and are never shorter than the stored times.
 
-local now
-if ARGV[5] ~= '' then
-  now = tonumber(ARGV[5])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = now_us(ARGV[5])
 local lease = tonumber(ARGV[3])
 local function num(x) return string.format('%.0f', x) end
 

@@ -17,13 +17,7 @@ if ARGV[2] == 'release' then
   return 1
 end
 
-local now
-if ARGV[5] ~= '' then
-  now = tonumber(ARGV[5])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = now_us(ARGV[5])
 redis.call('SET', KEYS[2], num(now) .. ' ' .. fp .. '\n' .. ARGV[6], 'PX',
   math.max(1, math.ceil(tonumber(ARGV[3]) / 1000)))
 redis.call('DEL', KEYS[1])

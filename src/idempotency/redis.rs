@@ -13,8 +13,18 @@ use super::wire;
 use crate::backend::RedisBackend;
 use crate::error::StoreError;
 
-static BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("begin.lua")));
-static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("finish.lua")));
+static BEGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../backend/now.lua"),
+        include_str!("begin.lua")
+    ))
+});
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../backend/now.lua"),
+        include_str!("finish.lua")
+    ))
+});
 
 /// Idempotency records in Redis, shared by every instance of the app.
 ///

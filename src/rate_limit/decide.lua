@@ -11,13 +11,7 @@
 local MAX_EXACT = 2 ^ 50
 local algo, count, period, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local cost = tonumber(ARGV[5])
-local now
-if ARGV[6] ~= '' then
-  now = tonumber(ARGV[6])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = now_us(ARGV[6])
 
 if KEYS[2] then
   local o = redis.call('GET', KEYS[2])

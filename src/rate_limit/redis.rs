@@ -10,7 +10,12 @@ use super::verdict::Verdict;
 use crate::backend::RedisBackend;
 use crate::error::StoreError;
 
-static DECIDE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("decide.lua")));
+static DECIDE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../backend/now.lua"),
+        include_str!("decide.lua")
+    ))
+});
 
 /// Rate-limit state in Redis, shared by every instance of the app.
 ///

@@ -126,3 +126,58 @@ impl Drop for RedisProcess {
         let _ = self.0.wait();
     }
 }
+
+/// A memory backend reading `clock`.
+pub fn memory_backend(
+    clock: &api_policy::clock::ManualClock,
+) -> api_policy::backend::MemoryBackend {
+    api_policy::backend::MemoryBackend::builder()
+        .clock(clock.clone())
+        .build()
+        .expect("memory backend")
+}
+
+/// A Redis backend under a prefix of the test's own, deciding by `clock`; `None` on a laptop
+/// without Redis (see [`redis_or_skip`]).
+pub async fn redis_backend(
+    test: &str,
+    clock: &api_policy::clock::ManualClock,
+) -> Option<api_policy::backend::RedisBackend> {
+    let url = redis_or_skip(test).await?;
+    Some(
+        api_policy::backend::RedisBackend::builder(url)
+            .prefix(unique_prefix(test))
+            .clock(clock.clone())
+            .build()
+            .expect("redis backend"),
+    )
+}
+
+/// Runs each scenario, an `async fn(store, ManualClock)`, on both backends: the invoking module
+/// provides `fn memory(&ManualClock) -> Store`, `async fn redis(&str, &ManualClock) ->
+/// Option<Store>` and the start time `T0` (microseconds). Several worker threads, so concurrent
+/// scenarios really race.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let clock = api_policy::clock::ManualClock::at_micros(super::T0);
+                    super::$scenario(super::memory(&clock), clock).await;
+                }
+            )*
+        }
+        mod redis_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let clock = api_policy::clock::ManualClock::at_micros(super::T0);
+                    let Some(store) = super::redis(stringify!($scenario), &clock).await else { return };
+                    super::$scenario(store, clock).await;
+                }
+            )*
+        }
+    };
+}
