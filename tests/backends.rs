@@ -498,7 +498,7 @@ async fn memory_revocations_end_at_the_tokens_expiry() {
 mod idempotency {
     use std::time::Duration;
 
-    use api_policy::backend::RedisBackend;
+    use api_policy::backend::{MemoryBackend, RedisBackend};
     use api_policy::clock::ManualClock;
     use api_policy::idempotency::{
         Begin, Fingerprint, IdempotencyStore, MemoryIdempotencyStore, Outcome, OwnerToken,
@@ -728,6 +728,34 @@ mod idempotency {
         release_frees_the_key,
         concurrent_begins_start_once,
     );
+
+    /// A full memory store evicts finished records, never the lock of a request still running:
+    /// its retry would run the handler a second time.
+    #[tokio::test]
+    async fn memory_never_evicts_a_live_lock() {
+        let clock = ManualClock::at_micros(T0);
+        let store = MemoryIdempotencyStore::new(
+            &MemoryBackend::builder()
+                .max_keys(64)
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        let (_running, _) = started(&store, "live", "{}").await;
+        for i in 0..5_000 {
+            let k = format!("done-{i}");
+            let (owner, _) = started(&store, &k, "{}").await;
+            store
+                .complete(key(&k), &owner, &created("x"), &TERMS)
+                .await
+                .unwrap();
+        }
+        assert!(store.len() <= 64 + 1, "the bound holds: {}", store.len());
+        assert!(
+            matches!(begin(&store, "live", "{}").await, Begin::InFlight { .. }),
+            "the live lock survived the spray"
+        );
+    }
 
     /// Every key the Redis store writes has a TTL.
     #[tokio::test]

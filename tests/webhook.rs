@@ -341,6 +341,66 @@ async fn github_style_hmac_header() {
     assert_eq!(seen.runs.load(Ordering::SeqCst), 2);
 }
 
+/// A handled event whose answer was too large to keep is still answered 200 on redelivery
+/// (never a 409 the sender would retry for days); two endpoints named apart on one store each
+/// handle the same event id.
+#[tokio::test]
+async fn redeliveries_get_200_and_endpoints_are_apart() {
+    let store = MemoryIdempotencyStore::new(&MemoryBackend::new());
+    let seen = Seen::default();
+    let endpoint = |name: &str| {
+        WebhookLayer::stripe(store.clone(), SECRET)
+            .name(name)
+            .build()
+            .unwrap()
+    };
+    let big = post(|State(seen): State<Seen>| async move {
+        seen.runs.fetch_add(1, Ordering::SeqCst);
+        "y".repeat(100 * 1024)
+    });
+    let app = Router::new()
+        .route("/webhooks/stripe", big.layer(endpoint("account")))
+        .route(
+            "/webhooks/connect",
+            post(|State(seen): State<Seen>| async move {
+                seen.runs.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            })
+            .layer(endpoint("connect")),
+        )
+        .with_state(seen.clone());
+    let payload = r#"{"id":"evt_shared"}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed = sign_stripe(
+        payload.as_bytes(),
+        &WebhookSecret::new(SECRET).unwrap(),
+        now,
+    );
+    let (status, body, replayed) = send(&app, delivery(Some(&signed), payload)).await;
+    assert_eq!(
+        (status, body.len(), replayed),
+        (StatusCode::OK, 100 * 1024, false)
+    );
+    let (status, body, replayed) = send(&app, delivery(Some(&signed), payload)).await;
+    assert_eq!(
+        (status, body.as_str(), replayed),
+        (StatusCode::OK, "", true)
+    );
+    let connect = Request::post("/webhooks/connect")
+        .header("stripe-signature", &signed)
+        .body(Body::from(payload))
+        .unwrap();
+    let (status, body, replayed) = send(&app, connect).await;
+    assert_eq!(
+        (status, body.as_str(), replayed),
+        (StatusCode::OK, "ok", false)
+    );
+    assert_eq!(seen.runs.load(Ordering::SeqCst), 2);
+}
+
 #[test]
 fn bad_webhook_configuration_is_refused() {
     let store = MemoryIdempotencyStore::new(&MemoryBackend::new());

@@ -113,7 +113,9 @@ impl MemoryBackendBuilder {
 pub(crate) trait Slot: Send + Sync + 'static {
     /// True when the slot holds nothing a fresh slot would not.
     fn is_idle(&self, now_us: u64) -> bool;
-    /// How much evicting the slot now would forgive; the least go first.
+    /// How much evicting the slot now would forgive; the least go first. [`PINNED`] slots (a
+    /// live lock) are never evicted, so a full shard of them grows past its capacity by their
+    /// number rather than break a promise.
     fn debt(&self, now_us: u64) -> u64;
 }
 
@@ -146,6 +148,8 @@ const SHARDS: usize = 64;
 /// low bits for the bucket, so these leave both evenly spread within a shard.
 const SHARD_SHIFT: u32 = 51;
 const MIN_SWEEP: usize = 64;
+/// The debt of a slot that must not be evicted while it is in use.
+pub(crate) const PINNED: u64 = u64::MAX;
 
 /// What a visit to a slot decided: done (the slot was updated in place, or is to stay as it is),
 /// or a new slot to store.
@@ -247,7 +251,8 @@ impl<V: Slot> SlotTable<V> {
             let threshold = *threshold;
             let mut evict = cut;
             shard.table.retain(|e| {
-                if evict > 0 && e.slot.debt(now_us) <= threshold {
+                let debt = e.slot.debt(now_us);
+                if evict > 0 && debt <= threshold && debt != PINNED {
                     evict -= 1;
                     false
                 } else {

@@ -6,7 +6,7 @@ use super::fingerprint::Fingerprint;
 use super::record::Outcome;
 use super::store::{Begin, IdempotencyStore, OwnerToken, RecordKey, Terms};
 use crate::backend::MemoryBackend;
-use crate::backend::memory::{Slot, SlotTable, Visit};
+use crate::backend::memory::{PINNED, Slot, SlotTable, Visit};
 use crate::clock::SharedClock;
 use crate::error::StoreError;
 
@@ -45,7 +45,9 @@ impl Slot for RecordSlot {
 
     fn debt(&self, now: u64) -> u64 {
         match &*self.lock() {
-            Record::InFlight { lease_until, .. } => lease_until.saturating_sub(now),
+            // A live lock is never evicted: its retry would run the handler a second time.
+            Record::InFlight { lease_until, .. } if *lease_until > now => PINNED,
+            Record::InFlight { .. } => 0,
             Record::Finished { expires_at, .. } => expires_at.saturating_sub(now),
         }
     }
@@ -53,9 +55,10 @@ impl Slot for RecordSlot {
 
 /// Idempotency records in this process. Clones share every record.
 ///
-/// Bounded by the backend's `max_keys`: when full, the records closest to their end (lease or
-/// retention) go first. A replay forgotten that way lets a late retry run the handler again, so
-/// size `max_keys` above the keyed requests one retention period brings, or use Redis.
+/// Bounded by the backend's `max_keys`: when full, the finished records closest to the end of
+/// their retention go first; locks of requests still running are never evicted. A replay
+/// forgotten that way lets a late retry run the handler again, so size `max_keys` above the keyed
+/// requests one retention period brings, or use Redis.
 #[derive(Clone)]
 pub struct MemoryIdempotencyStore {
     table: Arc<SlotTable<RecordSlot>>,

@@ -98,7 +98,12 @@ where
             .renderer
             .respond(rejection, &RejectionContext::of(request))
     };
-    let deadline = settings.wait.map(|w| tokio::time::Instant::now() + w);
+    let deadline = settings.wait.map(|w| {
+        let now = tokio::time::Instant::now();
+        // A wait too long to add is as good as a year.
+        now.checked_add(w)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+    });
     let mut pause = POLL_FIRST;
     let (owner, attempt) = loop {
         match store
@@ -216,7 +221,9 @@ struct Lock<St: IdempotencyStore> {
 
 impl<St: IdempotencyStore> Lock<St> {
     async fn release(&mut self) {
-        let Some(owner) = self.owner.take() else {
+        // The owner stays armed until the release is done: a client hanging up meanwhile still
+        // gets its lock released, by the destructor.
+        let Some(owner) = self.owner.clone() else {
             return;
         };
         let record = RecordKey {
@@ -227,6 +234,7 @@ impl<St: IdempotencyStore> Lock<St> {
             tracing::warn!(layer = "idempotency", backend = self.store.backend_name(), %error,
                 "could not release a lock; its lease will end it");
         }
+        self.owner = None;
     }
 
     /// Stores the outcome in a task of its own, so a client hanging up now cannot cancel it.
@@ -268,7 +276,7 @@ async fn finish<St: IdempotencyStore>(
         Ok(true) => true,
         Ok(false) => {
             tracing::warn!(layer = "idempotency", backend = store.backend_name(), key = %key,
-                "the lock's lease ended before the request finished and another attempt took it over; raise the lease above the handler's running time");
+                "the lock was gone when the request finished (its lease ended and another attempt may have taken it over, or the store lost it); raise the lease above the handler's running time");
             false
         }
         Err(error) => {
@@ -338,6 +346,15 @@ fn replay<B, ReqBody>(
             let mut response = Response::new(PolicyBody::full(stored.body));
             *response.status_mut() = stored.status;
             *response.headers_mut() = stored.headers;
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+        // A webhook sender only needs to hear the delivery was handled, or it retries for days.
+        Outcome::NotKept { status } if settings.keep == Keep::Successes => {
+            let mut response = Response::new(PolicyBody::empty());
+            *response.status_mut() = status;
             response
                 .headers_mut()
                 .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));

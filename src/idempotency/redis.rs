@@ -29,7 +29,7 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| {
 /// Idempotency records in Redis, shared by every instance of the app.
 ///
 /// Keys: `{prefix}idem:{<scope> <key>}:lock` for the in-flight lock (`SET NX PX`, TTL twice the
-/// lease) and `{prefix}idem:{<scope> <key>}:done` for the finished record (TTL the retention). Both
+/// lease; a released lock is kept one lease to count attempts) and `{prefix}idem:{<scope> <key>}:done` for the finished record (TTL the retention). Both
 /// share their text up to the suffix, so they share a hash tag and a cluster slot.
 #[derive(Debug, Clone)]
 pub struct RedisIdempotencyStore {

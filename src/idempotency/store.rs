@@ -110,7 +110,8 @@ pub enum Begin {
 
 /// Records of keyed requests behind one interface; every backend gives the same answers to the
 /// same sequence of calls at the same times (the conformance suite in `tests/backends.rs` checks
-/// it). Times are the store's clock: the backend's clock for memory, the server's for Redis.
+/// it). Times are the store's clock: the backend's clock for memory; for Redis the server's, or the
+/// backend's client clock when one is set (tests).
 ///
 /// Implementations are cheap `Clone` handles over shared state.
 pub trait IdempotencyStore: Clone + Send + Sync + 'static {

@@ -153,6 +153,14 @@ impl<St: IdempotencyStore> WebhookBuilder<St> {
         }
     }
 
+    /// The endpoint's name (default `stripe`, or the name given to [`WebhookLayer::hmac`]): event
+    /// ids are remembered per name, so two endpoints sharing a store (a Stripe account endpoint
+    /// and a Connect endpoint, both sent `evt_1`) each handle their delivery.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
     /// Another secret that is accepted too: during a rotation, both the old and the new one.
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.secrets.push(WebhookSecret::new(secret));
