@@ -46,6 +46,7 @@ pub mod auth;
 pub mod backend;
 pub mod body;
 pub mod clock;
+pub mod conditional;
 mod error;
 mod gate;
 pub mod idempotency;
