@@ -16,7 +16,6 @@ use super::etag::{EntityTag, EtagError, TagList};
 /// Dates that are not a valid HTTP-date, or that appear on more than one line, are ignored, as
 /// RFC 9110 sections 13.1.3 and 13.1.4 require.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Preconditions {
     /// `If-Match`.
     pub if_match: Option<TagList>,
