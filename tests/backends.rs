@@ -812,3 +812,129 @@ mod idempotency {
         );
     }
 }
+
+// ---- conditional-request validators ------------------------------------------------------------
+
+mod validators {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use api_policy::clock::ManualClock;
+    use api_policy::conditional::{
+        EntityTag, Locked, MemoryValidatorStore, RedisValidatorStore, StoredValidators, Update,
+        ValidatorStore,
+    };
+    use api_policy::idempotency::OwnerToken;
+
+    use super::{T0, common};
+
+    const TTL: Duration = Duration::from_secs(3600);
+    const LEASE: Duration = Duration::from_secs(30);
+    const R: &str = "/api/v2/appointments/{id} id=apt_1";
+
+    fn v(tag: &str, secs: Option<u64>) -> StoredValidators {
+        StoredValidators {
+            etag: Some(EntityTag::strong(tag).unwrap()),
+            last_modified: secs.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        }
+    }
+
+    async fn held<St: ValidatorStore>(store: &St, owner: &OwnerToken) -> Option<StoredValidators> {
+        match store.lock(R, owner, LEASE).await.unwrap() {
+            Locked::Held { current } => current,
+            other => panic!("expected Held, got {other:?}"),
+        }
+    }
+
+    /// Learn, lock, update under the lock, compare-and-set on the owner.
+    pub(super) async fn learn_lock_update<St: ValidatorStore>(store: St, _clock: ManualClock) {
+        assert_eq!(store.get(R).await.unwrap(), None);
+        store
+            .learn(R, &v("v1", Some(1_700_000_000)), TTL)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get(R).await.unwrap(),
+            Some(v("v1", Some(1_700_000_000)))
+        );
+        let (a, b) = (OwnerToken::new(), OwnerToken::new());
+        assert_eq!(held(&store, &a).await, Some(v("v1", Some(1_700_000_000))));
+        assert!(matches!(
+            store.lock(R, &b, LEASE).await.unwrap(),
+            Locked::Busy { lease_left } if lease_left == LEASE
+        ));
+        // A response learned meanwhile does not overwrite what the update will decide.
+        store.learn(R, &v("stale", None), TTL).await.unwrap();
+        assert!(
+            !store.unlock(R, &b, &Update::Forget, TTL).await.unwrap(),
+            "not b's lock"
+        );
+        assert!(
+            store
+                .unlock(R, &a, &Update::Set(v("v2", None)), TTL)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get(R).await.unwrap(), Some(v("v2", None)));
+        assert_eq!(held(&store, &b).await, Some(v("v2", None)));
+        assert!(store.unlock(R, &b, &Update::Forget, TTL).await.unwrap());
+        assert_eq!(store.get(R).await.unwrap(), None);
+        let c = OwnerToken::new();
+        assert_eq!(held(&store, &c).await, None);
+        assert!(store.unlock(R, &c, &Update::Keep, TTL).await.unwrap());
+        assert!(
+            !store.unlock(R, &c, &Update::Keep, TTL).await.unwrap(),
+            "already unlocked"
+        );
+        // A weak tag and no date survive the round trip.
+        let weak = StoredValidators {
+            etag: Some(EntityTag::weak("w1").unwrap()),
+            last_modified: None,
+        };
+        store.learn("other", &weak, TTL).await.unwrap();
+        assert_eq!(store.get("other").await.unwrap(), Some(weak));
+    }
+
+    /// A lock whose lease ended is taken over.
+    pub(super) async fn leases_and_ttls_end<St: ValidatorStore>(store: St, clock: ManualClock) {
+        let (a, b) = (OwnerToken::new(), OwnerToken::new());
+        held(&store, &a).await;
+        clock.advance(LEASE);
+        held(&store, &b).await;
+        assert!(!store.unlock(R, &a, &Update::Keep, TTL).await.unwrap());
+        assert!(store.unlock(R, &b, &Update::Keep, TTL).await.unwrap());
+    }
+
+    /// Many updates at once: exactly one holds the lock.
+    pub(super) async fn concurrent_locks_hold_once<St: ValidatorStore>(
+        store: St,
+        _clock: ManualClock,
+    ) {
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.lock(R, &OwnerToken::new(), LEASE).await.unwrap() })
+            })
+            .collect();
+        let mut holders = 0;
+        for task in tasks {
+            holders += usize::from(matches!(task.await.unwrap(), Locked::Held { .. }));
+        }
+        assert_eq!(holders, 1);
+    }
+
+    fn memory(clock: &ManualClock) -> MemoryValidatorStore {
+        MemoryValidatorStore::new(&common::memory_backend(clock))
+    }
+
+    async fn redis(test: &str, clock: &ManualClock) -> Option<RedisValidatorStore> {
+        Some(RedisValidatorStore::new(
+            &common::redis_backend(test, clock).await?,
+        ))
+    }
+
+    on_both_backends!(
+        learn_lock_update,
+        leases_and_ttls_end,
+        concurrent_locks_hold_once
+    );
+}

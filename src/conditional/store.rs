@@ -1,0 +1,134 @@
+//! [`ValidatorStore`]: what the layer knows of each resource's current validators, and the
+//! per-resource write lock that keeps two conditional updates from both succeeding.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use super::etag::EntityTag;
+use crate::error::StoreError;
+use crate::idempotency::OwnerToken;
+
+/// A resource's current validators, as the store keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredValidators {
+    /// The current representation's entity tag.
+    pub etag: Option<EntityTag>,
+    /// Its modification time, in whole seconds.
+    pub last_modified: Option<SystemTime>,
+}
+
+/// What [`ValidatorStore::lock`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Locked {
+    /// The caller holds the resource's lock; these are its validators (`None`: not known).
+    Held {
+        /// The validators known when the lock was taken.
+        current: Option<StoredValidators>,
+    },
+    /// Another request holds it.
+    Busy {
+        /// When its lease ends at the latest.
+        lease_left: Duration,
+    },
+}
+
+/// What an update leaves of a resource's validators when its lock ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Update {
+    /// The update failed or changed nothing: keep what was known.
+    Keep,
+    /// The update succeeded and its response named the new validators.
+    Set(StoredValidators),
+    /// The update succeeded without naming them: forget what was known (the next request
+    /// learns them again).
+    Forget,
+}
+
+/// Validators by resource behind one interface; every backend gives the same answers to the same
+/// sequence of calls (the conformance suite in `tests/backends.rs` checks it). Resources are
+/// strings the layer builds from a route template and its parameters.
+pub trait ValidatorStore: Clone + Send + Sync + 'static {
+    /// The resource's validators, when known.
+    fn get(
+        &self,
+        resource: &str,
+    ) -> impl Future<Output = Result<Option<StoredValidators>, StoreError>> + Send;
+
+    /// Records the resource's validators, learned from a response, for `ttl`; ignored while an
+    /// update holds the resource's lock (that update decides what is current).
+    fn learn(
+        &self,
+        resource: &str,
+        validators: &StoredValidators,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes the resource's write lock for `lease` and reads its validators, atomically.
+    fn lock(
+        &self,
+        resource: &str,
+        owner: &OwnerToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Locked, StoreError>> + Send;
+
+    /// Applies `update` and ends the lock, if `owner` still holds it (`false` otherwise).
+    fn unlock(
+        &self,
+        resource: &str,
+        owner: &OwnerToken,
+        update: &Update,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The backend's name for logs: `memory`, `redis`.
+    fn backend_name(&self) -> &'static str;
+}
+
+impl StoredValidators {
+    /// One line: the tag as a header writes it (or `-`), a space, the Unix seconds (or `-`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = match &self.etag {
+            Some(tag) => tag.to_header_value().as_bytes().to_vec(),
+            None => b"-".to_vec(),
+        };
+        out.push(b' ');
+        match self
+            .last_modified
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        {
+            Some(d) => out.extend_from_slice(d.as_secs().to_string().as_bytes()),
+            None => out.push(b'-'),
+        }
+        out
+    }
+
+    /// Reads [`encode`](Self::encode)'s output back.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let bad = || StoreError::Protocol("conditional validators".into());
+        // The tag cannot hold a space; the split is the last one.
+        let space = bytes.iter().rposition(|&b| b == b' ').ok_or_else(bad)?;
+        let (tag, secs) = (&bytes[..space], &bytes[space + 1..]);
+        let etag = match tag {
+            b"-" => None,
+            tag => Some(EntityTag::parse(tag).map_err(|_| bad())?),
+        };
+        let last_modified = match secs {
+            b"-" => None,
+            secs => {
+                let secs: u64 = std::str::from_utf8(secs)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(bad)?;
+                Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+            }
+        };
+        Ok(Self {
+            etag,
+            last_modified,
+        })
+    }
+}
