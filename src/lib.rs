@@ -45,11 +45,14 @@
 pub mod auth;
 pub mod backend;
 pub mod body;
+mod buffer;
 pub mod clock;
 pub mod conditional;
 mod error;
+mod future;
 mod gate;
 pub mod idempotency;
+mod owner;
 pub mod principal;
 pub mod rate_limit;
 pub mod rejection;
@@ -57,5 +60,6 @@ pub mod route;
 pub mod webhook;
 
 pub use error::{ConfigError, FailurePolicy, StoreError};
+pub use owner::OwnerToken;
 pub use principal::{KeyExtractor, Principal};
 pub use rejection::Rejection;

@@ -8,7 +8,7 @@ use crate::backend::MemoryBackend;
 use crate::backend::memory::{PINNED, Slot, SlotTable, Visit};
 use crate::clock::SharedClock;
 use crate::error::StoreError;
-use crate::idempotency::OwnerToken;
+use crate::owner::OwnerToken;
 
 #[derive(Default)]
 struct Entry {

@@ -9,6 +9,7 @@ mod precondition;
 mod redis;
 mod store;
 
+pub use crate::owner::OwnerToken;
 pub use etag::{EntityTag, EtagError, TagList};
 #[cfg(feature = "memory")]
 pub use memory::MemoryValidatorStore;

@@ -8,7 +8,7 @@ use redis::{Script, Value};
 use super::store::{Locked, StoredValidators, Update, ValidatorStore};
 use crate::backend::RedisBackend;
 use crate::error::StoreError;
-use crate::idempotency::OwnerToken;
+use crate::owner::OwnerToken;
 
 static LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::etag::EntityTag;
 use crate::error::StoreError;
-use crate::idempotency::OwnerToken;
+use crate::owner::OwnerToken;
 
 /// A resource's current validators, as the store keeps them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

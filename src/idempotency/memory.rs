@@ -4,11 +4,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::fingerprint::Fingerprint;
 use super::record::Outcome;
-use super::store::{Begin, IdempotencyStore, OwnerToken, RecordKey, Terms};
+use super::store::{Begin, IdempotencyStore, RecordKey, Terms};
 use crate::backend::MemoryBackend;
 use crate::backend::memory::{PINNED, Slot, SlotTable, Visit};
 use crate::clock::SharedClock;
 use crate::error::StoreError;
+use crate::owner::OwnerToken;
 
 enum Record {
     InFlight {

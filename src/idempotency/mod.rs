@@ -81,7 +81,6 @@
 //! - The memory store forgets records when full (see [`MemoryIdempotencyStore`]); a fleet of
 //!   instances needs the Redis store.
 
-pub(crate) mod collect;
 mod fingerprint;
 mod key;
 mod layer;
@@ -96,6 +95,8 @@ mod store;
 #[cfg(feature = "redis")]
 mod wire;
 
+pub use crate::future::ResponseFuture;
+pub use crate::owner::OwnerToken;
 pub use fingerprint::Fingerprint;
 pub use key::{IDEMPOTENCY_KEY, KeyError, MAX_KEY_LEN, parse_key};
 pub use layer::{IdempotencyBuilder, IdempotencyLayer, KeyRule};
@@ -105,5 +106,5 @@ pub use once::{IDEMPOTENT_REPLAYED, IdempotencyKey, NotExecuted};
 pub use record::{Outcome, StoredResponse};
 #[cfg(feature = "redis")]
 pub use redis::RedisIdempotencyStore;
-pub use service::{Idempotency, ResponseFuture};
-pub use store::{Begin, IdempotencyStore, OwnerToken, RecordKey, Terms};
+pub use service::Idempotency;
+pub use store::{Begin, IdempotencyStore, RecordKey, Terms};

@@ -11,11 +11,12 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 
-use super::collect::{BoxError, Collected, collect};
 use super::fingerprint::Fingerprint;
 use super::record::{Outcome, StoredResponse};
-use super::store::{Begin, IdempotencyStore, OwnerToken, RecordKey, Terms};
+use super::store::{Begin, IdempotencyStore, RecordKey, Terms};
 use crate::body::PolicyBody;
+use crate::buffer::{BoxError, Collected, collect};
+use crate::owner::OwnerToken;
 use crate::rejection::{Rejection, RejectionContext, SharedRenderer};
 
 /// The header every replayed response carries.

@@ -8,10 +8,11 @@ use redis::{Script, Value};
 
 use super::fingerprint::Fingerprint;
 use super::record::Outcome;
-use super::store::{Begin, IdempotencyStore, OwnerToken, RecordKey, Terms};
+use super::store::{Begin, IdempotencyStore, RecordKey, Terms};
 use super::wire;
 use crate::backend::RedisBackend;
 use crate::error::StoreError;
+use crate::owner::OwnerToken;
 
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(

@@ -1,25 +1,22 @@
 //! [`Idempotency`]: the service the layer wraps around yours.
 
-use std::future::Future;
 use std::mem;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::collect::{BoxError, read_request};
 use super::fingerprint::Fingerprint;
 use super::key::{self, KeyError};
 use super::layer::{Config, KeyRule};
 use super::once::{self, Keyed};
 use super::store::IdempotencyStore;
 use crate::body::PolicyBody;
-use crate::gate::BoxFuture;
+use crate::buffer::{BoxError, read_request};
+use crate::future::ResponseFuture;
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The idempotency service; built by [`IdempotencyLayer`](super::IdempotencyLayer).
@@ -36,49 +33,6 @@ impl<St, S> Idempotency<St, S> {
             inner,
             store,
             config,
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`Idempotency`] (and of the webhook layer): a request without a
-    /// key goes straight to the inner service; a keyed one reads its body, consults the store,
-    /// and runs at most once.
-    #[project = ResponseFutureProj]
-    #[allow(missing_docs)] // pin-project-lite takes no doc comment on a pinned field
-    pub enum ResponseFuture<F, B, E> {
-        /// Passed through: the inner service's future.
-        Passing { #[pin] future: F },
-        /// Answered by the layer (a bad key, an oversized body).
-        Answered { response: Option<Response<PolicyBody<B>>> },
-        /// A keyed request: boxed, as it awaits the body, the store and the inner service.
-        Keyed { future: BoxFuture<Result<Response<PolicyBody<B>>, E>> },
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<PolicyBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ResponseFutureProj::Passing { future } => future
-                .poll(cx)
-                .map(|r| r.map(|response| response.map(PolicyBody::inner))),
-            ResponseFutureProj::Answered { response } => response
-                .take()
-                .map_or(Poll::Pending, |r| Poll::Ready(Ok(r))),
-            ResponseFutureProj::Keyed { future } => future.as_mut().poll(cx),
-        }
-    }
-}
-
-impl<F, B, E> ResponseFuture<F, B, E> {
-    pub(crate) fn answered(response: Response<PolicyBody<B>>) -> Self {
-        Self::Answered {
-            response: Some(response),
         }
     }
 }
@@ -135,7 +89,7 @@ where
             inner,
             request,
         );
-        ResponseFuture::Keyed {
+        ResponseFuture::Working {
             future: Box::pin(future),
         }
     }

@@ -1,15 +1,12 @@
 //! [`IdempotencyStore`]: where records of keyed requests live, one trait for every backend.
 
-use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::fingerprint::Fingerprint;
 use super::record::Outcome;
 use crate::error::StoreError;
+use crate::owner::OwnerToken;
 
 /// Which record a request is about: the caller's scope and the key it sent. The same key in two
 /// scopes names two unrelated records.
@@ -37,49 +34,6 @@ impl Default for Terms {
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(24 * 60 * 60),
         }
-    }
-}
-
-/// Identifies the attempt holding an in-flight lock, so only it can complete or release it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct OwnerToken(Box<str>);
-
-impl OwnerToken {
-    /// A token no other attempt, in this process or another, holds: a random per-process seed
-    /// and a counter. It need not be secret, only unique: it is never shown to clients.
-    #[must_use]
-    pub fn new() -> Self {
-        static SEED: LazyLock<u64> = LazyLock::new(|| {
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u32(std::process::id());
-            hasher.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            hasher.finish()
-        });
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        Self(format!("{:016x}{n:016x}", *SEED).into())
-    }
-
-    /// The token as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for OwnerToken {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for OwnerToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OwnerToken({})", self.0)
     }
 }
 

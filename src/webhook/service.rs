@@ -13,9 +13,10 @@ use tower_service::Service;
 use super::layer::{Config, EventId, Scheme};
 use super::signature::{SignatureError, verify_stripe};
 use crate::body::PolicyBody;
-use crate::idempotency::collect::{BoxError, read_request};
+use crate::buffer::{BoxError, read_request};
+use crate::future::ResponseFuture;
 use crate::idempotency::once::{self, Keyed};
-use crate::idempotency::{Fingerprint, IdempotencyStore, ResponseFuture};
+use crate::idempotency::{Fingerprint, IdempotencyStore};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The header Stripe signs deliveries in.
@@ -63,7 +64,7 @@ where
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
         let future = deliver(self.store.clone(), self.config.clone(), inner, request);
-        ResponseFuture::Keyed {
+        ResponseFuture::Working {
             future: Box::pin(future),
         }
     }

@@ -1,4 +1,5 @@
-//! Reading a response body to keep it, up to a limit, without losing what cannot be kept.
+//! Reading bodies up to a limit: whole request bodies (fingerprints, signatures), and the start
+//! of response bodies (to keep or digest them) without losing what could not be read.
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
