@@ -113,6 +113,51 @@ impl RoutePattern {
         parts.next().is_none()
     }
 
+    /// The template with its parameters filled in from `path`, which this pattern must match:
+    /// `/api/v2/appointments/{id}` and `/api/v2/appointments/apt_1/` give
+    /// `/api/v2/appointments/apt_1`. What names one resource, whatever the request's spelling of
+    /// the path (empty segments, a trailing slash).
+    #[must_use]
+    pub fn resolve(&self, path: &str) -> String {
+        let mut parts = path.split('/').filter(|s| !s.is_empty());
+        let mut out = String::with_capacity(path.len());
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(lit) => {
+                    parts.next();
+                    out.push('/');
+                    out.push_str(lit);
+                }
+                Segment::Param(_) => {
+                    out.push('/');
+                    out.push_str(parts.next().unwrap_or_default());
+                }
+                Segment::Rest => {
+                    for part in parts.by_ref() {
+                        out.push('/');
+                        out.push_str(part);
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    /// Every path parameter's name and value in `path`, which this pattern must match.
+    pub fn params<'p>(&'p self, path: &'p str) -> impl Iterator<Item = (&'p str, &'p str)> {
+        let parts = path.split('/').filter(|s| !s.is_empty());
+        self.segments
+            .iter()
+            .zip(parts)
+            .filter_map(|(segment, part)| match segment {
+                Segment::Param(name) => Some((&**name, part)),
+                _ => None,
+            })
+    }
+
     /// The value of path parameter `name` in `path`, which this pattern must match.
     #[must_use]
     pub fn param<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
@@ -209,6 +254,21 @@ mod tests {
         assert!(p("/api/*").matches(&Method::GET, "/api"));
         assert!(p("/api/*").matches(&Method::GET, "/api/a/b/c"));
         assert!(p("*").matches(&Method::POST, "/anything"));
+    }
+
+    #[test]
+    fn resolve_fills_the_template() {
+        let pat = p("/api/{version}/appointments/{id}");
+        assert_eq!(
+            pat.resolve("/api/v2/appointments/apt_1/"),
+            "/api/v2/appointments/apt_1"
+        );
+        assert_eq!(
+            pat.resolve("//api/v2//appointments/apt_1"),
+            "/api/v2/appointments/apt_1"
+        );
+        assert_eq!(p("/files/*").resolve("/files/a/b"), "/files/a/b");
+        assert_eq!(p("*").resolve("/"), "/");
     }
 
     #[test]

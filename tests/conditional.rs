@@ -1,5 +1,8 @@
 //! Conditional requests: RFC 9110 section 13.2.2 as a table, then the layer over axum.
 
+#[macro_use]
+mod common;
+
 use std::time::Duration;
 
 use api_policy::conditional::{EntityTag, Evaluation, Preconditions, Validators, evaluate};
@@ -154,4 +157,557 @@ fn malformed_tag_lists_are_errors_and_guards_are_recognised() {
     assert!(p.is_empty());
     map.insert(http::header::IF_MATCH, HeaderValue::from_static("\"v1\""));
     assert!(Preconditions::from_headers(&map).unwrap().guards_update());
+}
+
+// ---- the layer over axum ---------------------------------------------------------------------
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use api_policy::backend::{MemoryBackend, RedisBackend};
+use api_policy::conditional::{
+    ConditionalBuilder, ConditionalLayer, Current as Now, MemoryValidatorStore,
+    RedisValidatorStore, ResourceRule, StoredValidators, ValidatorStore,
+};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::Request;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+#[derive(Clone, Default)]
+struct Items {
+    data: Arc<Mutex<HashMap<String, (u32, String)>>>,
+    handled: Arc<AtomicU32>,
+    /// How long an update takes, so concurrent ones overlap.
+    delay: Duration,
+}
+
+impl Items {
+    fn with(items: &[(&str, &str)]) -> Self {
+        let me = Self::default();
+        for (id, name) in items {
+            me.data
+                .lock()
+                .unwrap()
+                .insert((*id).to_string(), (1, (*name).to_string()));
+        }
+        me
+    }
+
+    fn version(&self, id: &str) -> Option<u32> {
+        self.data.lock().unwrap().get(id).map(|(v, _)| *v)
+    }
+}
+
+fn item_json(id: &str, version: u32, name: &str) -> String {
+    format!(r#"{{"id":"{id}","version":{version},"name":"{name}"}}"#)
+}
+
+async fn read_item(State(items): State<Items>, Path(id): Path<String>) -> Response {
+    items.handled.fetch_add(1, Ordering::SeqCst);
+    match items.data.lock().unwrap().get(&id) {
+        Some((v, name)) => item_json(&id, *v, name).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn write_item(State(items): State<Items>, Path(id): Path<String>, name: String) -> Response {
+    items.handled.fetch_add(1, Ordering::SeqCst);
+    if !items.delay.is_zero() {
+        tokio::time::sleep(items.delay).await;
+    }
+    let mut data = items.data.lock().unwrap();
+    let entry = data.entry(id.clone()).or_insert((0, String::new()));
+    entry.0 += 1;
+    entry.1 = name;
+    item_json(&id, entry.0, &entry.1).into_response()
+}
+
+async fn delete_item(State(items): State<Items>, Path(id): Path<String>) -> StatusCode {
+    items.handled.fetch_add(1, Ordering::SeqCst);
+    match items.data.lock().unwrap().remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT,
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+fn configure<St: ValidatorStore>(store: St) -> ConditionalBuilder<St> {
+    ConditionalLayer::builder(store)
+        .resource(
+            "/items/{id}",
+            ResourceRule::resource()
+                .cache_control("private, max-age=300")
+                .require_preconditions(),
+        )
+        .resource("/fast/{id}", ResourceRule::resource().fast_not_modified())
+        .max_body_bytes(64 * 1024)
+}
+
+fn app<St: ValidatorStore>(layer: ConditionalLayer<St>, items: Items) -> Router {
+    Router::new()
+        .route(
+            "/items/{id}",
+            get(read_item).put(write_item).delete(delete_item),
+        )
+        .route("/fast/{id}", get(read_item).put(write_item))
+        .route(
+            "/tagged",
+            get(|| async {
+                (
+                    [
+                        ("etag", "W/\"handler-7\""),
+                        ("last-modified", "Tue, 15 Nov 1994 08:12:31 GMT"),
+                    ],
+                    "tagged",
+                )
+            }),
+        )
+        .route("/big", get(|| async { "z".repeat(200 * 1024) }))
+        .with_state(items)
+        .layer(layer)
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn etag(&self) -> String {
+        self.headers
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (n, v) in headers {
+        request = request.header(*n, *v);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn error_of(answer: &Answer) -> String {
+    serde_json::from_str::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// SEMANTICS 4 and 6: generated strong ETags, 304 with the kept headers, handler tags respected.
+async fn etags_and_revalidation<St: ValidatorStore>(
+    store: St,
+    _clock: api_policy::clock::ManualClock,
+) {
+    let items = Items::with(&[("a", "apple"), ("b", "banana")]);
+    let app = app(configure(store).build().unwrap(), items.clone());
+    let first = send(&app, "GET", "/items/a", &[], "").await;
+    assert_eq!(first.status, StatusCode::OK);
+    let etag = first.etag();
+    assert!(etag.starts_with('"') && !etag.starts_with("W/"), "{etag}");
+    assert_eq!(first.headers["cache-control"], "private, max-age=300");
+    assert_eq!(
+        send(&app, "GET", "/items/a", &[], "").await.etag(),
+        etag,
+        "stable"
+    );
+    assert_ne!(
+        send(&app, "GET", "/items/b", &[], "").await.etag(),
+        etag,
+        "differs with the body"
+    );
+    for inm in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"x\", {etag}"),
+        "*".into(),
+    ] {
+        let again = send(&app, "GET", "/items/a", &[("if-none-match", &inm)], "").await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{inm}");
+        assert!(again.body.is_empty());
+        assert_eq!(again.etag(), etag);
+        assert_eq!(again.headers["cache-control"], "private, max-age=300");
+        assert!(again.headers.get("content-type").is_none());
+    }
+    let head = send(&app, "HEAD", "/items/a", &[("if-none-match", &etag)], "").await;
+    assert_eq!(head.status, StatusCode::NOT_MODIFIED);
+    let other = send(
+        &app,
+        "GET",
+        "/items/a",
+        &[("if-none-match", "\"other\"")],
+        "",
+    )
+    .await;
+    assert_eq!((other.status, other.etag()), (StatusCode::OK, etag.clone()));
+
+    let tagged = send(&app, "GET", "/tagged", &[], "").await;
+    assert_eq!(
+        tagged.etag(),
+        "W/\"handler-7\"",
+        "a handler's ETag is never replaced"
+    );
+    assert!(
+        tagged.headers.get("cache-control").is_none(),
+        "no default off the resource routes"
+    );
+    let tagged = send(
+        &app,
+        "GET",
+        "/tagged",
+        &[("if-none-match", "\"handler-7\"")],
+        "",
+    )
+    .await;
+    assert_eq!(tagged.status, StatusCode::NOT_MODIFIED);
+    let since = send(
+        &app,
+        "GET",
+        "/tagged",
+        &[("if-modified-since", "Tue, 15 Nov 1994 08:12:31 GMT")],
+        "",
+    )
+    .await;
+    assert_eq!(since.status, StatusCode::NOT_MODIFIED);
+
+    let big = send(&app, "GET", "/big", &[], "").await;
+    assert_eq!((big.status, big.body.len()), (StatusCode::OK, 200 * 1024));
+    assert!(
+        big.headers.get("etag").is_none(),
+        "over the limit: streamed without an ETag"
+    );
+
+    let missing = send(&app, "GET", "/items/zz", &[("if-none-match", "*")], "").await;
+    assert_eq!(
+        missing.status,
+        StatusCode::NOT_FOUND,
+        "preconditions ignored on a 404"
+    );
+    let malformed = send(
+        &app,
+        "GET",
+        "/items/a",
+        &[("if-none-match", "unquoted")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (malformed.status, error_of(&malformed).as_str()),
+        (StatusCode::BAD_REQUEST, "precondition_malformed")
+    );
+}
+
+/// SEMANTICS 7 and 8: 428 without a precondition, 412 before the handler, 200 with the new ETag.
+async fn updates_are_decided_before_the_handler<St: ValidatorStore>(
+    store: St,
+    _clock: api_policy::clock::ManualClock,
+) {
+    let items = Items::with(&[("a", "apple")]);
+    let app = app(configure(store).build().unwrap(), items.clone());
+    let none = send(&app, "PUT", "/items/a", &[], "avocado").await;
+    assert_eq!(
+        (none.status, error_of(&none).as_str()),
+        (StatusCode::PRECONDITION_REQUIRED, "precondition_required")
+    );
+    // Nothing known yet: an If-Match cannot be checked, so it fails safe, before the handler.
+    let handled = items.handled.load(Ordering::SeqCst);
+    let blind = send(
+        &app,
+        "PUT",
+        "/items/a",
+        &[("if-match", "\"whatever\"")],
+        "x",
+    )
+    .await;
+    assert_eq!(
+        (blind.status, error_of(&blind).as_str()),
+        (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+    );
+    assert_eq!(
+        items.handled.load(Ordering::SeqCst),
+        handled,
+        "the handler of a 412 never ran"
+    );
+    let current = send(&app, "GET", "/items/a", &[], "").await.etag();
+    let stale = send(
+        &app,
+        "PUT",
+        "/items/a",
+        &[("if-match", "\"stale\"")],
+        "avocado",
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        items.version("a"),
+        Some(1),
+        "the handler of a 412 never ran"
+    );
+    assert_eq!(stale.etag(), current, "the 412 names the current ETag");
+    let weak = send(
+        &app,
+        "PUT",
+        "/items/a",
+        &[("if-match", &format!("W/{current}"))],
+        "avocado",
+    )
+    .await;
+    assert_eq!(
+        weak.status,
+        StatusCode::PRECONDITION_FAILED,
+        "If-Match compares strongly"
+    );
+
+    let ok = send(
+        &app,
+        "PUT",
+        "/items/a",
+        &[("if-match", &current)],
+        "avocado",
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(items.version("a"), Some(2));
+    let new = ok.etag();
+    assert!(!new.is_empty() && new != current);
+    assert_eq!(
+        send(&app, "GET", "/items/a", &[], "").await.etag(),
+        new,
+        "the PUT's ETag is the new representation's"
+    );
+    let again = send(
+        &app,
+        "PUT",
+        "/items/a",
+        &[("if-match", &current)],
+        "apricot",
+    )
+    .await;
+    assert_eq!(
+        again.status,
+        StatusCode::PRECONDITION_FAILED,
+        "the old ETag is stale now"
+    );
+    assert_eq!(items.version("a"), Some(2));
+
+    // `*` and missing resources.
+    let star = send(&app, "PUT", "/items/new", &[("if-match", "*")], "nut").await;
+    assert_eq!(
+        star.status,
+        StatusCode::PRECONDITION_FAILED,
+        "If-Match: * with nothing there"
+    );
+    let create = send(
+        &app,
+        "PUT",
+        "/items/new",
+        &[
+            ("if-none-match", "*"),
+            ("if-unmodified-since", "Tue, 15 Nov 1994 08:12:31 GMT"),
+        ],
+        "nut",
+    )
+    .await;
+    assert_eq!(create.status, StatusCode::OK, "If-None-Match: * creates");
+    let recreate = send(
+        &app,
+        "PUT",
+        "/items/new",
+        &[
+            ("if-none-match", "*"),
+            ("if-unmodified-since", "Tue, 15 Nov 1994 08:12:31 GMT"),
+        ],
+        "nut",
+    )
+    .await;
+    assert_eq!(
+        recreate.status,
+        StatusCode::PRECONDITION_FAILED,
+        "If-None-Match: * on an existing one"
+    );
+    let del = send(&app, "DELETE", "/items/a", &[("if-match", &new)], "").await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    let after = send(&app, "PUT", "/items/a", &[("if-match", &new)], "x").await;
+    assert_eq!(
+        after.status,
+        StatusCode::PRECONDITION_FAILED,
+        "deleted: the old ETag matches nothing"
+    );
+}
+
+/// Two PUTs with the same If-Match at once: exactly one wins.
+async fn concurrent_updates_one_wins<St: ValidatorStore>(
+    store: St,
+    _clock: api_policy::clock::ManualClock,
+) {
+    let items = Items {
+        delay: Duration::from_millis(100),
+        ..Items::with(&[("a", "apple")])
+    };
+    let layer = configure(store).build().unwrap();
+    let (one, two) = (app(layer.clone(), items.clone()), app(layer, items.clone()));
+    let etag = send(&one, "GET", "/items/a", &[], "").await.etag();
+    let guard = [("if-match", etag.as_str())];
+    let (a, b) = tokio::join!(
+        send(&one, "PUT", "/items/a", &guard, "first"),
+        send(&two, "PUT", "/items/a", &guard, "second"),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
+    assert_eq!(items.version("a"), Some(2), "one write");
+}
+
+/// The fast path answers 304 from the known validators without calling the handler.
+async fn fast_not_modified_skips_the_handler<St: ValidatorStore>(
+    store: St,
+    _clock: api_policy::clock::ManualClock,
+) {
+    let items = Items::with(&[("f", "fig")]);
+    let app = app(configure(store).build().unwrap(), items.clone());
+    let etag = send(&app, "GET", "/fast/f", &[], "").await.etag();
+    // Learning is in the background: wait until it landed.
+    let mut handled = 0;
+    for _ in 0..100 {
+        let before = items.handled.load(Ordering::SeqCst);
+        let answer = send(&app, "GET", "/fast/f", &[("if-none-match", &etag)], "").await;
+        assert_eq!(answer.status, StatusCode::NOT_MODIFIED);
+        handled = items.handled.load(Ordering::SeqCst) - before;
+        if handled == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handled, 0, "the handler was still called");
+}
+
+fn memory(clock: &api_policy::clock::ManualClock) -> MemoryValidatorStore {
+    MemoryValidatorStore::new(&common::memory_backend(clock))
+}
+
+async fn redis(test: &str, clock: &api_policy::clock::ManualClock) -> Option<RedisValidatorStore> {
+    Some(RedisValidatorStore::new(
+        &common::redis_backend(test, clock).await?,
+    ))
+}
+
+const T0: u64 = 1_800_000_000_000_000;
+
+on_both_backends!(
+    etags_and_revalidation,
+    updates_are_decided_before_the_handler,
+    concurrent_updates_one_wins,
+    fast_not_modified_skips_the_handler,
+);
+
+/// Two separate stacks, each with its own Redis connection, sharing one Redis: exactly one of
+/// two concurrent PUTs with the same If-Match succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stacks_sharing_redis_one_update_wins() {
+    let Some(url) = common::redis_or_skip("two_stacks_one_update").await else {
+        return;
+    };
+    let prefix = common::unique_prefix("two_stacks_cond");
+    let items = Items {
+        delay: Duration::from_millis(100),
+        ..Items::with(&[("a", "apple")])
+    };
+    let stack = || {
+        let backend = RedisBackend::builder(url.clone())
+            .prefix(prefix.clone())
+            .build()
+            .unwrap();
+        app(
+            configure(RedisValidatorStore::new(&backend))
+                .build()
+                .unwrap(),
+            items.clone(),
+        )
+    };
+    let (one, two) = (stack(), stack());
+    for round in 0..5 {
+        let etag = send(&one, "GET", "/items/a", &[], "").await.etag();
+        let guard = [("if-match", etag.as_str())];
+        let (a, b) = tokio::join!(
+            send(&one, "PUT", "/items/a", &guard, "first"),
+            send(&two, "PUT", "/items/a", &guard, "second"),
+        );
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::PRECONDITION_FAILED],
+            "round {round}"
+        );
+        assert_eq!(items.version("a"), Some(2 + round));
+    }
+}
+
+/// With a lookup (a version column), updates are decided from the application's own truth.
+#[tokio::test]
+async fn a_lookup_supplies_the_validators() {
+    let items = Items::with(&[("a", "apple")]);
+    let source = items.clone();
+    let layer = configure(MemoryValidatorStore::new(&MemoryBackend::new()))
+        .lookup(move |resource| {
+            let version = resource.param("id").and_then(|id| source.version(id));
+            async move {
+                Ok(match version {
+                    Some(v) => Now::Exists(StoredValidators {
+                        etag: Some(EntityTag::strong(format!("v{v}")).unwrap()),
+                        last_modified: None,
+                    }),
+                    None => Now::Missing,
+                })
+            }
+        })
+        .build()
+        .unwrap();
+    let app = app(layer, items.clone());
+    let stale = send(&app, "PUT", "/items/a", &[("if-match", "\"v0\"")], "x").await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(stale.etag(), "\"v1\"");
+    assert_eq!(items.handled.load(Ordering::SeqCst), 0, "no read, no write");
+    let ok = send(&app, "PUT", "/items/a", &[("if-match", "\"v1\"")], "x").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(items.version("a"), Some(2));
+    let gone = send(
+        &app,
+        "DELETE",
+        "/items/nothing",
+        &[("if-match", "\"x\"")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        gone.status,
+        StatusCode::NOT_FOUND,
+        "a DELETE of a missing resource is its 404"
+    );
 }

@@ -1,0 +1,521 @@
+//! [`Conditional`]: the service the layer wraps around yours.
+
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    CACHE_CONTROL, CONTENT_LOCATION, DATE, ETAG, EXPIRES, HeaderName, HeaderValue, LAST_MODIFIED,
+    RETRY_AFTER, VARY,
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower_service::Service;
+
+use super::etag::EntityTag;
+use super::layer::{CompiledRule, Config, Current, Resource};
+use super::precondition::{Evaluation, Preconditions, Validators, evaluate};
+use super::store::{Locked, StoredValidators, Update, ValidatorStore};
+use crate::body::PolicyBody;
+use crate::buffer::{BoxError, Collected, collect};
+use crate::future::ResponseFuture;
+use crate::owner::OwnerToken;
+use crate::rejection::{Rejection, RejectionContext};
+
+/// The conditional-request service; built by [`ConditionalLayer`](super::ConditionalLayer).
+#[derive(Debug, Clone)]
+pub struct Conditional<St, S> {
+    inner: S,
+    store: St,
+    config: Arc<Config>,
+}
+
+impl<St, S> Conditional<St, S> {
+    pub(crate) fn new(inner: S, store: St, config: Arc<Config>) -> Self {
+        Self {
+            inner,
+            store,
+            config,
+        }
+    }
+}
+
+/// What a request is to the layer.
+struct Plan {
+    preconditions: Preconditions,
+    resource: Option<(Resource, bool, Option<HeaderValue>)>,
+}
+
+impl<St, S, ReqBody, ResBody> Service<Request<ReqBody>> for Conditional<St, S>
+where
+    St: ValidatorStore,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<PolicyBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let method = request.method().clone();
+        if matches!(method, Method::CONNECT | Method::OPTIONS | Method::TRACE) {
+            return ResponseFuture::Passing {
+                future: self.inner.call(request),
+            };
+        }
+        let preconditions = match Preconditions::from_headers(request.headers()) {
+            Ok(p) => p,
+            Err(error) => {
+                let rejection = Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "precondition_malformed",
+                    format!("If-Match or If-None-Match is malformed: {error}."),
+                );
+                return self.refuse(rejection, &request);
+            }
+        };
+        let route = config.routes.find(&method, request.uri().path());
+        let safe = matches!(method, Method::GET | Method::HEAD);
+        if let Some(hit) = &route
+            && hit.value.require_preconditions
+            && matches!(method, Method::PUT | Method::PATCH | Method::DELETE)
+            && !preconditions.guards_update()
+        {
+            let rejection = Rejection::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition_required",
+                "This resource is updated only conditionally: send If-Match with the ETag you last read (or If-Unmodified-Since).",
+            );
+            return self.refuse(rejection, &request);
+        }
+        if route.is_none() && !safe {
+            // Not a tracked resource: nothing to decide before the handler, nothing to learn.
+            return ResponseFuture::Passing {
+                future: self.inner.call(request),
+            };
+        }
+        let resource = route.map(|hit| {
+            let path = request.uri().path();
+            let rule: &CompiledRule = hit.value;
+            (
+                Resource {
+                    template: hit.pattern.template().to_string(),
+                    path: hit.pattern.resolve(path),
+                    params: hit
+                        .pattern
+                        .params(path)
+                        .map(|(n, v)| (n.to_string(), v.to_string()))
+                        .collect(),
+                },
+                rule.fast_not_modified,
+                rule.cache_control.clone(),
+            )
+        });
+        let plan = Plan {
+            preconditions,
+            resource,
+        };
+        // The ready instance is the one to call; a clone takes its place.
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
+        let (store, config) = (self.store.clone(), self.config.clone());
+        let future: crate::gate::BoxFuture<_> = if safe {
+            Box::pin(read(store, config, plan, inner, request))
+        } else {
+            Box::pin(update(store, config, plan, inner, request))
+        };
+        ResponseFuture::Working { future }
+    }
+}
+
+impl<St, S> Conditional<St, S> {
+    fn refuse<F, B, E, ReqBody>(
+        &self,
+        rejection: Rejection,
+        request: &Request<ReqBody>,
+    ) -> ResponseFuture<F, B, E> {
+        ResponseFuture::answered(
+            self.config
+                .renderer
+                .respond(rejection, &RejectionContext::of(request)),
+        )
+    }
+}
+
+/// `GET` and `HEAD`: maybe a 304 from the known validators, else the handler's answer with an
+/// ETag, then the preconditions judged against it.
+async fn read<St, S, ReqBody, ResBody>(
+    store: St,
+    config: Arc<Config>,
+    plan: Plan,
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<PolicyBody<ResBody>>, S::Error>
+where
+    St: ValidatorStore,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody::Error: Into<BoxError>,
+{
+    let method = request.method().clone();
+    if let Some((resource, true, cache_control)) = &plan.resource
+        && plan.preconditions.if_none_match.is_some()
+        && let Ok(Some(known)) = store.get(&resource.path).await
+        && evaluate(&method, &plan.preconditions, Some(view(&known)), None)
+            == Evaluation::NotModified
+    {
+        let mut headers = HeaderMap::new();
+        write_validators(&mut headers, &known);
+        if let Some(value) = cache_control {
+            headers.insert(CACHE_CONTROL, value.clone());
+        }
+        let mut response = Response::new(PolicyBody::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        *response.headers_mut() = headers;
+        return Ok(response);
+    }
+    let context = Shadow::of(&request);
+    let response = inner.call(request).await?;
+    if response.status() != StatusCode::OK {
+        return Ok(response.map(PolicyBody::inner));
+    }
+    let (mut response, validators) = with_validators(response, config.max_body_bytes).await;
+    if let Some((resource, _, cache_control)) = &plan.resource {
+        if let Some(value) = cache_control
+            && !response.headers().contains_key(CACHE_CONTROL)
+        {
+            response.headers_mut().insert(CACHE_CONTROL, value.clone());
+        }
+        if validators.etag.is_some() || validators.last_modified.is_some() {
+            // Awaited, so an update sent right after this answer finds the validators.
+            if let Err(error) = store
+                .learn(&resource.path, &validators, config.validator_ttl)
+                .await
+            {
+                tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
+                    "could not record validators");
+            }
+        }
+    }
+    match evaluate(
+        &method,
+        &plan.preconditions,
+        Some(view(&validators)),
+        Some(StatusCode::OK),
+    ) {
+        Evaluation::Proceed => Ok(response),
+        Evaluation::NotModified => Ok(not_modified(response)),
+        Evaluation::PreconditionFailed => Ok(config
+            .renderer
+            .respond(precondition_failed(&validators), &context.context())),
+    }
+}
+
+/// `PUT`, `PATCH`, `DELETE` and `POST` on a resource: under its write lock, the preconditions
+/// decided against its current validators before the handler runs, and the validators the
+/// answer names kept for the next request.
+async fn update<St, S, ReqBody, ResBody>(
+    store: St,
+    config: Arc<Config>,
+    plan: Plan,
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<PolicyBody<ResBody>>, S::Error>
+where
+    St: ValidatorStore,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody::Error: Into<BoxError>,
+{
+    let Some((resource, _, _)) = plan.resource else {
+        return inner.call(request).await.map(|r| r.map(PolicyBody::inner));
+    };
+    let refuse = |rejection: Rejection, request: &Request<ReqBody>| {
+        Ok(config
+            .renderer
+            .respond(rejection, &RejectionContext::of(request)))
+    };
+    let owner = OwnerToken::new();
+    let deadline = tokio::time::Instant::now() + config.lock_wait;
+    let mut pause = Duration::from_millis(2);
+    let known = loop {
+        match store.lock(&resource.path, &owner, config.lease).await {
+            Ok(Locked::Held { current }) => break current,
+            Ok(Locked::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Ok(Locked::Busy { .. }) => return refuse(busy(), &request),
+            Err(error) => {
+                tracing::error!(layer = "conditional", backend = store.backend_name(), %error,
+                    "validator store failed; answering 503");
+                return refuse(unavailable(), &request);
+            }
+        }
+    };
+    let mut lock = LockGuard {
+        store: store.clone(),
+        resource: resource.path.clone(),
+        owner: Some(owner),
+        ttl: config.validator_ttl,
+    };
+    let current = match (&config.lookup, known) {
+        (Some(lookup), _) => match lookup(resource.clone()).await {
+            Ok(current) => Some(current),
+            Err(error) => {
+                tracing::error!(layer = "conditional", %error,
+                    "the validator lookup failed; answering 503");
+                lock.unlock(Update::Keep).await;
+                return refuse(unavailable(), &request);
+            }
+        },
+        (None, Some(validators)) => Some(Current::Exists(validators)),
+        // Not known: judged as a representation whose tags nobody knows (see the module docs).
+        (None, None) => None,
+    };
+    // Missing, or not known: either way no tag can match, so `If-Match` fails safe (412) and
+    // `If-None-Match: *` lets the handler create.
+    let validators = match &current {
+        Some(Current::Exists(v)) => Some(view(v)),
+        _ => None,
+    };
+    // A DELETE or PATCH of what is known to be missing is the handler's 404, whatever its
+    // preconditions.
+    let unconditional = (matches!(current, Some(Current::Missing))
+        && matches!(*request.method(), Method::DELETE | Method::PATCH))
+    .then_some(StatusCode::NOT_FOUND);
+    let verdict = evaluate(
+        request.method(),
+        &plan.preconditions,
+        validators,
+        unconditional,
+    );
+    match verdict {
+        Evaluation::Proceed => {}
+        _ => {
+            let stored = match &current {
+                Some(Current::Exists(v)) => v.clone(),
+                _ => StoredValidators::default(),
+            };
+            // What was learned stays: nothing changed.
+            lock.unlock(Update::Keep).await;
+            return refuse(precondition_failed(&stored), &request);
+        }
+    }
+    let method = request.method().clone();
+    let response = match inner.call(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            lock.unlock(Update::Forget).await;
+            return Err(error);
+        }
+    };
+    if !response.status().is_success() {
+        lock.unlock(Update::Keep).await;
+        return Ok(response.map(PolicyBody::inner));
+    }
+    if method == Method::DELETE {
+        lock.unlock(Update::Forget).await;
+        return Ok(response.map(PolicyBody::inner));
+    }
+    let (response, validators) = with_validators(response, config.max_body_bytes).await;
+    let update = if validators.etag.is_some() || validators.last_modified.is_some() {
+        Update::Set(validators)
+    } else {
+        Update::Forget
+    };
+    lock.unlock(update).await;
+    Ok(response)
+}
+
+/// The response with its validators: the handler's ETag (never replaced) or one digested from
+/// a body within the limit, and its Last-Modified.
+async fn with_validators<B>(
+    response: Response<B>,
+    limit: usize,
+) -> (Response<PolicyBody<B>>, StoredValidators)
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let last_modified = response
+        .headers()
+        .get(LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    if let Some(value) = response.headers().get(ETAG) {
+        let etag = EntityTag::parse(value.as_bytes()).ok();
+        return (
+            response.map(PolicyBody::inner),
+            StoredValidators {
+                etag,
+                last_modified,
+            },
+        );
+    }
+    let (mut parts, body) = response.into_parts();
+    let (body, etag) = match collect(body, limit).await {
+        Collected::Whole(bytes) => {
+            let tag = EntityTag::digest(&bytes);
+            parts.headers.insert(ETAG, tag.to_header_value());
+            (PolicyBody::full(bytes), Some(tag))
+        }
+        Collected::Partial {
+            head,
+            trailers,
+            rest,
+        } => (PolicyBody::resumed(head, trailers, rest), None),
+        Collected::Failed(error) => {
+            tracing::warn!(layer = "conditional", %error, "response body failed while digesting it");
+            (PolicyBody::empty(), None)
+        }
+    };
+    (
+        Response::from_parts(parts, body),
+        StoredValidators {
+            etag,
+            last_modified,
+        },
+    )
+}
+
+fn view(validators: &StoredValidators) -> Validators<'_> {
+    Validators {
+        etag: validators.etag.as_ref(),
+        last_modified: validators.last_modified,
+    }
+}
+
+fn write_validators(headers: &mut HeaderMap, validators: &StoredValidators) {
+    if let Some(tag) = &validators.etag {
+        headers.insert(ETAG, tag.to_header_value());
+    }
+    if let Some(modified) = validators.last_modified
+        && let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(modified))
+    {
+        headers.insert(LAST_MODIFIED, value);
+    }
+}
+
+/// A 304 from the 200 it replaces: no body, and only the headers RFC 9110 section 15.4.5 keeps
+/// (Last-Modified too when there is no ETag, to guide caches).
+fn not_modified<B>(response: Response<PolicyBody<B>>) -> Response<PolicyBody<B>> {
+    let (mut parts, _) = response.into_parts();
+    let has_etag = parts.headers.contains_key(ETAG);
+    let kept: [HeaderName; 6] = [ETAG, CACHE_CONTROL, CONTENT_LOCATION, DATE, EXPIRES, VARY];
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if kept.contains(name) || (!has_etag && name == LAST_MODIFIED) {
+            headers.append(name, value.clone());
+        }
+    }
+    parts.headers = headers;
+    parts.status = StatusCode::NOT_MODIFIED;
+    Response::from_parts(parts, PolicyBody::empty())
+}
+
+/// The resource's write lock, ended when the request is dropped while holding it (the client
+/// went away): the update may or may not have happened, so what was known is forgotten.
+struct LockGuard<St: ValidatorStore> {
+    store: St,
+    resource: String,
+    owner: Option<OwnerToken>,
+    ttl: Duration,
+}
+
+impl<St: ValidatorStore> LockGuard<St> {
+    async fn unlock(&mut self, update: Update) {
+        let Some(owner) = self.owner.clone() else {
+            return;
+        };
+        match self
+            .store
+            .unlock(&self.resource, &owner, &update, self.ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(layer = "conditional", resource = %self.resource,
+                "the write lock's lease ended before the update did; raise the lease"),
+            Err(error) => {
+                tracing::warn!(layer = "conditional", backend = self.store.backend_name(),
+                %error, "could not end a write lock; its lease will")
+            }
+        }
+        self.owner = None;
+    }
+}
+
+impl<St: ValidatorStore> Drop for LockGuard<St> {
+    fn drop(&mut self) {
+        let Some(owner) = self.owner.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, resource, ttl) =
+                (self.store.clone(), mem::take(&mut self.resource), self.ttl);
+            runtime.spawn(async move {
+                let _ = store.unlock(&resource, &owner, &Update::Forget, ttl).await;
+            });
+        }
+    }
+}
+
+/// What the renderer needs of a request that has gone to the inner service.
+struct Shadow(Request<()>);
+
+impl Shadow {
+    fn of<B>(request: &Request<B>) -> Self {
+        let mut shadow = Request::new(());
+        *shadow.method_mut() = request.method().clone();
+        *shadow.uri_mut() = request.uri().clone();
+        if let Some(value) = request.headers().get(http::header::CONTENT_TYPE) {
+            shadow
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value.clone());
+        }
+        Self(shadow)
+    }
+
+    fn context(&self) -> RejectionContext<'_> {
+        RejectionContext::of(&self.0)
+    }
+}
+
+fn precondition_failed(current: &StoredValidators) -> Rejection {
+    let mut rejection = Rejection::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        "The resource changed since you read it, does not exist, or its current ETag is not known here: read it again (GET) and retry with its ETag.",
+    );
+    write_validators(&mut rejection.headers, current);
+    rejection
+}
+
+fn busy() -> Rejection {
+    Rejection::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "resource_busy",
+        "Another update of this resource is under way; retry shortly.",
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
+fn unavailable() -> Rejection {
+    Rejection::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "conditional_unavailable",
+        "Conditional updates cannot be decided safely right now; retry shortly.",
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
+}
