@@ -54,7 +54,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use api_policy::auth::{Access, Algorithm, Denied, JwtAuthLayer, Require, VerifyKey};
+use api_policy::backend::MemoryBackend;
 use api_policy::body::PolicyBody;
+use api_policy::conditional::{
+    ConditionalLayer, Current, EntityTag, MemoryValidatorStore, ResourceRule, StoredValidators,
+};
 use api_policy::idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyStore, NotExecuted};
 use api_policy::principal::{KeyExtractor, PeerAddr, Principal, TrustedProxies};
 use api_policy::rate_limit::{Quota, RateLimitLayer, RateLimitStore, RouteRule};
@@ -999,6 +1003,47 @@ fn idempotency<I: IdempotencyStore>(
         .build()
 }
 
+/// Conditional requests on appointments: `GET` answers carry a strong ETag (a digest of the v2
+/// JSON) and `Cache-Control: private, max-age=300`, so a client revalidates with
+/// `If-None-Match` and gets 304s; `PUT` must carry `If-Match` (428 without, 412 when stale),
+/// decided before the handler. The appointments live in this process, so the layer looks their
+/// current ETag up in them (the same digest the `GET` answer gets) rather than learning it, and
+/// its write locks stay in memory even with `--redis`: there is no data to share across
+/// instances.
+fn conditional(
+    state: &AppState,
+) -> Result<ConditionalLayer<MemoryValidatorStore>, api_policy::ConfigError> {
+    let state = state.clone();
+    ConditionalLayer::builder(MemoryValidatorStore::new(&MemoryBackend::new()))
+        .resource(
+            "/api/v2/appointments/{id}",
+            ResourceRule::resource()
+                .cache_control("private, max-age=300")
+                .require_preconditions(),
+        )
+        .lookup(move |resource| {
+            let current = current_appointment(&state, resource.param("id").unwrap_or_default());
+            async move { Ok(current) }
+        })
+        .build()
+}
+
+/// The appointment's v2 representation's validators, as the `GET` handler's answer gets them.
+fn current_appointment(state: &AppState, id: &str) -> Current {
+    let db = state.db();
+    let Some(appointment) = db.appointments.get(id) else {
+        return Current::Missing;
+    };
+    match serde_json::to_vec(&appointment.v2(&db.providers)) {
+        Ok(json) => Current::Exists(StoredValidators {
+            etag: Some(EntityTag::digest(&json)),
+            last_modified: None,
+        }),
+        // Serialising plain strings cannot fail; if it did, no ETag can match.
+        Err(_) => Current::Exists(StoredValidators::default()),
+    }
+}
+
 /// Copies axum's `ConnectInfo` into the crate's [`PeerAddr`], so anonymous callers are keyed by IP
 /// without the crate's `axum` feature.
 fn with_peer_addr(mut request: Request) -> Request {
@@ -1066,6 +1111,7 @@ fn app<St: RateLimitStore, I: IdempotencyStore>(
     idempotency: IdempotencyLayer<I>,
     stripe_webhook_secret: &str,
 ) -> Result<Router, api_policy::ConfigError> {
+    let conditional = conditional(&state)?;
     let webhook =
         WebhookLayer::stripe(idempotency.store().clone(), stripe_webhook_secret).build()?;
     Ok(Router::new()
@@ -1086,18 +1132,20 @@ fn app<St: RateLimitStore, I: IdempotencyStore>(
             // principal in the extensions and counts per subject; an anonymous principal makes
             // it fall back to the API key, then the peer IP. Idempotency comes last: requests
             // refused by authentication or the rate limit never reach it (and use up no key), and
-            // it scopes keys by the same caller. Each layer wraps the body it gets in a
-            // `PolicyBody`, hence the three levels unwrapped here.
+            // it scopes keys by the same caller. Conditional requests are innermost, next to the
+            // handlers whose answers they digest. Each layer wraps the body it gets in a
+            // `PolicyBody`, hence the four levels unwrapped here.
             ServiceBuilder::new()
                 .map_request(with_peer_addr)
                 .map_response(
-                    |response: Response<PolicyBody<PolicyBody<PolicyBody<Body>>>>| {
+                    |response: Response<PolicyBody<PolicyBody<PolicyBody<PolicyBody<Body>>>>>| {
                         response.map(Body::new)
                     },
                 )
                 .layer(auth)
                 .layer(limits)
-                .layer(idempotency),
+                .layer(idempotency)
+                .layer(conditional),
         ))
 }
 
@@ -1309,7 +1357,7 @@ async fn main() {
             .exit(),
         // `jwt`, which the example requires, brings the memory backend.
         None => {
-            let backend = api_policy::backend::MemoryBackend::new();
+            let backend = MemoryBackend::new();
             serve(
                 cli,
                 api_policy::rate_limit::MemoryRateLimitStore::new(&backend),
