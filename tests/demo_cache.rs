@@ -1,0 +1,129 @@
+//! A real HTTP cache (http-cache-reqwest, a private cache) against the demo server binary: the
+//! cache sends `If-None-Match` on its own and the demo answers 304, until the appointment
+//! changes.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http_cache_reqwest::{
+    Cache, CacheMode, CacheOptions, HttpCache, HttpCacheOptions, MokaManager,
+};
+use reqwest_middleware::ClientBuilder;
+
+/// The demo server, killed when dropped.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `cargo test` builds the examples beside the test binaries: `target/<profile>/examples/`.
+fn demo_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    profile_dir.join("examples").join("server")
+}
+
+async fn start_demo() -> (Demo, String) {
+    let binary = demo_binary();
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --all-features`, which builds the examples",
+        binary.display()
+    );
+    let port = common::free_port();
+    let child = Command::new(&binary)
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    let demo = Demo(child);
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/health")).await.is_ok() {
+            return (demo, base);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the demo did not answer on {base}");
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_private_http_cache_revalidates_against_the_demo() {
+    let (_demo, base) = start_demo().await;
+    // A private cache (a browser's, a mobile app's) that revalidates every use: `private`
+    // answers are stored, and each reuse asks the server with the cache's own If-None-Match.
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(Cache(HttpCache {
+            mode: CacheMode::NoCache,
+            manager: MokaManager::default(),
+            options: HttpCacheOptions {
+                cache_options: Some(CacheOptions {
+                    shared: false,
+                    ..CacheOptions::default()
+                }),
+                cache_status_headers: true,
+                ..HttpCacheOptions::default()
+            },
+        }))
+        .build();
+    let url = format!("{base}/api/v2/appointments/apt_3");
+
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-cache"), "MISS");
+    assert_eq!(header(&first, "cache-control"), "private, max-age=300");
+    let etag = header(&first, "etag");
+    assert!(etag.starts_with('"'), "{etag}");
+    let remaining: u32 = header(&first, "x-ratelimit-remaining").parse().unwrap();
+    let body = first.text().await.unwrap();
+
+    for n in 1..=3 {
+        let again = client.get(&url).send().await.unwrap();
+        assert_eq!(again.status(), 200);
+        // Served from the cache after the server's 304: the body is the stored one, and the
+        // 304's headers (the rate limiter counts each round trip) were merged into it.
+        assert_eq!(header(&again, "x-cache"), "HIT", "revalidation {n}");
+        assert_eq!(header(&again, "etag"), etag);
+        let now: u32 = header(&again, "x-ratelimit-remaining").parse().unwrap();
+        assert_eq!(now, remaining - n, "each reuse asked the server");
+        assert_eq!(again.text().await.unwrap(), body);
+    }
+
+    // The appointment changes (a conditional PUT, as the demo requires): the next
+    // revalidation gets the new representation, not a 304.
+    let put = reqwest::Client::new()
+        .put(&url)
+        .header("if-match", &etag)
+        .header("content-type", "application/json")
+        .body(r#"{"status":"confirmed"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let new_etag = header(&put, "etag");
+    assert_ne!(new_etag, etag);
+    let changed = client.get(&url).send().await.unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(header(&changed, "x-cache"), "MISS", "a 200, not a 304");
+    assert_eq!(header(&changed, "etag"), new_etag);
+    assert!(changed.text().await.unwrap().contains("\"confirmed\""));
+}
