@@ -11,7 +11,9 @@
 //! | Idempotency keys (Stripe's semantics: replay, 409, 422, leases, wait mode) | [`idempotency`] | [`idempotency::IdempotencyStore`] |
 //! | Webhook signatures (Stripe, HMAC headers) and once-per-event delivery | [`webhook`] | [`idempotency::IdempotencyStore`] |
 //!
-//! More layers (conditional requests, versioning, PHI audit) follow the same shape.
+//! | Conditional requests (ETags, 304, preconditions decided before the handler, 428) | [`conditional`] | [`conditional::ValidatorStore`] |
+//!
+//! More layers (versioning, PHI audit) follow the same shape.
 //!
 //! ## Layer order
 //! Outer to inner: audit -> JWT auth -> rate limit -> versioning -> idempotency -> conditional
