@@ -43,6 +43,13 @@
 //! gets a 200, even one that cannot be applied, which Stripe would otherwise retry for days. The
 //! route needs no token and is not rate limited: the signature authenticates it.
 //!
+//! `GET /api/v2/appointments/{id}` answers carry a strong `ETag` and `Cache-Control: private,
+//! max-age=300`; `If-None-Match` with that ETag gets 304 and no body. `PUT` on the same route
+//! must carry `If-Match` with the ETag last read: 428 `precondition_required` without it, 412
+//! `precondition_failed` (naming the current ETag, the handler not run) when the appointment
+//! changed since, 200 with the new ETag otherwise; two updates with the same ETag never both
+//! pass.
+//!
 //! Rate-limit counters, idempotency keys and handled webhook events are kept in memory, or in
 //! Redis with `--redis`. The appointments are always in memory: after a restart with `--redis`,
 //! an old key or event id replays its first answer (a booking, a payment) that the fresh seed data
@@ -1239,6 +1246,15 @@ fn print_usage(addr: SocketAddr, cli: &Cli, store: &str, tokens: &[DemoToken]) {
     let doctor = "-H \"Authorization: Bearer $DOCTOR\"";
     println!("try:");
     println!("  curl -i {base}/health");
+    println!(
+        "  curl -i {base}/api/v2/appointments/apt_2    # ETag and Cache-Control; send the ETag back:"
+    );
+    println!(
+        "  curl -i -H 'If-None-Match: \"<etag>\"' {base}/api/v2/appointments/apt_2    # 304, no body"
+    );
+    println!(
+        "  curl -i -X PUT -H 'If-Match: \"<etag>\"' {json} -d '{{\"status\":\"confirmed\"}}' {base}/api/v2/appointments/apt_2    # 200 with the new ETag; 428 without If-Match, 412 once stale"
+    );
     println!("  curl -i {patient} {base}/api/v2/patients/pat_1    # 200: their own record");
     println!("  curl -i {patient} {base}/api/v2/patients/pat_2    # 403: someone else's");
     println!(
