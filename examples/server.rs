@@ -696,7 +696,7 @@ async fn update_appointment(
     State(state): State<AppState>,
     Id(id): Id,
     ApiJson(update): ApiJson<UpdateAppointment>,
-) -> Result<Json<AppointmentV2>, Problem> {
+) -> Result<Response, Problem> {
     if update.date.is_none() && update.status.is_none() {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -750,7 +750,16 @@ async fn update_appointment(
         }
     }
     tracing::info!(appointment = %id, "appointment updated");
-    Ok(Json(appointment.v2(&db.providers)))
+    // The new representation's ETag, as a GET of it gets, so the client can update again.
+    let body = appointment.v2(&db.providers);
+    let etag = serde_json::to_vec(&body)
+        .map(|json| EntityTag::digest(&json).to_header_value())
+        .ok();
+    let mut response = Json(body).into_response();
+    if let Some(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,9 +5,32 @@
 //! the rest of the path (zero or more segments), and `"*"` alone matches every path. Rules are tried
 //! in the order they were added and the first match wins, so add specific routes before general ones.
 
+use std::borrow::Cow;
+
 use http::Method;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 use crate::error::ConfigError;
+
+/// What a path segment percent-encodes in its canonical form: what cannot stand in a segment,
+/// `%` itself, and `/` (so a decoded `%2F` stays inside its segment).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// A path segment as the handler sees it (axum decodes them).
+fn decoded(part: &str) -> Cow<'_, str> {
+    percent_decode_str(part).decode_utf8_lossy()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -116,7 +139,8 @@ impl RoutePattern {
     /// The template with its parameters filled in from `path`, which this pattern must match:
     /// `/api/v2/appointments/{id}` and `/api/v2/appointments/apt_1/` give
     /// `/api/v2/appointments/apt_1`. What names one resource, whatever the request's spelling of
-    /// the path (empty segments, a trailing slash).
+    /// the path: empty segments, a trailing slash, and percent-encoding (`apt%5F1` is `apt_1`,
+    /// as the handler sees it) are normalised.
     #[must_use]
     pub fn resolve(&self, path: &str) -> String {
         let mut parts = path.split('/').filter(|s| !s.is_empty());
@@ -130,12 +154,13 @@ impl RoutePattern {
                 }
                 Segment::Param(_) => {
                     out.push('/');
-                    out.push_str(parts.next().unwrap_or_default());
+                    let part = parts.next().unwrap_or_default();
+                    out.extend(utf8_percent_encode(&decoded(part), SEGMENT));
                 }
                 Segment::Rest => {
                     for part in parts.by_ref() {
                         out.push('/');
-                        out.push_str(part);
+                        out.extend(utf8_percent_encode(&decoded(part), SEGMENT));
                     }
                 }
             }
@@ -146,14 +171,15 @@ impl RoutePattern {
         out
     }
 
-    /// Every path parameter's name and value in `path`, which this pattern must match.
-    pub fn params<'p>(&'p self, path: &'p str) -> impl Iterator<Item = (&'p str, &'p str)> {
+    /// Every path parameter's name and value in `path` (percent-decoded, as a handler sees
+    /// it), which this pattern must match.
+    pub fn params<'p>(&'p self, path: &'p str) -> impl Iterator<Item = (&'p str, Cow<'p, str>)> {
         let parts = path.split('/').filter(|s| !s.is_empty());
         self.segments
             .iter()
             .zip(parts)
             .filter_map(|(segment, part)| match segment {
-                Segment::Param(name) => Some((&**name, part)),
+                Segment::Param(name) => Some((&**name, decoded(part))),
                 _ => None,
             })
     }
@@ -269,6 +295,21 @@ mod tests {
         );
         assert_eq!(p("/files/*").resolve("/files/a/b"), "/files/a/b");
         assert_eq!(p("*").resolve("/"), "/");
+        // One resource however the client encodes it; `%2F` stays inside its segment.
+        assert_eq!(
+            pat.resolve("/api/v2/appointments/apt%5F1"),
+            "/api/v2/appointments/apt_1"
+        );
+        assert_eq!(
+            pat.resolve("/api/v2/appointments/a%2Fb"),
+            "/api/v2/appointments/a%2Fb"
+        );
+        assert_eq!(
+            pat.resolve("/api/v2/appointments/a%2fb"),
+            "/api/v2/appointments/a%2Fb"
+        );
+        let params: Vec<_> = pat.params("/api/v2/appointments/apt%5F1").collect();
+        assert_eq!(params, [("version", "v2".into()), ("id", "apt_1".into())]);
     }
 
     #[test]

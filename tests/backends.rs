@@ -820,8 +820,8 @@ mod validators {
 
     use api_policy::clock::ManualClock;
     use api_policy::conditional::{
-        EntityTag, Locked, MemoryValidatorStore, RedisValidatorStore, StoredValidators, Update,
-        ValidatorStore,
+        EntityTag, Locked, MemoryValidatorStore, RedisValidatorStore, Snapshot, StoredValidators,
+        Update, ValidatorStore,
     };
     use api_policy::idempotency::OwnerToken;
 
@@ -845,17 +845,20 @@ mod validators {
         }
     }
 
+    async fn known<St: ValidatorStore>(store: &St, resource: &str) -> Option<StoredValidators> {
+        store.get(resource).await.unwrap().validators
+    }
+
     /// Learn, lock, update under the lock, compare-and-set on the owner.
     pub(super) async fn learn_lock_update<St: ValidatorStore>(store: St, _clock: ManualClock) {
-        assert_eq!(store.get(R).await.unwrap(), None);
-        store
-            .learn(R, &v("v1", Some(1_700_000_000)), TTL)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get(R).await.unwrap(),
-            Some(v("v1", Some(1_700_000_000)))
+        assert_eq!(store.get(R).await.unwrap(), Snapshot::default());
+        assert!(
+            store
+                .learn(R, &v("v1", Some(1_700_000_000)), 0, TTL)
+                .await
+                .unwrap()
         );
+        assert_eq!(known(&store, R).await, Some(v("v1", Some(1_700_000_000))));
         let (a, b) = (OwnerToken::new(), OwnerToken::new());
         assert_eq!(held(&store, &a).await, Some(v("v1", Some(1_700_000_000))));
         assert!(matches!(
@@ -863,7 +866,7 @@ mod validators {
             Locked::Busy { lease_left } if lease_left == LEASE
         ));
         // A response learned meanwhile does not overwrite what the update will decide.
-        store.learn(R, &v("stale", None), TTL).await.unwrap();
+        assert!(!store.learn(R, &v("stale", None), 0, TTL).await.unwrap());
         assert!(
             !store.unlock(R, &b, &Update::Forget, TTL).await.unwrap(),
             "not b's lock"
@@ -874,10 +877,22 @@ mod validators {
                 .await
                 .unwrap()
         );
-        assert_eq!(store.get(R).await.unwrap(), Some(v("v2", None)));
+        assert_eq!(
+            store.get(R).await.unwrap(),
+            Snapshot {
+                validators: Some(v("v2", None)),
+                generation: 1
+            }
+        );
         assert_eq!(held(&store, &b).await, Some(v("v2", None)));
         assert!(store.unlock(R, &b, &Update::Forget, TTL).await.unwrap());
-        assert_eq!(store.get(R).await.unwrap(), None);
+        assert_eq!(
+            store.get(R).await.unwrap(),
+            Snapshot {
+                validators: None,
+                generation: 2
+            }
+        );
         let c = OwnerToken::new();
         assert_eq!(held(&store, &c).await, None);
         assert!(store.unlock(R, &c, &Update::Keep, TTL).await.unwrap());
@@ -885,13 +900,60 @@ mod validators {
             !store.unlock(R, &c, &Update::Keep, TTL).await.unwrap(),
             "already unlocked"
         );
+        assert_eq!(
+            store.get(R).await.unwrap().generation,
+            2,
+            "Keep changes nothing"
+        );
         // A weak tag and no date survive the round trip.
         let weak = StoredValidators {
             etag: Some(EntityTag::weak("w1").unwrap()),
             last_modified: None,
         };
-        store.learn("other", &weak, TTL).await.unwrap();
-        assert_eq!(store.get("other").await.unwrap(), Some(weak));
+        assert!(store.learn("other", &weak, 0, TTL).await.unwrap());
+        assert_eq!(known(&store, "other").await, Some(weak));
+    }
+
+    /// A read that began before an update ended cannot bring back the validators the update
+    /// replaced: its generation is stale.
+    pub(super) async fn slow_reads_cannot_restore_old_validators<St: ValidatorStore>(
+        store: St,
+        _clock: ManualClock,
+    ) {
+        assert!(store.learn(R, &v("v1", None), 0, TTL).await.unwrap());
+        let read_began = store.get(R).await.unwrap();
+        let writer = OwnerToken::new();
+        held(&store, &writer).await;
+        assert!(
+            store
+                .unlock(R, &writer, &Update::Set(v("v2", None)), TTL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .learn(R, &v("v1", None), read_began.generation, TTL)
+                .await
+                .unwrap(),
+            "the slow read's answer is refused"
+        );
+        assert_eq!(known(&store, R).await, Some(v("v2", None)));
+        // The same after a DELETE (forget): no validators, yet the old ones stay out.
+        let read_began = store.get(R).await.unwrap();
+        held(&store, &writer).await;
+        assert!(
+            store
+                .unlock(R, &writer, &Update::Forget, TTL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .learn(R, &v("v2", None), read_began.generation, TTL)
+                .await
+                .unwrap()
+        );
+        assert_eq!(known(&store, R).await, None);
     }
 
     /// A lock whose lease ended is taken over.
@@ -934,7 +996,8 @@ mod validators {
 
     on_both_backends!(
         learn_lock_update,
+        slow_reads_cannot_restore_old_validators,
         leases_and_ttls_end,
-        concurrent_locks_hold_once
+        concurrent_locks_hold_once,
     );
 }

@@ -44,10 +44,13 @@ impl ResourceRule {
         self
     }
 
-    /// Answers a `GET`/`HEAD` whose `If-None-Match` matches the known validators with 304
-    /// without calling the handler. Only right when every change to the resource goes through
-    /// this layer (or the lookup): a change made elsewhere is not seen until the validators
-    /// are learned again.
+    /// Answers a `GET`/`HEAD` whose `If-None-Match` matches the validators the store holds
+    /// with 304 without calling the handler. Only right when every change to the resource goes
+    /// through this layer: a change made elsewhere is not seen until the validators are learned
+    /// again. The 304 carries `ETag`, `Last-Modified` and the route's `Cache-Control`, not a
+    /// `Vary` or `Content-Location` the handler would have set; and since the handler does not
+    /// run, neither do its object-level checks: keep authorization that decides who may read
+    /// the resource in a layer outside this one, or leave the fast path off.
     pub fn fast_not_modified(mut self) -> Self {
         self.fast_not_modified = true;
         self

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::store::{Locked, StoredValidators, Update, ValidatorStore};
+use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::backend::MemoryBackend;
 use crate::backend::memory::{PINNED, Slot, SlotTable, Visit};
 use crate::clock::SharedClock;
@@ -13,6 +13,7 @@ use crate::owner::OwnerToken;
 #[derive(Default)]
 struct Entry {
     validators: Option<StoredValidators>,
+    generation: u64,
     /// Microseconds.
     known_until: u64,
     lock: Option<(OwnerToken, u64)>,
@@ -97,26 +98,33 @@ fn known(entry: &Entry, now: u64) -> Option<StoredValidators> {
 }
 
 impl ValidatorStore for MemoryValidatorStore {
-    async fn get(&self, resource: &str) -> Result<Option<StoredValidators>, StoreError> {
+    async fn get(&self, resource: &str) -> Result<Snapshot, StoreError> {
         Ok(self
-            .visit(resource, false, |entry, now| known(entry, now))
-            .flatten())
+            .visit(resource, false, |entry, now| Snapshot {
+                validators: known(entry, now),
+                generation: entry.generation,
+            })
+            .unwrap_or_default())
     }
 
     async fn learn(
         &self,
         resource: &str,
         validators: &StoredValidators,
+        seen: u64,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.visit(resource, true, |entry, now| {
-            if entry.lock.as_ref().is_some_and(|(_, until)| *until > now) {
-                return;
+    ) -> Result<bool, StoreError> {
+        let learned = self.visit(resource, true, |entry, now| {
+            if entry.generation != seen
+                || entry.lock.as_ref().is_some_and(|(_, until)| *until > now)
+            {
+                return false;
             }
             entry.validators = Some(validators.clone());
             entry.known_until = now.saturating_add(micros(ttl));
+            true
         });
-        Ok(())
+        Ok(learned.unwrap_or(false))
     }
 
     async fn lock(
@@ -156,10 +164,14 @@ impl ValidatorStore for MemoryValidatorStore {
                 Update::Set(validators) => {
                     entry.validators = Some(validators.clone());
                     entry.known_until = now.saturating_add(micros(ttl));
+                    entry.generation += 1;
                 }
                 Update::Forget => {
                     entry.validators = None;
-                    entry.known_until = 0;
+                    // The generation stays as long as validators would, so a read that began
+                    // before this update cannot bring the old ones back.
+                    entry.known_until = now.saturating_add(micros(ttl));
+                    entry.generation += 1;
                 }
             }
             true

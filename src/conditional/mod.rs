@@ -13,8 +13,11 @@
 //!   Redis) or asks the application ([`lookup`](ConditionalBuilder::lookup), e.g. a version
 //!   column), and decides `If-Match`, `If-Unmodified-Since` and `If-None-Match` on `PUT`,
 //!   `PATCH`, `DELETE` and `POST` *before* the handler: a `412` never calls it. Each update holds
-//!   the resource's write lock from the check to its new validators, so two updates carrying
-//!   the same `If-Match` cannot both succeed, even on two instances sharing Redis;
+//!   the resource's write lock from the check to its new validators (the `ETag`/`Last-Modified`
+//!   the handler's answer states; an answer that states none makes the layer forget them), so
+//!   two updates carrying the same `If-Match` cannot both succeed, even on two instances sharing
+//!   Redis, as long as each finishes within the lock's lease (30 s by default:
+//!   [`lock`](ConditionalBuilder::lock));
 //! - with [`require_preconditions`](ResourceRule::require_preconditions), answers an update
 //!   without `If-Match`/`If-Unmodified-Since` with `428`.
 //!
@@ -27,7 +30,11 @@
 //! Learned validators come from the answers the layer sees. Until a resource has been read (or
 //! after its validators expire, default 1 hour), the layer does not know its ETag: an update
 //! with `If-Match` then fails safe with `412` (the client reads the resource, which teaches the
-//! layer, and retries), and `If-None-Match: *` is left to the handler. A
+//! layer, and retries), and `If-None-Match: *` is left to the handler. An answer learned from a
+//! read that began before an update ended is not kept (each resource has a generation that
+//! updates raise), so a slow read cannot bring back an ETag an update replaced. Resources are
+//! keyed by their route template filled in with the decoded path parameters, so `apt%5F1` and
+//! `apt_1` are one resource. A
 //! [`lookup`](ConditionalBuilder::lookup) removes both: the application always knows. Changes
 //! made outside the layer are not seen by learned validators; use the lookup if there are any.
 //!
@@ -76,4 +83,4 @@ pub use precondition::{Evaluation, Preconditions, Validators, evaluate};
 #[cfg(feature = "redis")]
 pub use redis::RedisValidatorStore;
 pub use service::Conditional;
-pub use store::{Locked, StoredValidators, Update, ValidatorStore};
+pub use store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};

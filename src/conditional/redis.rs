@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::{Script, Value};
 
-use super::store::{Locked, StoredValidators, Update, ValidatorStore};
+use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::backend::RedisBackend;
 use crate::error::StoreError;
 use crate::owner::OwnerToken;
@@ -16,7 +16,12 @@ static LOCK: LazyLock<Script> = LazyLock::new(|| {
         include_str!("lock.lua")
     ))
 });
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("unlock.lua")));
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../backend/now.lua"),
+        include_str!("unlock.lua")
+    ))
+});
 
 /// Validators and write locks in Redis, shared by every instance of the app.
 ///
@@ -49,15 +54,29 @@ impl RedisValidatorStore {
         action: &str,
         validators: Option<&StoredValidators>,
         ttl: Duration,
+        seen: u64,
     ) -> Result<bool, StoreError> {
         let (lock, values) = self.keys(resource);
+        // The generation is the script's to write: only the tag and date go in.
+        let line = Snapshot {
+            validators: validators.cloned(),
+            generation: 0,
+        }
+        .encode();
+        let tail = line.splitn(2, |&b| b == b' ').nth(1).unwrap_or_default();
         let mut invocation = UNLOCK.key(lock);
         invocation
             .key(values)
             .arg(owner)
             .arg(action)
-            .arg(validators.map(StoredValidators::encode).unwrap_or_default())
-            .arg(millis(ttl));
+            .arg(tail)
+            .arg(millis(ttl))
+            .arg(seen)
+            .arg(
+                self.backend
+                    .client_time()
+                    .map_or_else(String::new, |t| t.to_string()),
+            );
         let done: i64 = self.backend.invoke(&invocation).await?;
         Ok(done == 1)
     }
@@ -68,21 +87,25 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl ValidatorStore for RedisValidatorStore {
-    async fn get(&self, resource: &str) -> Result<Option<StoredValidators>, StoreError> {
+    async fn get(&self, resource: &str) -> Result<Snapshot, StoreError> {
         let (_, values) = self.keys(resource);
         let raw: Option<Vec<u8>> = self.backend.query(redis::cmd("GET").arg(values)).await?;
-        raw.as_deref().map(StoredValidators::decode).transpose()
+        Ok(raw
+            .as_deref()
+            .map(Snapshot::decode)
+            .transpose()?
+            .unwrap_or_default())
     }
 
     async fn learn(
         &self,
         resource: &str,
         validators: &StoredValidators,
+        seen: u64,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.unlock_script(resource, "", "learn", Some(validators), ttl)
+    ) -> Result<bool, StoreError> {
+        self.unlock_script(resource, "", "learn", Some(validators), ttl, seen)
             .await
-            .map(|_| ())
     }
 
     async fn lock(
@@ -109,7 +132,7 @@ impl ValidatorStore for RedisValidatorStore {
         };
         match (items.first(), items.get(1)) {
             (Some(Value::Int(1)), Some(Value::BulkString(raw))) => Ok(Locked::Held {
-                current: Some(StoredValidators::decode(raw)?),
+                current: Snapshot::decode(raw)?.validators,
             }),
             (Some(Value::Int(1)), _) => Ok(Locked::Held { current: None }),
             (Some(Value::Int(0)), Some(Value::Int(left))) => Ok(Locked::Busy {
@@ -131,7 +154,7 @@ impl ValidatorStore for RedisValidatorStore {
             Update::Set(v) => ("set", Some(v)),
             Update::Forget => ("forget", None),
         };
-        self.unlock_script(resource, owner.as_str(), action, validators, ttl)
+        self.unlock_script(resource, owner.as_str(), action, validators, ttl, 0)
             .await
     }
 

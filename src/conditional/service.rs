@@ -45,7 +45,15 @@ impl<St, S> Conditional<St, S> {
 /// What a request is to the layer.
 struct Plan {
     preconditions: Preconditions,
-    resource: Option<(Resource, bool, Option<HeaderValue>)>,
+    target: Option<Target>,
+}
+
+/// A request to a resource route.
+struct Target {
+    resource: Resource,
+    fast_not_modified: bool,
+    cache_control: Option<HeaderValue>,
+    require_preconditions: bool,
 }
 
 impl<St, S, ReqBody, ResBody> Service<Request<ReqBody>> for Conditional<St, S>
@@ -92,12 +100,7 @@ where
             && matches!(method, Method::PUT | Method::PATCH | Method::DELETE)
             && !preconditions.guards_update()
         {
-            let rejection = Rejection::new(
-                StatusCode::PRECONDITION_REQUIRED,
-                "precondition_required",
-                "This resource is updated only conditionally: send If-Match with the ETag you last read (or If-Unmodified-Since).",
-            );
-            return self.refuse(rejection, &request);
+            return self.refuse(precondition_required(), &request);
         }
         if route.is_none() && !safe {
             // Not a tracked resource: nothing to decide before the handler, nothing to learn.
@@ -105,26 +108,27 @@ where
                 future: self.inner.call(request),
             };
         }
-        let resource = route.map(|hit| {
+        let target = route.map(|hit| {
             let path = request.uri().path();
             let rule: &CompiledRule = hit.value;
-            (
-                Resource {
+            Target {
+                resource: Resource {
                     template: hit.pattern.template().to_string(),
                     path: hit.pattern.resolve(path),
                     params: hit
                         .pattern
                         .params(path)
-                        .map(|(n, v)| (n.to_string(), v.to_string()))
+                        .map(|(n, v)| (n.to_string(), v.into_owned()))
                         .collect(),
                 },
-                rule.fast_not_modified,
-                rule.cache_control.clone(),
-            )
+                fast_not_modified: rule.fast_not_modified,
+                cache_control: rule.cache_control.clone(),
+                require_preconditions: rule.require_preconditions,
+            }
         });
         let plan = Plan {
             preconditions,
-            resource,
+            target,
         };
         // The ready instance is the one to call; a clone takes its place.
         let clone = self.inner.clone();
@@ -169,15 +173,30 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let method = request.method().clone();
-    if let Some((resource, true, cache_control)) = &plan.resource
+    // What the store knows before the handler runs: the fast path's answer, and the generation
+    // a response learned from this read must still find.
+    let snapshot = match &plan.target {
+        Some(target) => match store.get(&target.resource.path).await {
+            Ok(snapshot) => Some(snapshot),
+            Err(error) => {
+                tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
+                    "validator store failed; answering without it");
+                None
+            }
+        },
+        None => None,
+    };
+    if let (Some(target), Some(known)) = (
+        &plan.target,
+        snapshot.as_ref().and_then(|s| s.validators.as_ref()),
+    ) && target.fast_not_modified
         && plan.preconditions.if_none_match.is_some()
-        && let Ok(Some(known)) = store.get(&resource.path).await
-        && evaluate(&method, &plan.preconditions, Some(view(&known)), None)
+        && evaluate(&method, &plan.preconditions, Some(view(known)), None)
             == Evaluation::NotModified
     {
         let mut headers = HeaderMap::new();
-        write_validators(&mut headers, &known);
-        if let Some(value) = cache_control {
+        write_validators(&mut headers, known);
+        if let Some(value) = &target.cache_control {
             headers.insert(CACHE_CONTROL, value.clone());
         }
         let mut response = Response::new(PolicyBody::empty());
@@ -190,17 +209,31 @@ where
     if response.status() != StatusCode::OK {
         return Ok(response.map(PolicyBody::inner));
     }
-    let (mut response, validators) = with_validators(response, config.max_body_bytes).await;
-    if let Some((resource, _, cache_control)) = &plan.resource {
-        if let Some(value) = cache_control
+    let digest = if method == Method::HEAD {
+        Digest::UnlessEmpty
+    } else {
+        Digest::Yes
+    };
+    let (mut response, validators) = with_validators(response, config.max_body_bytes, digest).await;
+    if let Some(target) = &plan.target {
+        if let Some(value) = &target.cache_control
             && !response.headers().contains_key(CACHE_CONTROL)
         {
             response.headers_mut().insert(CACHE_CONTROL, value.clone());
         }
-        if validators.etag.is_some() || validators.last_modified.is_some() {
+        let known = snapshot.as_ref().and_then(|s| s.validators.as_ref());
+        if let Some(snapshot) = &snapshot
+            && (validators.etag.is_some() || validators.last_modified.is_some())
+            && known != Some(&validators)
+        {
             // Awaited, so an update sent right after this answer finds the validators.
             if let Err(error) = store
-                .learn(&resource.path, &validators, config.validator_ttl)
+                .learn(
+                    &target.resource.path,
+                    &validators,
+                    snapshot.generation,
+                    config.validator_ttl,
+                )
                 .await
             {
                 tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
@@ -238,15 +271,25 @@ where
     ResBody: Body<Data = Bytes> + Unpin,
     ResBody::Error: Into<BoxError>,
 {
-    let Some((resource, _, _)) = plan.resource else {
+    let Some(target) = plan.target else {
         return inner.call(request).await.map(|r| r.map(PolicyBody::inner));
     };
+    let resource = target.resource;
     let refuse = |rejection: Rejection, request: &Request<ReqBody>| {
         Ok(config
             .renderer
             .respond(rejection, &RejectionContext::of(request)))
     };
     let owner = OwnerToken::new();
+    // Armed before the lock is asked for: a request dropped while asking (or a reply lost to a
+    // timeout) still releases a lock it may have been given. Releasing one it never got is a
+    // no-op: the owner does not match.
+    let mut lock = LockGuard {
+        store: store.clone(),
+        resource: resource.path.clone(),
+        owner: Some(owner.clone()),
+        ttl: config.validator_ttl,
+    };
     let deadline = tokio::time::Instant::now() + config.lock_wait;
     let mut pause = Duration::from_millis(2);
     let known = loop {
@@ -256,19 +299,17 @@ where
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
-            Ok(Locked::Busy { .. }) => return refuse(busy(), &request),
+            Ok(Locked::Busy { .. }) => {
+                lock.disarm();
+                return refuse(busy(), &request);
+            }
             Err(error) => {
                 tracing::error!(layer = "conditional", backend = store.backend_name(), %error,
                     "validator store failed; answering 503");
+                lock.unlock(Update::Keep).await;
                 return refuse(unavailable(), &request);
             }
         }
-    };
-    let mut lock = LockGuard {
-        store: store.clone(),
-        resource: resource.path.clone(),
-        owner: Some(owner),
-        ttl: config.validator_ttl,
     };
     let current = match (&config.lookup, known) {
         (Some(lookup), _) => match lookup(resource.clone()).await {
@@ -295,6 +336,21 @@ where
     let unconditional = (matches!(current, Some(Current::Missing))
         && matches!(*request.method(), Method::DELETE | Method::PATCH))
     .then_some(StatusCode::NOT_FOUND);
+    // `If-Unmodified-Since` guards nothing on a resource without a modification date (RFC 9110
+    // ignores it there), so alone it does not satisfy a required precondition.
+    if target.require_preconditions
+        && plan.preconditions.if_match.is_none()
+        && plan.preconditions.if_none_match.is_none()
+        && validators.and_then(|v| v.last_modified).is_none()
+        && matches!(
+            *request.method(),
+            Method::PUT | Method::PATCH | Method::DELETE
+        )
+        && !matches!(current, Some(Current::Missing))
+    {
+        lock.unlock(Update::Keep).await;
+        return refuse(precondition_required(), &request);
+    }
     let verdict = evaluate(
         request.method(),
         &plan.preconditions,
@@ -329,7 +385,9 @@ where
         lock.unlock(Update::Forget).await;
         return Ok(response.map(PolicyBody::inner));
     }
-    let (response, validators) = with_validators(response, config.max_body_bytes).await;
+    // Only validators the handler states: a digest of an update's answer (an empty 204, a
+    // constant `{"ok":true}`) need not be the new representation's (RFC 9110 section 9.3.4).
+    let (response, validators) = with_validators(response, config.max_body_bytes, Digest::No).await;
     let update = if validators.etag.is_some() || validators.last_modified.is_some() {
         Update::Set(validators)
     } else {
@@ -339,11 +397,21 @@ where
     Ok(response)
 }
 
+/// Whether a response without an ETag gets one digested from its body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Digest {
+    Yes,
+    /// `HEAD`: an empty body may be one a server stripped, not the representation's.
+    UnlessEmpty,
+    No,
+}
+
 /// The response with its validators: the handler's ETag (never replaced) or one digested from
 /// a body within the limit, and its Last-Modified.
 async fn with_validators<B>(
     response: Response<B>,
     limit: usize,
+    digest: Digest,
 ) -> (Response<PolicyBody<B>>, StoredValidators)
 where
     B: Body<Data = Bytes> + Unpin,
@@ -354,8 +422,11 @@ where
         .get(LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
-    if let Some(value) = response.headers().get(ETAG) {
-        let etag = EntityTag::parse(value.as_bytes()).ok();
+    if digest == Digest::No || response.headers().contains_key(ETAG) {
+        let etag = response
+            .headers()
+            .get(ETAG)
+            .and_then(|value| EntityTag::parse(value.as_bytes()).ok());
         return (
             response.map(PolicyBody::inner),
             StoredValidators {
@@ -366,6 +437,9 @@ where
     }
     let (mut parts, body) = response.into_parts();
     let (body, etag) = match collect(body, limit).await {
+        Collected::Whole(bytes) if bytes.is_empty() && digest == Digest::UnlessEmpty => {
+            (PolicyBody::full(bytes), None)
+        }
         Collected::Whole(bytes) => {
             let tag = EntityTag::digest(&bytes);
             parts.headers.insert(ETAG, tag.to_header_value());
@@ -378,6 +452,8 @@ where
         } => (PolicyBody::resumed(head, trailers, rest), None),
         Collected::Failed(error) => {
             tracing::warn!(layer = "conditional", %error, "response body failed while digesting it");
+            // What is left is an empty body: its announced length no longer holds.
+            parts.headers.remove(http::header::CONTENT_LENGTH);
             (PolicyBody::empty(), None)
         }
     };
@@ -435,6 +511,11 @@ struct LockGuard<St: ValidatorStore> {
 }
 
 impl<St: ValidatorStore> LockGuard<St> {
+    /// Another request holds the lock: nothing of ours to release.
+    fn disarm(&mut self) {
+        self.owner = None;
+    }
+
     async fn unlock(&mut self, update: Update) {
         let Some(owner) = self.owner.clone() else {
             return;
@@ -500,6 +581,14 @@ fn precondition_failed(current: &StoredValidators) -> Rejection {
     );
     write_validators(&mut rejection.headers, current);
     rejection
+}
+
+fn precondition_required() -> Rejection {
+    Rejection::new(
+        StatusCode::PRECONDITION_REQUIRED,
+        "precondition_required",
+        "This resource is updated only conditionally: send If-Match with the ETag you last read (or If-Unmodified-Since).",
+    )
 }
 
 fn busy() -> Rejection {

@@ -46,24 +46,34 @@ pub enum Update {
     Forget,
 }
 
+/// What a read of the store finds: the validators, when known, and the resource's generation,
+/// which every completed update raises. A response learned from a read that started before an
+/// update ended must not overwrite what that update stored; the generation says so.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The validators, when known.
+    pub validators: Option<StoredValidators>,
+    /// How many updates completed, as far as the store remembers (0 when it knows nothing).
+    pub generation: u64,
+}
+
 /// Validators by resource behind one interface; every backend gives the same answers to the same
 /// sequence of calls (the conformance suite in `tests/backends.rs` checks it). Resources are
 /// strings the layer builds from a route template and its parameters.
 pub trait ValidatorStore: Clone + Send + Sync + 'static {
-    /// The resource's validators, when known.
-    fn get(
-        &self,
-        resource: &str,
-    ) -> impl Future<Output = Result<Option<StoredValidators>, StoreError>> + Send;
+    /// The resource's validators, when known, and its generation.
+    fn get(&self, resource: &str) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
 
-    /// Records the resource's validators, learned from a response, for `ttl`; ignored while an
-    /// update holds the resource's lock (that update decides what is current).
+    /// Records the resource's validators, learned from a response to a read that began at
+    /// `seen` generation, for `ttl`. Ignored (`false`) when an update completed since (the
+    /// generation moved) or holds the resource's lock now: that update decides what is current.
     fn learn(
         &self,
         resource: &str,
         validators: &StoredValidators,
+        seen: u64,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Takes the resource's write lock for `lease` and reads its validators, atomically.
     fn lock(
@@ -73,7 +83,8 @@ pub trait ValidatorStore: Clone + Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<Locked, StoreError>> + Send;
 
-    /// Applies `update` and ends the lock, if `owner` still holds it (`false` otherwise).
+    /// Applies `update` and ends the lock, if `owner` still holds it (`false` otherwise). `Set`
+    /// and `Forget` raise the generation.
     fn unlock(
         &self,
         resource: &str,
@@ -86,17 +97,22 @@ pub trait ValidatorStore: Clone + Send + Sync + 'static {
     fn backend_name(&self) -> &'static str;
 }
 
-impl StoredValidators {
-    /// One line: the tag as a header writes it (or `-`), a space, the Unix seconds (or `-`).
+impl Snapshot {
+    /// One line: the generation, the tag as a header writes it (or `-`), the Unix seconds (or
+    /// `-`), separated by spaces (a tag holds none).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = match &self.etag {
-            Some(tag) => tag.to_header_value().as_bytes().to_vec(),
-            None => b"-".to_vec(),
-        };
+        let mut out = self.generation.to_string().into_bytes();
+        out.push(b' ');
+        match self.validators.as_ref().and_then(|v| v.etag.as_ref()) {
+            Some(tag) => out.extend_from_slice(tag.to_header_value().as_bytes()),
+            None => out.push(b'-'),
+        }
         out.push(b' ');
         match self
-            .last_modified
+            .validators
+            .as_ref()
+            .and_then(|v| v.last_modified)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         {
             Some(d) => out.extend_from_slice(d.as_secs().to_string().as_bytes()),
@@ -105,30 +121,37 @@ impl StoredValidators {
         out
     }
 
-    /// Reads [`encode`](Self::encode)'s output back.
+    /// Reads [`encode`](Self::encode)'s output back; `- -` is a generation without validators.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         let bad = || StoreError::Protocol("conditional validators".into());
-        // The tag cannot hold a space; the split is the last one.
-        let space = bytes.iter().rposition(|&b| b == b' ').ok_or_else(bad)?;
-        let (tag, secs) = (&bytes[..space], &bytes[space + 1..]);
+        let mut parts = bytes.splitn(3, |&b| b == b' ');
+        let (Some(generation), Some(tag), Some(secs)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let number = |raw: &[u8]| -> Result<u64, StoreError> {
+            std::str::from_utf8(raw)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(bad)
+        };
+        let generation = number(generation)?;
         let etag = match tag {
             b"-" => None,
             tag => Some(EntityTag::parse(tag).map_err(|_| bad())?),
         };
         let last_modified = match secs {
             b"-" => None,
-            secs => {
-                let secs: u64 = std::str::from_utf8(secs)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(bad)?;
-                Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
-            }
+            secs => Some(std::time::UNIX_EPOCH + Duration::from_secs(number(secs)?)),
         };
-        Ok(Self {
+        let validators = (etag.is_some() || last_modified.is_some()).then_some(StoredValidators {
             etag,
             last_modified,
+        });
+        Ok(Self {
+            validators,
+            generation,
         })
     }
 }
