@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 
 use crate::body::PolicyBody;
 use crate::gate::BoxFuture;
+use crate::rejection::{Rejection, RejectionContext, SharedRenderer};
 
 pin_project! {
     /// The response future of the layers whose work awaits several steps (idempotency,
@@ -51,5 +52,14 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         Self::Answered {
             response: Some(response),
         }
+    }
+
+    /// The layer's refusal of `request`, rendered.
+    pub(crate) fn refused<ReqBody>(
+        renderer: &SharedRenderer,
+        rejection: Rejection,
+        request: &http::Request<ReqBody>,
+    ) -> Self {
+        Self::answered(renderer.respond(rejection, &RejectionContext::of(request)))
     }
 }

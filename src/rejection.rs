@@ -165,6 +165,28 @@ impl<'a> RejectionContext<'a> {
     }
 }
 
+/// What a renderer needs of a request that has gone on to the inner service: its method, target
+/// and content type, kept so a layer can still refuse after the inner service answered.
+pub(crate) struct RequestShadow(http::Request<()>);
+
+impl RequestShadow {
+    pub(crate) fn of<B>(request: &http::Request<B>) -> Self {
+        let mut shadow = http::Request::new(());
+        *shadow.method_mut() = request.method().clone();
+        *shadow.uri_mut() = request.uri().clone();
+        if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
+            shadow
+                .headers_mut()
+                .insert(CONTENT_TYPE, content_type.clone());
+        }
+        Self(shadow)
+    }
+
+    pub(crate) fn context(&self) -> RejectionContext<'_> {
+        RejectionContext::of(&self.0)
+    }
+}
+
 /// Turns a [`Rejection`] into a response. Implemented for closures
 /// `Fn(&Rejection, &RejectionContext) -> Response<Bytes>`.
 pub trait RenderRejection: Send + Sync + 'static {

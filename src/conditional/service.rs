@@ -22,7 +22,7 @@ use crate::body::PolicyBody;
 use crate::buffer::{BoxError, Collected, collect};
 use crate::future::ResponseFuture;
 use crate::owner::OwnerToken;
-use crate::rejection::{Rejection, RejectionContext};
+use crate::rejection::{Rejection, RejectionContext, RequestShadow};
 
 /// The conditional-request service; built by [`ConditionalLayer`](super::ConditionalLayer).
 #[derive(Debug, Clone)]
@@ -149,11 +149,7 @@ impl<St, S> Conditional<St, S> {
         rejection: Rejection,
         request: &Request<ReqBody>,
     ) -> ResponseFuture<F, B, E> {
-        ResponseFuture::answered(
-            self.config
-                .renderer
-                .respond(rejection, &RejectionContext::of(request)),
-        )
+        ResponseFuture::refused(&self.config.renderer, rejection, request)
     }
 }
 
@@ -204,7 +200,7 @@ where
         *response.headers_mut() = headers;
         return Ok(response);
     }
-    let context = Shadow::of(&request);
+    let context = RequestShadow::of(&request);
     let response = inner.call(request).await?;
     if response.status() != StatusCode::OK {
         return Ok(response.map(PolicyBody::inner));
@@ -549,27 +545,6 @@ impl<St: ValidatorStore> Drop for LockGuard<St> {
                 let _ = store.unlock(&resource, &owner, &Update::Forget, ttl).await;
             });
         }
-    }
-}
-
-/// What the renderer needs of a request that has gone to the inner service.
-struct Shadow(Request<()>);
-
-impl Shadow {
-    fn of<B>(request: &Request<B>) -> Self {
-        let mut shadow = Request::new(());
-        *shadow.method_mut() = request.method().clone();
-        *shadow.uri_mut() = request.uri().clone();
-        if let Some(value) = request.headers().get(http::header::CONTENT_TYPE) {
-            shadow
-                .headers_mut()
-                .insert(http::header::CONTENT_TYPE, value.clone());
-        }
-        Self(shadow)
-    }
-
-    fn context(&self) -> RejectionContext<'_> {
-        RejectionContext::of(&self.0)
     }
 }
 

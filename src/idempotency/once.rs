@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
@@ -17,7 +17,7 @@ use super::store::{Begin, IdempotencyStore, RecordKey, Terms};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, Collected, collect};
 use crate::owner::OwnerToken;
-use crate::rejection::{Rejection, RejectionContext, SharedRenderer};
+use crate::rejection::{Rejection, RejectionContext, RequestShadow, SharedRenderer};
 
 /// The header every replayed response carries.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -145,7 +145,7 @@ where
         key: keyed.key.as_str().into(),
         attempt,
     });
-    let context = Shadow::of(&request);
+    let context = RequestShadow::of(&request);
     let response = match inner.call(request).await {
         Ok(response) => response,
         Err(error) => {
@@ -313,27 +313,6 @@ impl<St: IdempotencyStore> Drop for Lock<St> {
                 }
             }
         }
-    }
-}
-
-/// What the renderer needs of a request that has gone to the inner service.
-struct Shadow(Request<()>);
-
-impl Shadow {
-    fn of<B>(request: &Request<B>) -> Self {
-        let mut shadow = Request::new(());
-        *shadow.method_mut() = request.method().clone();
-        *shadow.uri_mut() = request.uri().clone();
-        if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
-            shadow
-                .headers_mut()
-                .insert(CONTENT_TYPE, content_type.clone());
-        }
-        Self(shadow)
-    }
-
-    fn context(&self) -> RejectionContext<'_> {
-        RejectionContext::of(&self.0)
     }
 }
 

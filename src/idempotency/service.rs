@@ -101,12 +101,7 @@ impl<St, S> Idempotency<St, S> {
         rejection: Rejection,
         request: &Request<ReqBody>,
     ) -> ResponseFuture<F, B, E> {
-        ResponseFuture::answered(
-            self.config
-                .settings
-                .renderer
-                .respond(rejection, &RejectionContext::of(request)),
-        )
+        ResponseFuture::refused(&self.config.settings.renderer, rejection, request)
     }
 }
 
