@@ -59,6 +59,7 @@ pub mod principal;
 pub mod rate_limit;
 pub mod rejection;
 pub mod route;
+pub mod versioning;
 pub mod webhook;
 
 pub use error::{ConfigError, FailurePolicy, StoreError};

@@ -74,6 +74,18 @@ impl RedisBackend {
         }
     }
 
+    /// Runs a pipeline of commands in one round trip, bounded by the timeout.
+    pub(crate) async fn query_pipeline<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(self.timeout, pipe.query_async(&mut connection)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
     /// Runs one command, bounded by the timeout.
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut connection = self.connection.clone();

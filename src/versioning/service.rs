@@ -1,0 +1,394 @@
+//! [`Versioning`]: the service the layer wraps around yours.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{LINK, RETRY_AFTER, VARY};
+use http::{HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::layer::{Announcement, Config, Explicit, VersionStatus};
+use super::policy::Gone;
+use super::resolve::{self, Source};
+use super::store::VersionPinStore;
+use super::version::{ApiVersion, day_of};
+use crate::body::PolicyBody;
+use crate::error::StoreError;
+use crate::gate::{Gate, Step};
+use crate::rejection::{Rejection, RejectionContext};
+
+/// The versioning service; built by [`VersioningLayer`](super::VersioningLayer).
+#[derive(Debug, Clone)]
+pub struct Versioning<St, S> {
+    inner: S,
+    store: St,
+    config: Arc<Config>,
+}
+
+impl<St, S> Versioning<St, S> {
+    pub(crate) fn new(inner: S, store: St, config: Arc<Config>) -> Self {
+        Self {
+            inner,
+            store,
+            config,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Versioning`].
+    pub struct ResponseFuture<S, ReqBody, B, St>
+    where
+        S: Service<Request<ReqBody>>,
+        St: VersionPinStore,
+    {
+        #[pin]
+        step: Step<S, ReqBody, B, Resolving<St>>,
+    }
+}
+
+impl<S, ReqBody, B, St> Future for ResponseFuture<S, ReqBody, B, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    St: VersionPinStore,
+{
+    type Output = Result<Response<PolicyBody<B>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().step.poll_response(cx)
+    }
+}
+
+/// The version of a request the layer resolved, in its request extensions beside the
+/// [`ApiVersion`]: where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionSource(pub Source);
+
+/// A pin lookup in flight, with what is needed to decide once it answers.
+pub(crate) struct Resolving<St> {
+    config: Arc<Config>,
+    store: St,
+    caller: String,
+}
+
+impl<St: VersionPinStore> Gate for Resolving<St> {
+    type Verdict = Result<ApiVersion, StoreError>;
+    /// The echo value, the deprecation headers, and the `Vary` values.
+    type Stamp = (HeaderValue, Option<Announcement>, Arc<Config>);
+
+    fn admit<S, ReqBody, B>(
+        self,
+        verdict: Self::Verdict,
+        inner: &mut S,
+        request: Request<ReqBody>,
+    ) -> Step<S, ReqBody, B, Self>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let version = verdict.unwrap_or_else(|error| {
+            tracing::warn!(layer = "versioning", backend = self.store.backend_name(), %error,
+                "version pin store failed; serving the default version");
+            self.config.default
+        });
+        decide(
+            version,
+            Source::Pin,
+            inner,
+            request,
+            &self.config,
+            &self.store,
+            Some(self.caller),
+        )
+    }
+
+    fn stamp<B>((echo, announcement, config): Self::Stamp, response: &mut Response<B>) {
+        let headers = response.headers_mut();
+        if let Some(name) = &config.echo {
+            headers.insert(name.clone(), echo);
+        }
+        for value in &config.vary {
+            headers.append(VARY, value.clone());
+        }
+        for (name, value) in announcement.iter().flat_map(|a| a.iter()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Where the version is served, refused, or what the request said that cannot be served.
+fn decide<S, ReqBody, B, St>(
+    version: ApiVersion,
+    source: Source,
+    inner: &mut S,
+    mut request: Request<ReqBody>,
+    config: &Arc<Config>,
+    store: &St,
+    caller: Option<String>,
+) -> Step<S, ReqBody, B, Resolving<St>>
+where
+    S: Service<Request<ReqBody>>,
+    St: VersionPinStore,
+{
+    let refuse = |rejection: Rejection, request: &Request<ReqBody>| {
+        Step::answer(
+            config
+                .renderer
+                .respond(rejection, &RejectionContext::of(request)),
+        )
+    };
+    let now = UNIX_EPOCH + Duration::from_micros(config.clock.now_micros());
+    let deprecation = match config.versions.get(&version) {
+        None => {
+            return refuse(
+                gone(
+                    version,
+                    "version_unknown",
+                    config.migration_link.as_deref(),
+                    None,
+                ),
+                &request,
+            );
+        }
+        Some(VersionStatus::Retired { link }) => {
+            let link = link.as_deref().or(config.migration_link.as_deref());
+            return refuse(gone(version, "version_retired", link, None), &request);
+        }
+        Some(VersionStatus::Current) => None,
+        Some(VersionStatus::Deprecated(d)) => Some(d),
+    };
+    let route = config
+        .routes
+        .find(request.method(), request.uri().path())
+        .map(|hit| hit.value);
+    for d in deprecation.into_iter().chain(route.map(|(d, _)| d)) {
+        match d.refusal_at(now) {
+            Some(Gone::Sunset) => {
+                return refuse(
+                    gone(version, "version_sunset", d.migration_link(), None),
+                    &request,
+                );
+            }
+            Some(Gone::Brownout { until }) => {
+                return refuse(
+                    gone(
+                        version,
+                        "version_brownout",
+                        d.migration_link(),
+                        Some(until.duration_since(now).unwrap_or_default()),
+                    ),
+                    &request,
+                );
+            }
+            None => {}
+        }
+    }
+    let Some((echo, announcement)) = config.served.get(&version).cloned() else {
+        return refuse(
+            gone(
+                version,
+                "version_unknown",
+                config.migration_link.as_deref(),
+                None,
+            ),
+            &request,
+        );
+    };
+    let announcement = announcement.or_else(|| route.map(|(_, a)| a.clone()));
+    if deprecation.is_some_and(|d| d.in_effect(now)) || route.is_some_and(|(d, _)| d.in_effect(now))
+    {
+        let caller = caller.unwrap_or_else(|| {
+            config
+                .extractor
+                .identify(request.headers(), request.extensions())
+                .map_or_else(|| "anonymous".to_string(), |c| c.key())
+        });
+        tracing::info!(target: "api_policy::deprecation", version = %version, caller = %caller,
+            method = %request.method(), path = request.uri().path(), "deprecated API called");
+        if deprecation.is_some() {
+            record(store, version, caller, now);
+        }
+    }
+    request.extensions_mut().insert(version);
+    request.extensions_mut().insert(VersionSource(source));
+    Step::call(inner, request, Some((echo, announcement, config.clone())))
+}
+
+/// Counts the call in the background: the answer does not wait for the report's bookkeeping.
+fn record<St: VersionPinStore>(store: &St, version: ApiVersion, caller: String, now: SystemTime) {
+    let day = day_of(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let store = store.clone();
+        runtime.spawn(async move {
+            if let Err(error) = store.record_call(version, &caller, day).await {
+                tracing::warn!(layer = "versioning", backend = store.backend_name(), %error,
+                    "could not count a deprecated call");
+            }
+        });
+    }
+}
+
+fn gone(
+    version: ApiVersion,
+    error: &'static str,
+    link: Option<&str>,
+    retry: Option<Duration>,
+) -> Rejection {
+    let what = match error {
+        "version_sunset" => format!("API version {version} was sunset and is no longer served."),
+        "version_brownout" => format!(
+            "API version {version} is deprecated and is unavailable during a scheduled brownout; migrate before its sunset."
+        ),
+        "version_retired" => format!("API version {version} is retired."),
+        _ => format!("API version {version} does not exist."),
+    };
+    let detail = match link {
+        Some(link) => format!("{what} Migration guide: {link}"),
+        None => what,
+    };
+    let mut rejection = Rejection::new(StatusCode::GONE, error, detail);
+    if let Some(link) = link
+        && let Ok(value) = HeaderValue::from_str(&format!("<{link}>; rel=\"deprecation\""))
+    {
+        rejection = rejection.with_header(LINK, value);
+    }
+    if let Some(retry) = retry
+        && let Ok(value) = HeaderValue::from_str(&retry.as_secs().max(1).to_string())
+    {
+        rejection = rejection.with_header(RETRY_AFTER, value);
+    }
+    rejection
+}
+
+/// The version the request names, by path and explicit strategies; `None` when it names none.
+/// Boxed refusals: they are rare, the common answer stays small.
+fn named<B>(
+    config: &Config,
+    request: &Request<B>,
+) -> Result<Option<(ApiVersion, Source)>, Box<Rejection>> {
+    let malformed = |what: String| {
+        Box::new(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "version_malformed",
+            format!("{what} does not name an API version: use `v2`, or a date like `2024-04-10`."),
+        ))
+    };
+    let path = config
+        .path
+        .then(|| resolve::from_path(request.uri().path()))
+        .flatten();
+    let mut explicit = None;
+    for strategy in &config.explicit {
+        let found = match strategy {
+            Explicit::Header(name) => resolve::from_header(request.headers(), name)
+                .map_err(|_| malformed(format!("The `{name}` header")))?
+                .map(|v| (v, Source::Header)),
+            Explicit::Accept(vendor) => resolve::from_accept(request.headers(), vendor)
+                .map_err(|_| malformed("The vendor media type in `Accept`".to_string()))?
+                .map(|v| (v, Source::Accept)),
+        };
+        if found.is_some() {
+            explicit = found;
+            break;
+        }
+    }
+    match (explicit, path) {
+        (Some((version, source)), Some(from_path)) => {
+            if config.family(version).is_some()
+                && config.family(version) == config.family(from_path)
+            {
+                Ok(Some((version, source)))
+            } else {
+                Err(Box::new(Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "version_conflict",
+                    format!(
+                        "The path names API version {from_path}, but the request asks for {version}, which is not a revision of it."
+                    ),
+                )))
+            }
+        }
+        (Some(found), None) => Ok(Some(found)),
+        (None, Some(from_path)) => Ok(Some((from_path, Source::Path))),
+        (None, None) => Ok(None),
+    }
+}
+
+impl<St, S, ReqBody, ResBody> Service<Request<ReqBody>> for Versioning<St, S>
+where
+    St: VersionPinStore,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<PolicyBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody, St>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = self.config.clone();
+        let step = match named(&config, &request) {
+            Err(rejection) => Step::answer(
+                config
+                    .renderer
+                    .respond(*rejection, &RejectionContext::of(&request)),
+            ),
+            Ok(Some((version, source))) => decide(
+                version,
+                source,
+                &mut self.inner,
+                request,
+                &config,
+                &self.store,
+                None,
+            ),
+            Ok(None) => {
+                let caller = config
+                    .pins
+                    .then(|| {
+                        config
+                            .extractor
+                            .identify(request.headers(), request.extensions())
+                    })
+                    .flatten()
+                    .filter(|c| !c.principal().is_some_and(crate::Principal::is_anonymous))
+                    .map(|c| c.key());
+                match caller {
+                    None => decide(
+                        config.default,
+                        Source::Default,
+                        &mut self.inner,
+                        request,
+                        &config,
+                        &self.store,
+                        None,
+                    ),
+                    Some(caller) => {
+                        let store = self.store.clone();
+                        let (key, default, first_use) =
+                            (caller.clone(), config.default, config.pin_on_first_use);
+                        let check = Box::pin(async move {
+                            if first_use {
+                                store.pin_if_absent(&key, default).await
+                            } else {
+                                Ok(store.pinned(&key).await?.unwrap_or(default))
+                            }
+                        });
+                        let gate = Resolving {
+                            config,
+                            store: self.store.clone(),
+                            caller,
+                        };
+                        Step::wait(check, &mut self.inner, request, gate)
+                    }
+                }
+            }
+        };
+        ResponseFuture { step }
+    }
+}

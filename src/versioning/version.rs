@@ -1,0 +1,175 @@
+//! [`ApiVersion`]: a major version (`v2`) or a dated one (`2024-04-10`, as Stripe and GitHub
+//! name theirs), and the civil-date arithmetic dates need.
+
+use std::fmt;
+
+/// Why a version string was refused (the layer answers 400 `version_malformed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an API version: expected `v2`, `2` or a date like `2024-04-10`")]
+pub struct VersionError;
+
+/// An API version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApiVersion {
+    /// A major version: `v2` (also read from `2` and `V2`).
+    Major(u32),
+    /// A dated version: `2024-04-10`.
+    Date {
+        /// The year.
+        year: u16,
+        /// The month, 1 to 12.
+        month: u8,
+        /// The day of the month.
+        day: u8,
+    },
+}
+
+impl ApiVersion {
+    /// Parses `v2`, `V2`, `2` or `2024-04-10` (a real calendar date).
+    ///
+    /// ```
+    /// use api_policy::versioning::ApiVersion;
+    /// assert_eq!(ApiVersion::parse("v2"), Ok(ApiVersion::Major(2)));
+    /// assert_eq!(ApiVersion::parse("2024-04-10")?.to_string(), "2024-04-10");
+    /// assert!(ApiVersion::parse("2024-02-30").is_err());
+    /// # Ok::<(), api_policy::versioning::VersionError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`VersionError`] for anything else.
+    pub fn parse(text: &str) -> Result<Self, VersionError> {
+        let text = text.trim();
+        if text.len() == 10 && text.as_bytes()[4] == b'-' && text.as_bytes()[7] == b'-' {
+            let number = |range: std::ops::Range<usize>| {
+                let part = text.get(range).ok_or(VersionError)?;
+                if !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(VersionError);
+                }
+                part.parse::<u16>().map_err(|_| VersionError)
+            };
+            let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+            let (month, day) = (
+                u8::try_from(month).map_err(|_| VersionError)?,
+                u8::try_from(day).map_err(|_| VersionError)?,
+            );
+            if year < 1970 || !(1..=12).contains(&month) || day == 0 || day > days_in(year, month) {
+                return Err(VersionError);
+            }
+            return Ok(Self::Date { year, month, day });
+        }
+        let digits = text
+            .strip_prefix('v')
+            .or_else(|| text.strip_prefix('V'))
+            .unwrap_or(text);
+        if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(VersionError);
+        }
+        digits.parse().map(Self::Major).map_err(|_| VersionError)
+    }
+
+    /// A dated version.
+    ///
+    /// # Errors
+    /// [`VersionError`] for a date that does not exist.
+    pub fn date(year: u16, month: u8, day: u8) -> Result<Self, VersionError> {
+        Self::parse(&format!("{year:04}-{month:02}-{day:02}"))
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Major(n) => write!(f, "v{n}"),
+            Self::Date { year, month, day } => write!(f, "{year:04}-{month:02}-{day:02}"),
+        }
+    }
+}
+
+fn is_leap(year: u16) -> bool {
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
+}
+
+fn days_in(year: u16, month: u8) -> u8 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a Unix time in seconds: the "day" usage is counted by.
+#[must_use]
+pub(crate) fn day_of(unix_secs: u64) -> u64 {
+    unix_secs / 86_400
+}
+
+/// The civil date (`YYYY-MM-DD`) of a day number, for reports (Howard Hinnant's algorithm).
+#[must_use]
+pub(crate) fn civil(day: u64) -> String {
+    let z = i64::try_from(day).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_print() {
+        for (text, version, printed) in [
+            ("v2", ApiVersion::Major(2), "v2"),
+            ("V10", ApiVersion::Major(10), "v10"),
+            ("3", ApiVersion::Major(3), "v3"),
+            (
+                "2024-04-10",
+                ApiVersion::date(2024, 4, 10).unwrap(),
+                "2024-04-10",
+            ),
+            (
+                "2024-02-29",
+                ApiVersion::date(2024, 2, 29).unwrap(),
+                "2024-02-29",
+            ),
+        ] {
+            let parsed = ApiVersion::parse(text).unwrap();
+            assert_eq!(parsed, version, "{text}");
+            assert_eq!(parsed.to_string(), printed);
+        }
+        for bad in [
+            "",
+            "v",
+            "v-1",
+            "v2.1",
+            "vv2",
+            "two",
+            "2023-02-29",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-04-31",
+            "24-04-10",
+            "2024/04/10",
+            "1969-12-31",
+            "9999999999",
+            "2024-04-1x",
+        ] {
+            assert_eq!(ApiVersion::parse(bad), Err(VersionError), "{bad}");
+        }
+    }
+
+    #[test]
+    fn days_map_to_civil_dates() {
+        assert_eq!(civil(0), "1970-01-01");
+        assert_eq!(civil(day_of(1_767_225_599)), "2025-12-31");
+        assert_eq!(civil(day_of(1_767_225_600)), "2026-01-01");
+        assert_eq!(civil(day_of(951_782_400)), "2000-02-29");
+    }
+}
