@@ -64,6 +64,7 @@ pub trait VersionPinStore: Clone + Send + Sync + 'static {
 }
 
 /// Sums per-day counts into a report, most calls first (then by caller, so it is stable).
+#[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
 pub(crate) fn report(days: impl IntoIterator<Item = (u64, Vec<(String, u64)>)>) -> Vec<Usage> {
     let mut totals: std::collections::HashMap<String, (u64, u64)> =
         std::collections::HashMap::new();

@@ -106,6 +106,7 @@ pub(crate) fn day_of(unix_secs: u64) -> u64 {
 
 /// The civil date (`YYYY-MM-DD`) of a day number, for reports (Howard Hinnant's algorithm).
 #[must_use]
+#[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
 pub(crate) fn civil(day: u64) -> String {
     let z = i64::try_from(day).unwrap_or(i64::MAX / 2) + 719_468;
     let era = z.div_euclid(146_097);
