@@ -43,6 +43,13 @@
 //! gets a 200, even one that cannot be applied, which Stripe would otherwise retry for days. The
 //! route needs no token and is not rate limited: the signature authenticates it.
 //!
+//! Versions: `/api/v1/...` is deprecated since 2026-07-01 (`Deprecation: @1782864000`,
+//! `Sunset: Thu, 31 Dec 2026 23:59:59 GMT`, `Link: </docs/migrate-to-v2>; rel="deprecation"`
+//! on every v1 answer, which is otherwise unchanged), and every v1 call is counted per caller;
+//! `/api/v2/...` is current and also takes the dated revision `Api-Version: 2024-04-10` (another
+//! date is 410, a v1 date on a v2 path 400). Every answer echoes `Api-Version`. `GET
+//! /admin/deprecations` (admin token) lists who called v1 in the last 30 days.
+//!
 //! `GET /api/v2/appointments/{id}` answers carry a strong `ETag` and `Cache-Control: private,
 //! max-age=300`; `If-None-Match` with that ETag gets 304 and no body. `PUT` on the same route
 //! must carry `If-Match` with the ETag last read: 428 `precondition_required` without it, 412
@@ -69,6 +76,9 @@ use api_policy::conditional::{
 use api_policy::idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyStore, NotExecuted};
 use api_policy::principal::{KeyExtractor, PeerAddr, Principal, TrustedProxies};
 use api_policy::rate_limit::{Quota, RateLimitLayer, RateLimitStore, RouteRule};
+use api_policy::versioning::{
+    ApiVersion, Deprecation, VersionPinStore, VersionStatus, VersioningLayer,
+};
 use api_policy::webhook::WebhookLayer;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
@@ -433,13 +443,23 @@ impl Appointment {
 struct AppState {
     db: Arc<Mutex<Db>>,
     booking_latency: Duration,
+    /// The deprecation report of `GET /admin/deprecations`, read from the versioning layer.
+    deprecations: DeprecationReport,
 }
 
+/// Builds the deprecation report: who called each deprecated version in the last 30 days.
+type DeprecationReport = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send>>
+        + Send
+        + Sync,
+>;
+
 impl AppState {
-    fn new(booking_latency: Duration) -> Self {
+    fn new(booking_latency: Duration, deprecations: DeprecationReport) -> Self {
         Self {
             db: Arc::new(Mutex::new(Db::seed())),
             booking_latency,
+            deprecations,
         }
     }
 
@@ -946,6 +966,20 @@ async fn stripe_webhook(
     }))
 }
 
+/// Who still calls deprecated versions: the contact list before the sunset (admins only).
+async fn deprecations(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json((state.deprecations)().await)
+}
+
+/// The migration guide the deprecation headers link to.
+async fn migration_guide() -> &'static str {
+    "Migrating from v1 to v2\n\n\
+     v1 is deprecated since 2026-07-01 and is removed on 2026-12-31 (the Sunset header).\n\
+     Replace /api/v1/ with /api/v2/ in your paths. The v2 appointment carries `status`,\n\
+     `patient_id`, `provider {id, name}` and `payment` instead of v1's `provider_name`.\n\
+     Dated revisions of v2 are chosen with the `Api-Version` header (e.g. 2024-04-10).\n"
+}
+
 async fn no_route() -> Problem {
     Problem::not_found("No route matches this path.")
 }
@@ -1060,6 +1094,64 @@ fn current_appointment(state: &AppState, id: &str) -> Current {
     }
 }
 
+/// When v1 was deprecated: 2026-07-01T00:00:00Z.
+const V1_DEPRECATED_SECS: u64 = 1_782_864_000;
+/// When v1 goes away.
+const V1_SUNSET: &str = "Thu, 31 Dec 2026 23:59:59 GMT";
+/// The migration guide the deprecation headers and 410 answers link to.
+const MIGRATION_GUIDE: &str = "/docs/migrate-to-v2";
+
+/// API versions: `/api/v1/...` is deprecated (headers on every answer, every call counted per
+/// caller), `/api/v2/...` is current and also takes the dated revision `Api-Version:
+/// 2024-04-10`; requests naming no version get v2.
+fn versioning<V: VersionPinStore>(
+    store: V,
+) -> Result<VersioningLayer<V>, Box<dyn std::error::Error>> {
+    let sunset = httpdate::parse_http_date(V1_SUNSET)?;
+    let v1 = Deprecation::since(std::time::UNIX_EPOCH + Duration::from_secs(V1_DEPRECATED_SECS))
+        .sunset(sunset)
+        .link(MIGRATION_GUIDE);
+    let revision = ApiVersion::date(2024, 4, 10)?;
+    Ok(VersioningLayer::builder(store, ApiVersion::Major(2))
+        .version(ApiVersion::Major(1), VersionStatus::Deprecated(v1))
+        .version(ApiVersion::Major(2), VersionStatus::Current)
+        .version(revision, VersionStatus::Current)
+        .revision_of(revision, 2)
+        .path_prefix()
+        .header("Api-Version")
+        .accept_vendor("appointments")
+        .migration_link(MIGRATION_GUIDE)
+        .key_extractor(callers()?)
+        .build()?)
+}
+
+/// The report of `GET /admin/deprecations`, over the layer's store.
+fn deprecation_report<V: VersionPinStore>(layer: VersioningLayer<V>) -> DeprecationReport {
+    Arc::new(move || {
+        let layer = layer.clone();
+        Box::pin(async move {
+            let mut versions = Vec::new();
+            for version in layer.deprecated_versions() {
+                let callers = match layer.usage(version, 30).await {
+                    Ok(usage) => serde_json::to_value(usage).unwrap_or_default(),
+                    Err(error) => serde_json::json!({ "error": error.to_string() }),
+                };
+                versions.push(serde_json::json!({
+                    "version": version.to_string(),
+                    "deprecated_since": httpdate::fmt_http_date(
+                        std::time::UNIX_EPOCH + Duration::from_secs(V1_DEPRECATED_SECS)
+                    ),
+                    "sunset": V1_SUNSET,
+                    "migration_guide": MIGRATION_GUIDE,
+                    "days": 30,
+                    "callers": callers,
+                }));
+            }
+            serde_json::json!({ "deprecated": versions })
+        })
+    })
+}
+
 /// Copies axum's `ConnectInfo` into the crate's [`PeerAddr`], so anonymous callers are keyed by IP
 /// without the crate's `axum` feature.
 fn with_peer_addr(mut request: Request) -> Request {
@@ -1085,7 +1177,8 @@ async fn auth_layer(cli: &Cli) -> Result<JwtAuthLayer, Box<dyn std::error::Error
         // `*` also covers methods and sub-paths without a handler: without a token they are 401,
         // not a 404 or 405 that would map the PHI routes for anonymous callers.
         .route("/api/v2/patients/*", Require::any_role(roles))
-        .route("POST /api/v2/appointments", Require::any_role(roles));
+        .route("POST /api/v2/appointments", Require::any_role(roles))
+        .route("/admin/*", Require::any_role([Role::Admin.as_str()]));
     let builder = match cli.jwks_url.as_deref() {
         None => builder.key(VerifyKey::hmac(
             Algorithm::HS256,
@@ -1120,10 +1213,11 @@ async fn auth_layer(cli: &Cli) -> Result<JwtAuthLayer, Box<dyn std::error::Error
 /// checks signatures with `stripe_webhook_secret` and de-duplicates events in the idempotency
 /// layer's store. Serve with `into_make_service_with_connect_info::<SocketAddr>()` so anonymous
 /// callers have an address.
-fn app<St: RateLimitStore, I: IdempotencyStore>(
+fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
     state: AppState,
     auth: JwtAuthLayer,
     limits: RateLimitLayer<St>,
+    versioning: VersioningLayer<V>,
     idempotency: IdempotencyLayer<I>,
     stripe_webhook_secret: &str,
 ) -> Result<Router, api_policy::ConfigError> {
@@ -1140,6 +1234,8 @@ fn app<St: RateLimitStore, I: IdempotencyStore>(
         )
         .route("/api/v2/patients/{id}", get(get_patient))
         .route("/webhooks/stripe", post(stripe_webhook).layer(webhook))
+        .route("/admin/deprecations", get(deprecations))
+        .route("/docs/migrate-to-v2", get(migration_guide))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -1150,16 +1246,18 @@ fn app<St: RateLimitStore, I: IdempotencyStore>(
             // refused by authentication or the rate limit never reach it (and use up no key), and
             // it scopes keys by the same caller. Conditional requests are innermost, next to the
             // handlers whose answers they digest. Each layer wraps the body it gets in a
-            // `PolicyBody`, hence the four levels unwrapped here.
+            // `PolicyBody`, hence the five levels unwrapped here. Versioning sits after the rate
+            // limit, so it counts deprecated calls by the same caller.
             ServiceBuilder::new()
                 .map_request(with_peer_addr)
                 .map_response(
-                    |response: Response<PolicyBody<PolicyBody<PolicyBody<PolicyBody<Body>>>>>| {
-                        response.map(Body::new)
-                    },
+                    |response: Response<
+                        PolicyBody<PolicyBody<PolicyBody<PolicyBody<PolicyBody<Body>>>>>,
+                    >| { response.map(Body::new) },
                 )
                 .layer(auth)
                 .layer(limits)
+                .layer(versioning)
                 .layer(idempotency)
                 .layer(conditional),
         ))
@@ -1256,6 +1354,15 @@ fn print_usage(addr: SocketAddr, cli: &Cli, store: &str, tokens: &[DemoToken]) {
     println!("try:");
     println!("  curl -i {base}/health");
     println!(
+        "  curl -i {base}/api/v1/appointments/apt_1    # v1: Deprecation, Sunset and Link headers"
+    );
+    println!(
+        "  curl -i -H 'Api-Version: 2024-04-10' {base}/api/v2/appointments/apt_1    # a dated v2 revision"
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $ADMIN\" {base}/admin/deprecations    # who still calls v1"
+    );
+    println!(
         "  curl -i {base}/api/v2/appointments/apt_2    # ETag and Cache-Control; send the ETag back:"
     );
     println!(
@@ -1314,14 +1421,16 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-async fn serve<St: RateLimitStore, I: IdempotencyStore>(
+async fn serve<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
     cli: Cli,
     store: St,
     idempotency_store: I,
+    version_store: V,
     store_name: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let limits = rate_limits(store, &cli)?;
     let idempotency = idempotency(idempotency_store)?;
+    let versioning = versioning(version_store)?;
     let auth = auth_layer(&cli).await?;
     // Only an HS256 secret lets the server mint tokens; a JWKS's signing keys are the issuer's.
     let tokens = if cli.jwks_url.is_none() {
@@ -1329,13 +1438,23 @@ async fn serve<St: RateLimitStore, I: IdempotencyStore>(
     } else {
         Vec::new()
     };
-    let state = AppState::new(Duration::from_millis(cli.booking_latency_ms));
+    let state = AppState::new(
+        Duration::from_millis(cli.booking_latency_ms),
+        deprecation_report(versioning.clone()),
+    );
     let listener = tokio::net::TcpListener::bind(cli.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store_name, "listening");
-    let app = app(state, auth, limits, idempotency, &cli.stripe_webhook_secret)?;
+    let app = app(
+        state,
+        auth,
+        limits,
+        versioning,
+        idempotency,
+        &cli.stripe_webhook_secret,
+    )?;
     print_usage(addr, &cli, store_name, &tokens);
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
@@ -1367,6 +1486,7 @@ async fn main() {
                     cli,
                     api_policy::rate_limit::RedisRateLimitStore::new(&backend),
                     api_policy::idempotency::RedisIdempotencyStore::new(&backend),
+                    api_policy::versioning::RedisVersionPinStore::new(&backend),
                     "redis",
                 )
                 .await
@@ -1387,6 +1507,7 @@ async fn main() {
                 cli,
                 api_policy::rate_limit::MemoryRateLimitStore::new(&backend),
                 api_policy::idempotency::MemoryIdempotencyStore::new(&backend),
+                api_policy::versioning::MemoryVersionPinStore::new(&backend),
                 "memory",
             )
             .await

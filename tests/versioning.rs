@@ -232,6 +232,12 @@ async fn resolution_order_and_refusals<St: VersionPinStore>(store: St, clock: Ma
             (StatusCode::BAD_REQUEST, error)
         );
     }
+    let unknown_date = send(&app, "/api/v2/items/1", &[("api-version", "2023-01-01")]).await;
+    assert_eq!(
+        (unknown_date.status, unknown_date.error().as_str()),
+        (StatusCode::GONE, "version_unknown"),
+        "an unknown date is unknown, not a conflict"
+    );
     let unknown = send(&app, "/api/items/1", &[("api-version", "v9")]).await;
     assert_eq!(
         (unknown.status, unknown.error().as_str()),

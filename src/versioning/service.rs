@@ -297,8 +297,10 @@ fn named<B>(
     }
     match (explicit, path) {
         (Some((version, source)), Some(from_path)) => {
-            if config.family(version).is_some()
-                && config.family(version) == config.family(from_path)
+            // An unknown version goes on to its 410; a known one must revise the path's.
+            if !config.versions.contains_key(&version)
+                || (config.family(version).is_some()
+                    && config.family(version) == config.family(from_path))
             {
                 Ok(Some((version, source)))
             } else {
