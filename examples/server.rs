@@ -1250,11 +1250,7 @@ fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
             // limit, so it counts deprecated calls by the same caller.
             ServiceBuilder::new()
                 .map_request(with_peer_addr)
-                .map_response(
-                    |response: Response<
-                        PolicyBody<PolicyBody<PolicyBody<PolicyBody<PolicyBody<Body>>>>>,
-                    >| { response.map(Body::new) },
-                )
+                .map_response(|response: Response<Layered>| response.map(Body::new))
                 .layer(auth)
                 .layer(limits)
                 .layer(versioning)
@@ -1262,6 +1258,9 @@ fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
                 .layer(conditional),
         ))
 }
+
+/// The body the five policy layers make of axum's: each wraps what it gets.
+type Layered = PolicyBody<PolicyBody<PolicyBody<PolicyBody<PolicyBody<Body>>>>>;
 
 /// Freshly minted tokens for the start-up hints, named as the shell variables the hints use.
 struct DemoToken {
