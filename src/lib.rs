@@ -13,7 +13,9 @@
 //!
 //! | Conditional requests (ETags, 304, preconditions decided before the handler, 428) | [`conditional`] | [`conditional::ValidatorStore`] |
 //!
-//! More layers (versioning, PHI audit) follow the same shape.
+//! | Versioning and deprecation (path, header, vendor type, pins; RFC 9745/8594 headers; sunsets, brownouts, usage report) | [`versioning`] | [`versioning::VersionPinStore`] |
+//!
+//! The PHI audit layer follows the same shape.
 //!
 //! ## Layer order
 //! Outer to inner: audit -> JWT auth -> rate limit -> versioning -> idempotency -> conditional
