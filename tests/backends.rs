@@ -1001,3 +1001,84 @@ mod validators {
         concurrent_locks_hold_once,
     );
 }
+
+// ---- version pins and usage ------------------------------------------------------------------
+
+mod version_pins {
+    use api_policy::clock::ManualClock;
+    use api_policy::versioning::{
+        ApiVersion, MemoryVersionPinStore, RedisVersionPinStore, VersionPinStore,
+    };
+
+    use super::{T0, common};
+
+    fn v(text: &str) -> ApiVersion {
+        ApiVersion::parse(text).unwrap()
+    }
+
+    /// Pins: none, pinned on first use and kept, moved, removed.
+    pub(super) async fn pins<St: VersionPinStore>(store: St, _clock: ManualClock) {
+        assert_eq!(store.pinned("u:a").await.unwrap(), None);
+        assert_eq!(store.pin_if_absent("u:a", v("v1")).await.unwrap(), v("v1"));
+        assert_eq!(
+            store.pin_if_absent("u:a", v("v2")).await.unwrap(),
+            v("v1"),
+            "kept"
+        );
+        store.set_pin("u:a", Some(v("2024-04-10"))).await.unwrap();
+        assert_eq!(store.pinned("u:a").await.unwrap(), Some(v("2024-04-10")));
+        store.set_pin("u:a", None).await.unwrap();
+        assert_eq!(store.pinned("u:a").await.unwrap(), None);
+        assert_eq!(store.pinned("u:b").await.unwrap(), None, "callers apart");
+    }
+
+    /// Usage: summed over the asked days only, most calls first, with the last day seen.
+    pub(super) async fn usage<St: VersionPinStore>(store: St, _clock: ManualClock) {
+        let day = 20_416; // 2025-11-24
+        for (caller, d, n) in [
+            ("u:a", day, 2),
+            ("u:b", day, 1),
+            ("u:b", day + 1, 3),
+            ("u:c", day + 5, 1),
+        ] {
+            for _ in 0..n {
+                store.record_call(v("v1"), caller, d).await.unwrap();
+            }
+        }
+        store.record_call(v("v2"), "u:a", day).await.unwrap();
+        let report: Vec<(String, u64, String)> = store
+            .usage(v("v1"), day, day + 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.caller, u.calls, u.last_seen))
+            .collect();
+        assert_eq!(
+            report,
+            [
+                ("u:b".to_string(), 4, "2025-11-25".to_string()),
+                ("u:a".to_string(), 2, "2025-11-24".to_string()),
+            ]
+        );
+        assert_eq!(store.usage(v("v2"), day, day).await.unwrap().len(), 1);
+        assert!(
+            store
+                .usage(v("v1"), day + 2, day + 4)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    fn memory(_clock: &ManualClock) -> MemoryVersionPinStore {
+        MemoryVersionPinStore::new(&Default::default())
+    }
+
+    async fn redis(test: &str, clock: &ManualClock) -> Option<RedisVersionPinStore> {
+        Some(RedisVersionPinStore::new(
+            &common::redis_backend(test, clock).await?,
+        ))
+    }
+
+    on_both_backends!(pins, usage);
+}
