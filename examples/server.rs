@@ -1136,13 +1136,12 @@ fn deprecation_report<V: VersionPinStore>(layer: VersioningLayer<V>) -> Deprecat
                     Ok(usage) => serde_json::to_value(usage).unwrap_or_default(),
                     Err(error) => serde_json::json!({ "error": error.to_string() }),
                 };
+                let deprecation = layer.deprecation(version);
                 versions.push(serde_json::json!({
                     "version": version.to_string(),
-                    "deprecated_since": httpdate::fmt_http_date(
-                        std::time::UNIX_EPOCH + Duration::from_secs(V1_DEPRECATED_SECS)
-                    ),
-                    "sunset": V1_SUNSET,
-                    "migration_guide": MIGRATION_GUIDE,
+                    "deprecated_since": deprecation.map(|d| httpdate::fmt_http_date(d.deprecated_at())),
+                    "sunset": deprecation.and_then(|d| d.sunset_at()).map(httpdate::fmt_http_date),
+                    "migration_guide": deprecation.and_then(|d| d.migration_guide()),
                     "days": 30,
                     "callers": callers,
                 }));

@@ -263,6 +263,11 @@ async fn pins_decide_for_silent_callers<St: VersionPinStore>(store: St, clock: M
     let pinned = send(&app, "/api/items/1", &[("x-user", "old-client")]).await;
     assert_eq!(pinned.body, "served v1");
     assert_eq!(pinned.header("deprecation"), ["@1782864000"]);
+    assert_eq!(
+        pinned.header("cache-control"),
+        ["private"],
+        "the version depended on the caller"
+    );
     let explicit = send(
         &app,
         "/api/items/1",
@@ -422,6 +427,44 @@ on_both_backends!(
     sunsets_and_brownouts,
     usage_report_names_callers,
 );
+
+/// A pin store that cannot answer: the default (open) or 503 (closed), never a silent
+/// other version for a closed policy.
+#[tokio::test]
+async fn an_unreachable_pin_store_follows_its_policy() {
+    let clock = ManualClock::at_micros(T0);
+    let backend = api_policy::backend::RedisBackend::builder(format!(
+        "redis://127.0.0.1:{}",
+        common::free_port()
+    ))
+    .timeout(Duration::from_millis(200))
+    .build()
+    .unwrap();
+    let store = RedisVersionPinStore::new(&backend);
+    let open = app(configure(store.clone(), &clock)
+        .pins(false)
+        .build()
+        .unwrap());
+    let served = send(&open, "/api/items/1", &[("x-user", "old-client")]).await;
+    assert_eq!(served.body, "served v2");
+    let closed = app(configure(store, &clock)
+        .pins(false)
+        .on_store_error(api_policy::FailurePolicy::Closed)
+        .build()
+        .unwrap());
+    let refused = send(&closed, "/api/items/1", &[("x-user", "old-client")]).await;
+    assert_eq!(
+        (refused.status, refused.error().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "versioning_unavailable")
+    );
+    let named = send(
+        &closed,
+        "/api/items/1",
+        &[("x-user", "old-client"), ("api-version", "v1")],
+    )
+    .await;
+    assert_eq!(named.body, "served v1", "a named version needs no store");
+}
 
 #[test]
 fn a_sunset_before_the_deprecation_fails_the_build() {

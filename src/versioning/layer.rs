@@ -70,6 +70,7 @@ pub(crate) struct Config {
     pub(crate) routes: RouteMatcher<(Deprecation, Announcement)>,
     pub(crate) echo: Option<HeaderName>,
     pub(crate) vary: Vec<HeaderValue>,
+    pub(crate) on_store_error: crate::FailurePolicy,
     pub(crate) migration_link: Option<String>,
     pub(crate) extractor: KeyExtractor,
     pub(crate) clock: SharedClock,
@@ -124,6 +125,7 @@ impl<St: VersionPinStore> VersioningLayer<St> {
             clock: Arc::new(SystemClock),
             renderer: SharedRenderer::default(),
             invalid: None,
+            on_store_error: crate::FailurePolicy::Open,
         }
     }
 
@@ -132,7 +134,8 @@ impl<St: VersionPinStore> VersioningLayer<St> {
         &self.store
     }
 
-    /// Who called `version` over the last `days` days (today included), most calls first.
+    /// Who called `version` over the last `days` days (today included; `0` is read as `1`),
+    /// most calls first.
     ///
     /// # Errors
     /// The store's error.
@@ -144,6 +147,15 @@ impl<St: VersionPinStore> VersioningLayer<St> {
         let today = super::version::day_of(self.config.clock.now_micros() / 1_000_000);
         let first = today.saturating_sub(days.saturating_sub(1));
         self.store.usage(version, first, today).await
+    }
+
+    /// The deprecation of `version`, if it is deprecated.
+    #[must_use]
+    pub fn deprecation(&self, version: ApiVersion) -> Option<&Deprecation> {
+        match self.config.versions.get(&version) {
+            Some(VersionStatus::Deprecated(d)) => Some(d),
+            _ => None,
+        }
     }
 
     /// The deprecated versions, for a report.
@@ -187,6 +199,7 @@ pub struct VersioningBuilder<St> {
     clock: SharedClock,
     renderer: SharedRenderer,
     invalid: Option<ConfigError>,
+    on_store_error: crate::FailurePolicy,
 }
 
 impl<St> std::fmt::Debug for VersioningBuilder<St> {
@@ -262,9 +275,27 @@ impl<St: VersionPinStore> VersioningBuilder<St> {
     }
 
     /// The header the resolved version is echoed in (default `Api-Version`, or the version
-    /// header's name); `None` to echo nothing.
+    /// header's name); `None` to echo nothing. An invalid name is reported by
+    /// [`build`](Self::build).
     pub fn echo_header(mut self, name: Option<&str>) -> Self {
-        self.echo = name.and_then(|n| HeaderName::from_bytes(n.as_bytes()).ok());
+        self.echo = match name.map(|n| HeaderName::from_bytes(n.as_bytes())) {
+            None => None,
+            Some(Ok(name)) => Some(name),
+            Some(Err(_)) => {
+                self.invalid.get_or_insert_with(|| {
+                    ConfigError::new("versioning.echo_header", "not a header name")
+                });
+                None
+            }
+        };
+        self
+    }
+
+    /// What a pinned caller gets when the pin store cannot answer: the default version (open,
+    /// the default: logged, and the version's source says `Default`), or 503
+    /// `versioning_unavailable` (closed: a pinned client never silently gets another version).
+    pub fn on_store_error(mut self, policy: crate::FailurePolicy) -> Self {
+        self.on_store_error = policy;
         self
     }
 
@@ -373,6 +404,7 @@ impl<St: VersionPinStore> VersioningBuilder<St> {
                 routes,
                 echo: self.echo,
                 vary,
+                on_store_error: self.on_store_error,
                 migration_link: self.migration_link,
                 extractor: self.extractor,
                 clock: self.clock,

@@ -64,8 +64,28 @@ impl Deprecation {
     /// A scheduled brownout: from `start` for `length`, the version answers 410
     /// (`version_brownout`), so callers that ignore the headers notice before the removal.
     pub fn brownout(mut self, start: SystemTime, length: Duration) -> Self {
-        self.brownouts.push((start, start + length));
+        // A window past the end of time is refused at build (an empty window).
+        self.brownouts
+            .push((start, start.checked_add(length).unwrap_or(start)));
         self
+    }
+
+    /// When the deprecation takes effect.
+    #[must_use]
+    pub fn deprecated_at(&self) -> SystemTime {
+        self.deprecated_at
+    }
+
+    /// When the version goes away, if announced.
+    #[must_use]
+    pub fn sunset_at(&self) -> Option<SystemTime> {
+        self.sunset
+    }
+
+    /// The migration guide.
+    #[must_use]
+    pub fn migration_guide(&self) -> Option<&str> {
+        self.deprecation_link.as_deref()
     }
 
     /// Sends the draft's legacy `Deprecation: true` instead of RFC 9745's `@<epoch>`, for
@@ -77,6 +97,16 @@ impl Deprecation {
 
     /// Checks the dates and links.
     pub(crate) fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        // An HTTP date holds years 1970 to 9999; formatting one outside would panic.
+        let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+        for date in std::iter::once(self.deprecated_at).chain(self.sunset) {
+            if date < UNIX_EPOCH || date > last {
+                return Err(ConfigError::new(
+                    field.to_string(),
+                    "dates must fall between 1970 and 9999",
+                ));
+            }
+        }
         if let Some(sunset) = self.sunset
             && sunset < self.deprecated_at
         {
@@ -100,7 +130,7 @@ impl Deprecation {
             if end <= start {
                 return Err(ConfigError::new(
                     field.to_string(),
-                    "a brownout must last more than zero",
+                    "a brownout must last more than zero and end before the end of time",
                 ));
             }
         }

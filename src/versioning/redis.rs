@@ -1,6 +1,9 @@
 //! [`VersionPinStore`] on the [`RedisBackend`].
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use redis::Script;
 
 use super::store::{Usage, VersionPinStore, report};
 use super::version::ApiVersion;
@@ -9,9 +12,10 @@ use crate::error::StoreError;
 
 /// Pins and usage counts in Redis, shared by every instance of the app.
 ///
-/// Keys: `{prefix}ver:pin:{<caller>}` for a pin (no TTL: it is the caller's contract), and
-/// `{prefix}ver:use:{<version>}:<day>` for a day's counts, a hash of caller to calls (TTL 90
-/// days). A day's counts share the version's hash tag, so a report reads them from one slot.
+/// Keys: `{prefix}ver:pin:{<caller>}` for a pin (no TTL: it is the caller's contract, and only
+/// principals are pinned), and `{prefix}ver:use:{<version>}:<day>` for a day's counts, a hash of
+/// caller to calls (TTL 90 days, at most 10,000 callers, later ones counted as `(others)`). A
+/// day's counts share the version's hash tag, so a report reads them from one slot.
 #[derive(Debug, Clone)]
 pub struct RedisVersionPinStore {
     backend: RedisBackend,
@@ -19,6 +23,11 @@ pub struct RedisVersionPinStore {
 
 /// How long a day's counts live.
 const KEEP_SECS: u64 = 90 * 86_400;
+
+/// The most callers a version's day counts apart; later ones are counted as `(others)`.
+const MAX_CALLERS_PER_DAY: u64 = 10_000;
+
+static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("record.lua")));
 
 impl RedisVersionPinStore {
     /// A store on this backend.
@@ -88,18 +97,12 @@ impl VersionPinStore for RedisVersionPinStore {
         caller: &str,
         day: u64,
     ) -> Result<(), StoreError> {
-        let key = self.day_key(version, day);
-        let mut pipe = redis::pipe();
-        pipe.cmd("HINCRBY")
-            .arg(&key)
+        let mut invocation = RECORD.key(self.day_key(version, day));
+        invocation
             .arg(caller)
-            .arg(1)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(KEEP_SECS)
-            .ignore();
-        self.backend.query_pipeline::<()>(&pipe).await
+            .arg(MAX_CALLERS_PER_DAY)
+            .arg(KEEP_SECS);
+        self.backend.invoke::<i64>(&invocation).await.map(|_| ())
     }
 
     async fn usage(

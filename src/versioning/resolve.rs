@@ -21,9 +21,12 @@ pub enum Source {
     Default,
 }
 
-/// The version in the first path segment that reads `v{N}`: `/api/v2/appointments` is `v2`.
+/// The version in a leading path segment that reads `v{N}`: `/v2/...` or `/api/v2/...`. Only
+/// the first two segments count, so an id like `/users/v7` is not a version.
 pub(crate) fn from_path(path: &str) -> Option<ApiVersion> {
     path.split('/')
+        .filter(|s| !s.is_empty())
+        .take(2)
         .filter(|s| s.len() > 1 && s.len() <= 10)
         .find(|s| {
             (s.starts_with('v') || s.starts_with('V')) && s[1..].bytes().all(|b| b.is_ascii_digit())
@@ -61,7 +64,18 @@ pub(crate) fn from_accept(
             continue;
         };
         for item in value.split(',') {
-            let media = item.split(';').next().unwrap_or_default().trim();
+            let mut params = item.split(';');
+            let media = params.next().unwrap_or_default().trim();
+            // `q=0` means "not acceptable": such a type names no version the client wants.
+            let refused = params.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            if refused {
+                continue;
+            }
             let Some(rest) = media
                 .get(..prefix.len())
                 .filter(|p| p.eq_ignore_ascii_case(&prefix))
@@ -107,6 +121,11 @@ mod tests {
         assert_eq!(from_path("/api/vx/appointments"), None);
         assert_eq!(from_path("/api/video/1"), None);
         assert_eq!(from_path("/api/V3"), Some(ApiVersion::Major(3)));
+        assert_eq!(
+            from_path("/api/users/v7"),
+            None,
+            "an id deeper in is not a version"
+        );
     }
 
     #[test]
@@ -141,6 +160,7 @@ mod tests {
             Ok(Some(date))
         );
         assert_eq!(accept("application/json"), Ok(None));
+        assert_eq!(accept("application/vnd.appointments.v1+json;q=0"), Ok(None));
         assert_eq!(accept("application/vnd.other.v2+json"), Ok(None));
         assert!(accept("application/vnd.appointments.vX+json").is_err());
         assert!(

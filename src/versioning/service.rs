@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header::{LINK, RETRY_AFTER, VARY};
+use http::header::{CACHE_CONTROL, LINK, RETRY_AFTER, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -77,8 +77,9 @@ pub(crate) struct Resolving<St> {
 
 impl<St: VersionPinStore> Gate for Resolving<St> {
     type Verdict = Result<ApiVersion, StoreError>;
-    /// The echo value, the deprecation headers, and the `Vary` values.
-    type Stamp = (HeaderValue, Option<Announcement>, Arc<Config>);
+    /// The echo value, the deprecation headers, the configuration (its `Vary` values), and
+    /// whether the version came from the caller's pin.
+    type Stamp = (HeaderValue, Option<Announcement>, Arc<Config>, bool);
 
     fn admit<S, ReqBody, B>(
         self,
@@ -89,14 +90,29 @@ impl<St: VersionPinStore> Gate for Resolving<St> {
     where
         S: Service<Request<ReqBody>>,
     {
-        let version = verdict.unwrap_or_else(|error| {
-            tracing::warn!(layer = "versioning", backend = self.store.backend_name(), %error,
-                "version pin store failed; serving the default version");
-            self.config.default
-        });
+        let (version, source) = match verdict {
+            Ok(version) => (version, Source::Pin),
+            Err(error) => {
+                tracing::warn!(layer = "versioning", backend = self.store.backend_name(), %error,
+                    policy = ?self.config.on_store_error, "version pin store failed");
+                if self.config.on_store_error == crate::FailurePolicy::Closed {
+                    let rejection = Rejection::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "versioning_unavailable",
+                        "Your pinned API version cannot be read right now; retry shortly, or name a version.",
+                    )
+                    .with_header(RETRY_AFTER, HeaderValue::from_static("1"));
+                    return Step::answer(self.config.renderer.respond(
+                        cacheable_as_refused(rejection, &self.config),
+                        &RejectionContext::of(&request),
+                    ));
+                }
+                (self.config.default, Source::Default)
+            }
+        };
         decide(
             version,
-            Source::Pin,
+            source,
             inner,
             request,
             &self.config,
@@ -105,8 +121,12 @@ impl<St: VersionPinStore> Gate for Resolving<St> {
         )
     }
 
-    fn stamp<B>((echo, announcement, config): Self::Stamp, response: &mut Response<B>) {
+    fn stamp<B>((echo, announcement, config, pinned): Self::Stamp, response: &mut Response<B>) {
         let headers = response.headers_mut();
+        // The version depended on who asked: no shared cache may hand this answer to another.
+        if pinned && !headers.contains_key(CACHE_CONTROL) {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
         if let Some(name) = &config.echo {
             headers.insert(name.clone(), echo);
         }
@@ -134,18 +154,17 @@ where
     St: VersionPinStore,
 {
     let refuse = |rejection: Rejection, request: &Request<ReqBody>| {
-        Step::answer(
-            config
-                .renderer
-                .respond(rejection, &RejectionContext::of(request)),
-        )
+        Step::answer(config.renderer.respond(
+            cacheable_as_refused(rejection, config),
+            &RejectionContext::of(request),
+        ))
     };
     let now = UNIX_EPOCH + Duration::from_micros(config.clock.now_micros());
     let deprecation = match config.versions.get(&version) {
         None => {
             return refuse(
                 gone(
-                    version,
+                    Subject::Version(version),
                     "version_unknown",
                     config.migration_link.as_deref(),
                     None,
@@ -155,7 +174,10 @@ where
         }
         Some(VersionStatus::Retired { link }) => {
             let link = link.as_deref().or(config.migration_link.as_deref());
-            return refuse(gone(version, "version_retired", link, None), &request);
+            return refuse(
+                gone(Subject::Version(version), "version_retired", link, None),
+                &request,
+            );
         }
         Some(VersionStatus::Current) => None,
         Some(VersionStatus::Deprecated(d)) => Some(d),
@@ -164,32 +186,25 @@ where
         .routes
         .find(request.method(), request.uri().path())
         .map(|hit| hit.value);
-    for d in deprecation.into_iter().chain(route.map(|(d, _)| d)) {
-        match d.refusal_at(now) {
-            Some(Gone::Sunset) => {
-                return refuse(
-                    gone(version, "version_sunset", d.migration_link(), None),
-                    &request,
-                );
-            }
-            Some(Gone::Brownout { until }) => {
-                return refuse(
-                    gone(
-                        version,
-                        "version_brownout",
-                        d.migration_link(),
-                        Some(until.duration_since(now).unwrap_or_default()),
-                    ),
-                    &request,
-                );
-            }
-            None => {}
-        }
+    let of_version = deprecation.map(|d| (d, Subject::Version(version)));
+    let of_route = route.map(|(d, _)| (d, Subject::Route));
+    for (d, subject) in of_version.into_iter().chain(of_route) {
+        let rejection = match d.refusal_at(now) {
+            Some(Gone::Sunset) => gone(subject, "version_sunset", d.migration_link(), None),
+            Some(Gone::Brownout { until }) => gone(
+                subject,
+                "version_brownout",
+                d.migration_link(),
+                Some(until.duration_since(now).unwrap_or_default()),
+            ),
+            None => continue,
+        };
+        return refuse(rejection, &request);
     }
     let Some((echo, announcement)) = config.served.get(&version).cloned() else {
         return refuse(
             gone(
-                version,
+                Subject::Version(version),
                 "version_unknown",
                 config.migration_link.as_deref(),
                 None,
@@ -198,8 +213,8 @@ where
         );
     };
     let announcement = announcement.or_else(|| route.map(|(_, a)| a.clone()));
-    if deprecation.is_some_and(|d| d.in_effect(now)) || route.is_some_and(|(d, _)| d.in_effect(now))
-    {
+    let version_deprecated = deprecation.is_some_and(|d| d.in_effect(now));
+    if version_deprecated || route.is_some_and(|(d, _)| d.in_effect(now)) {
         let caller = caller.unwrap_or_else(|| {
             config
                 .extractor
@@ -208,13 +223,18 @@ where
         });
         tracing::info!(target: "api_policy::deprecation", version = %version, caller = %caller,
             method = %request.method(), path = request.uri().path(), "deprecated API called");
-        if deprecation.is_some() {
+        if version_deprecated {
             record(store, version, caller, now);
         }
     }
     request.extensions_mut().insert(version);
     request.extensions_mut().insert(VersionSource(source));
-    Step::call(inner, request, Some((echo, announcement, config.clone())))
+    let pinned = source == Source::Pin;
+    Step::call(
+        inner,
+        request,
+        Some((echo, announcement, config.clone(), pinned)),
+    )
 }
 
 /// Counts the call in the background: the answer does not wait for the report's bookkeeping.
@@ -231,19 +251,49 @@ fn record<St: VersionPinStore>(store: &St, version: ApiVersion, caller: String, 
     }
 }
 
+/// What a refusal is about.
+#[derive(Clone, Copy)]
+enum Subject {
+    Version(ApiVersion),
+    Route,
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Version(v) => write!(f, "API version {v}"),
+            Subject::Route => f.write_str("This endpoint"),
+        }
+    }
+}
+
+/// Refusals vary as answers do, and a 410 of a sunset or brownout must not outlive its time in a
+/// cache (410 is cacheable by default).
+fn cacheable_as_refused(mut rejection: Rejection, config: &Config) -> Rejection {
+    for value in &config.vary {
+        rejection.headers.append(VARY, value.clone());
+    }
+    if rejection.status == StatusCode::GONE {
+        rejection
+            .headers
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    rejection
+}
+
 fn gone(
-    version: ApiVersion,
+    subject: Subject,
     error: &'static str,
     link: Option<&str>,
     retry: Option<Duration>,
 ) -> Rejection {
     let what = match error {
-        "version_sunset" => format!("API version {version} was sunset and is no longer served."),
+        "version_sunset" => format!("{subject} was sunset and is no longer served."),
         "version_brownout" => format!(
-            "API version {version} is deprecated and is unavailable during a scheduled brownout; migrate before its sunset."
+            "{subject} is deprecated and is unavailable during a scheduled brownout; migrate before its sunset."
         ),
-        "version_retired" => format!("API version {version} is retired."),
-        _ => format!("API version {version} does not exist."),
+        "version_retired" => format!("{subject} is retired."),
+        _ => format!("{subject} does not exist."),
     };
     let detail = match link {
         Some(link) => format!("{what} Migration guide: {link}"),
@@ -335,11 +385,10 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = self.config.clone();
         let step = match named(&config, &request) {
-            Err(rejection) => Step::answer(
-                config
-                    .renderer
-                    .respond(*rejection, &RejectionContext::of(&request)),
-            ),
+            Err(rejection) => Step::answer(config.renderer.respond(
+                cacheable_as_refused(*rejection, &config),
+                &RejectionContext::of(&request),
+            )),
             Ok(Some((version, source))) => decide(
                 version,
                 source,
@@ -358,7 +407,10 @@ where
                             .identify(request.headers(), request.extensions())
                     })
                     .flatten()
-                    .filter(|c| !c.principal().is_some_and(crate::Principal::is_anonymous))
+                    // Only principals are pinned: an IP address is not a client that agreed to
+                    // a version, and pinning every address a spray of requests brings would
+                    // grow the store without bound.
+                    .filter(|c| c.principal().is_some_and(|p| !p.is_anonymous()))
                     .map(|c| c.key());
                 match caller {
                     None => decide(
