@@ -53,6 +53,32 @@ impl MemoryVersionPinStore {
     }
 }
 
+impl MemoryVersionPinStore {
+    /// Counts one call, dropping days older than the ones kept as a new day starts.
+    fn count(&self, version: ApiVersion, caller: &str, day: u64) {
+        let mut state = self.state();
+        if !state.calls.contains_key(&(version, day)) {
+            let before = state.calls.len();
+            state.calls.retain(|(_, d), _| d + KEEP_DAYS > day);
+            if state.calls.len() != before {
+                state.counted = state.calls.values().map(HashMap::len).sum();
+            }
+        }
+        let full = state.counted >= self.max_keys;
+        let callers = state.calls.entry((version, day)).or_default();
+        let key = if full && !callers.contains_key(caller) {
+            "(others)"
+        } else {
+            caller
+        };
+        let fresh = !callers.contains_key(key);
+        *callers.entry(key.to_string()).or_insert(0) += 1;
+        if fresh {
+            state.counted += 1;
+        }
+    }
+}
+
 impl VersionPinStore for MemoryVersionPinStore {
     async fn pinned(&self, caller: &str) -> Result<Option<ApiVersion>, StoreError> {
         Ok(self.state().pins.get(caller).copied())
@@ -93,27 +119,13 @@ impl VersionPinStore for MemoryVersionPinStore {
         caller: &str,
         day: u64,
     ) -> Result<(), StoreError> {
-        let mut state = self.state();
-        if !state.calls.contains_key(&(version, day)) {
-            let before = state.calls.len();
-            state.calls.retain(|(_, d), _| d + KEEP_DAYS > day);
-            if state.calls.len() != before {
-                state.counted = state.calls.values().map(HashMap::len).sum();
-            }
-        }
-        let full = state.counted >= self.max_keys;
-        let callers = state.calls.entry((version, day)).or_default();
-        let key = if full && !callers.contains_key(caller) {
-            "(others)"
-        } else {
-            caller
-        };
-        let fresh = !callers.contains_key(key);
-        *callers.entry(key.to_string()).or_insert(0) += 1;
-        if fresh {
-            state.counted += 1;
-        }
+        self.count(version, caller, day);
         Ok(())
+    }
+
+    fn record_call_detached(&self, version: ApiVersion, caller: String, day: u64) {
+        // Nothing to wait for in memory: no task to spawn.
+        self.count(version, &caller, day);
     }
 
     async fn usage(

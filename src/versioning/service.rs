@@ -237,18 +237,10 @@ where
     )
 }
 
-/// Counts the call in the background: the answer does not wait for the report's bookkeeping.
+/// Counts the call without making the answer wait.
 fn record<St: VersionPinStore>(store: &St, version: ApiVersion, caller: String, now: SystemTime) {
     let day = day_of(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        let store = store.clone();
-        runtime.spawn(async move {
-            if let Err(error) = store.record_call(version, &caller, day).await {
-                tracing::warn!(layer = "versioning", backend = store.backend_name(), %error,
-                    "could not count a deprecated call");
-            }
-        });
-    }
+    store.record_call_detached(version, caller, day);
 }
 
 /// What a refusal is about.

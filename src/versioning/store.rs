@@ -51,6 +51,21 @@ pub trait VersionPinStore: Clone + Send + Sync + 'static {
         day: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Counts a call without making the answer wait: the default spawns
+    /// [`record_call`](Self::record_call) on the current Tokio runtime (failures are logged);
+    /// a store that can count at once (memory) does.
+    fn record_call_detached(&self, version: ApiVersion, caller: String, day: u64) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = self.clone();
+            runtime.spawn(async move {
+                if let Err(error) = store.record_call(version, &caller, day).await {
+                    tracing::warn!(layer = "versioning", backend = store.backend_name(), %error,
+                        "could not count a deprecated call");
+                }
+            });
+        }
+    }
+
     /// Who called `version` on the days `first..=last`, most calls first.
     fn usage(
         &self,
