@@ -117,9 +117,61 @@ pub(crate) fn ceil_secs(micros: u64) -> u64 {
     micros.div_ceil(1_000_000)
 }
 
+/// Days since 1970-01-01 of a Unix time in seconds (UTC days).
+#[must_use]
+pub(crate) fn day_of(unix_secs: u64) -> u64 {
+    unix_secs / 86_400
+}
+
+/// The civil date (`YYYY-MM-DD`) of a day number (Howard Hinnant's algorithm).
+#[must_use]
+pub(crate) fn civil_date(day: u64) -> String {
+    let z = i64::try_from(day).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// An RFC 3339 UTC timestamp with microseconds: `2026-11-24T05:58:26.123456Z`.
+#[must_use]
+pub(crate) fn rfc3339_micros(micros: u64) -> String {
+    let secs = micros / 1_000_000;
+    let of_day = secs % 86_400;
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:06}Z",
+        civil_date(day_of(secs)),
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        micros % 1_000_000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_and_timestamps_are_civil_utc() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(day_of(1_767_225_599)), "2025-12-31");
+        assert_eq!(civil_date(day_of(1_767_225_600)), "2026-01-01");
+        assert_eq!(civil_date(day_of(951_782_400)), "2000-02-29");
+        assert_eq!(
+            rfc3339_micros(1_795_521_600_000_042),
+            "2026-11-24T12:00:00.000042Z"
+        );
+        assert_eq!(
+            rfc3339_micros(86_399_999_999),
+            "1970-01-01T23:59:59.999999Z"
+        );
+    }
 
     #[test]
     fn the_system_clock_follows_the_wall_clock() {

@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 #[cfg(feature = "jwt")]
 pub mod auth;
 pub mod backend;

@@ -144,7 +144,7 @@ impl<St: VersionPinStore> VersioningLayer<St> {
         version: ApiVersion,
         days: u64,
     ) -> Result<Vec<super::Usage>, crate::StoreError> {
-        let today = super::version::day_of(self.config.clock.now_micros() / 1_000_000);
+        let today = crate::clock::day_of(self.config.clock.now_micros() / 1_000_000);
         let first = today.saturating_sub(days.saturating_sub(1));
         self.store.usage(version, first, today).await
     }

@@ -95,7 +95,7 @@ pub(crate) fn report(days: impl IntoIterator<Item = (u64, Vec<(String, u64)>)>) 
         .map(|(caller, (calls, last))| Usage {
             caller,
             calls,
-            last_seen: super::version::civil(last),
+            last_seen: crate::clock::civil_date(last),
         })
         .collect();
     usage.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.caller.cmp(&b.caller)));

@@ -98,28 +98,6 @@ fn days_in(year: u16, month: u8) -> u8 {
     }
 }
 
-/// Days since 1970-01-01 of a Unix time in seconds: the "day" usage is counted by.
-#[must_use]
-pub(crate) fn day_of(unix_secs: u64) -> u64 {
-    unix_secs / 86_400
-}
-
-/// The civil date (`YYYY-MM-DD`) of a day number, for reports (Howard Hinnant's algorithm).
-#[must_use]
-#[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
-pub(crate) fn civil(day: u64) -> String {
-    let z = i64::try_from(day).unwrap_or(i64::MAX / 2) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,13 +142,5 @@ mod tests {
         ] {
             assert_eq!(ApiVersion::parse(bad), Err(VersionError), "{bad}");
         }
-    }
-
-    #[test]
-    fn days_map_to_civil_dates() {
-        assert_eq!(civil(0), "1970-01-01");
-        assert_eq!(civil(day_of(1_767_225_599)), "2025-12-31");
-        assert_eq!(civil(day_of(1_767_225_600)), "2026-01-01");
-        assert_eq!(civil(day_of(951_782_400)), "2000-02-29");
     }
 }
