@@ -2,5 +2,7 @@
 
 pub mod chain;
 mod record;
+pub mod sink;
 
 pub use record::AuditRecord;
+pub use sink::{AuditSink, FileSink, SinkError, TracingSink};

@@ -1,0 +1,44 @@
+//! Where audit records go: [`AuditSink`], and the sinks in the crate.
+
+mod file;
+mod tracing_sink;
+
+use std::future::Future;
+
+pub use file::{FileSink, FileSinkBuilder, FileSinkStats};
+pub use tracing_sink::TracingSink;
+
+use super::record::AuditRecord;
+
+/// Why a record could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The file or device failed.
+    #[error("audit sink I/O failed: {0}")]
+    Io(String),
+    /// The sink's writer is gone (shut down, or it failed for good).
+    #[error("the audit sink is closed")]
+    Closed,
+    /// A store (Redis) failed.
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+}
+
+/// A destination for audit records: a file, a Redis stream, your SIEM. One trait impl.
+///
+/// `write` returns once the record is as durable as the sink promises (for the file sink:
+/// written and fsynced); the layer releases a fail-closed response only then.
+pub trait AuditSink: Clone + Send + Sync + 'static {
+    /// Writes one record.
+    fn write(&self, record: AuditRecord) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Whether the sink can take records now; when not, fail-closed PHI routes answer 503
+    /// without running the handler. Default: always.
+    fn is_healthy(&self) -> bool {
+        true
+    }
+
+    /// The sink's name for logs.
+    fn name(&self) -> &'static str;
+}
