@@ -439,6 +439,15 @@ impl KeyExtractor {
     }
 }
 
+impl TrustedProxies {
+    /// The client address of a request: its peer ([`PeerAddr`], or axum's `ConnectInfo`), or the
+    /// address a trusted proxy in front of it names. `None` when the peer is unknown.
+    #[must_use]
+    pub fn client_of(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+        peer_ip(extensions).map(|peer| self.client_ip(peer, headers))
+    }
+}
+
 fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
     if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
         return Some(addr.ip());

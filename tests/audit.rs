@@ -226,3 +226,281 @@ async fn a_killed_writer_loses_no_acknowledged_record() {
         .collect();
     assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
 }
+
+// ---- the layer ---------------------------------------------------------------------------------
+
+mod layer {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use api_policy::audit::chain::verify;
+    use api_policy::audit::{AuditLayer, AuditRecord, AuditSink, Durability, FileSink, SinkError};
+    use api_policy::auth::{Algorithm, JwtAuthLayer, Require, VerifyKey};
+    use api_policy::backend::MemoryBackend;
+    use api_policy::rate_limit::{MemoryRateLimitStore, Quota, RateLimitLayer};
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::{check, scratch};
+
+    const SECRET: &[u8] = b"an-audit-test-secret-of-at-least-32-bytes";
+
+    fn token(sub: &str, role: &str) -> String {
+        let claims = serde_json::json!({
+            "sub": sub, "role": role, "iss": "audit-test", "aud": "api",
+            "exp": 4_000_000_000u64, "iat": 1_700_000_000u64,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    #[derive(Clone, Default)]
+    struct Handled(Arc<AtomicU32>);
+
+    /// Audit outermost, then JWT auth, then a per-caller rate limit, then the records.
+    fn stack<Si: AuditSink>(audit: AuditLayer<Si>, handled: &Handled) -> Router {
+        let auth = JwtAuthLayer::builder()
+            .key(VerifyKey::hmac(Algorithm::HS256, SECRET).unwrap())
+            .issuer(["audit-test"])
+            .audience(["api"])
+            .optional()
+            .route("/patients/*", Require::any_role(["doctor"]))
+            .build()
+            .unwrap();
+        let limits = RateLimitLayer::builder(MemoryRateLimitStore::new(&MemoryBackend::new()))
+            .tier("default", Quota::per_hour(300))
+            .build()
+            .unwrap();
+        let counter = handled.0.clone();
+        Router::new()
+            .route(
+                "/patients/{id}",
+                get(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { "PATIENT-RECORD: allergies penicillin" }
+                }),
+            )
+            .route("/health", get(|| async { "ok" }))
+            .layer(limits)
+            .layer(auth)
+            .layer(audit)
+    }
+
+    fn get_with(uri: &str, token: Option<&str>) -> Request<Body> {
+        let mut request = Request::get(uri).header("user-agent", "audit-test/1");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).unwrap()
+    }
+
+    /// 1,000 concurrent mixed requests: exactly one record each, statuses matching, chain valid.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_record_per_request_under_load() {
+        let path = scratch("layer-load");
+        let sink = FileSink::builder(&path).open().unwrap();
+        let audit = AuditLayer::builder(sink)
+            .phi_route_with_subject("/patients/{id}", "id")
+            .build()
+            .unwrap();
+        let handled = Handled::default();
+        let app = stack(audit.clone(), &handled);
+        let doctor = token("dr_ok", "doctor");
+        let greedy = token("dr_greedy", "doctor");
+        let patient = token("pat_1", "patient");
+        let tasks: Vec<_> = (0..1_000)
+            .map(|i| {
+                let app = app.clone();
+                // 200 each for a doctor within quota, no token and a patient (refused by auth,
+                // which spends no quota); 400 for a doctor over the 300/h quota.
+                let credential = match i % 10 {
+                    0 | 1 => Some(doctor.clone()),
+                    2 | 3 => None,
+                    4 | 5 => Some(patient.clone()),
+                    _ => Some(greedy.clone()),
+                };
+                tokio::spawn(async move {
+                    let uri = format!("/patients/pat_{}", i % 7);
+                    let response = app
+                        .oneshot(get_with(&uri, credential.as_deref()))
+                        .await
+                        .unwrap();
+                    response.status().as_u16()
+                })
+            })
+            .collect();
+        let mut statuses = std::collections::HashMap::new();
+        for task in tasks {
+            *statuses.entry(task.await.unwrap()).or_insert(0u32) += 1;
+        }
+        // Unaudited routes leave nothing.
+        app.clone()
+            .oneshot(get_with("/health", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            check(&path),
+            Ok(1_000),
+            "one record per request, chain valid"
+        );
+        for status in [200, 401, 403, 429] {
+            assert!(statuses.contains_key(&status), "{statuses:?}");
+        }
+        let log = std::fs::read_to_string(&path).unwrap();
+        let mut recorded = std::collections::HashMap::new();
+        for line in log.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let record: AuditRecord = serde_json::from_value(value["record"].clone()).unwrap();
+            *recorded.entry(record.status).or_insert(0u32) += 1;
+            assert_eq!(record.action, "GET /patients/{id}");
+            assert!(record.subject.as_deref().unwrap().starts_with("pat_"));
+            match record.status {
+                401 => assert_eq!(
+                    record.refused_by.as_deref(),
+                    Some("unauthenticated").or(record.refused_by.as_deref())
+                ),
+                403 => assert_eq!(record.refused_by.as_deref(), Some("insufficient_scope")),
+                429 => {
+                    assert_eq!(record.refused_by.as_deref(), Some("rate_limit_exceeded"));
+                    assert_eq!(record.actor.as_deref(), Some("dr_greedy"));
+                }
+                200 => assert!(record.actor.is_some()),
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        assert_eq!(recorded, statuses, "the records match the answers");
+        assert_eq!(audit.stats().written, 1_000);
+    }
+
+    /// A sink that refuses: unhealthy (the handler never runs) or failing on write (the answer
+    /// is withheld). Either way 503, and the handler's data never leaves.
+    #[derive(Clone)]
+    struct Broken {
+        healthy: Arc<AtomicBool>,
+    }
+
+    impl AuditSink for Broken {
+        async fn write(&self, _record: AuditRecord) -> Result<(), SinkError> {
+            Err(SinkError::Io("disk full".into()))
+        }
+        fn is_healthy(&self) -> bool {
+            self.healthy.load(Ordering::SeqCst)
+        }
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_sink_fails_closed() {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let audit = AuditLayer::builder(Broken {
+            healthy: healthy.clone(),
+        })
+        .phi_route("/patients/*")
+        .build()
+        .unwrap();
+        let handled = Handled::default();
+        let app = stack(audit.clone(), &handled);
+        let doctor = token("dr_ok", "doctor");
+        for sink_healthy in [false, true] {
+            healthy.store(sink_healthy, Ordering::SeqCst);
+            let response = app
+                .clone()
+                .oneshot(get_with("/patients/pat_1", Some(&doctor)))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "1");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert!(body.contains("audit_unavailable"), "{body}");
+            assert!(!body.contains("PATIENT-RECORD"), "the data left: {body}");
+        }
+        assert_eq!(
+            handled.0.load(Ordering::SeqCst),
+            1,
+            "unhealthy: the handler never ran"
+        );
+        // Routes that are not PHI are not held back.
+        let health = app.oneshot(get_with("/health", None)).await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+    }
+
+    /// No Authorization value, body or unallowed query value reaches the records.
+    #[tokio::test]
+    async fn records_hold_the_minimum_necessary() {
+        let path = scratch("layer-minimum");
+        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
+            .phi_route_with_subject("/patients/{id}", "id")
+            .allow_query_param("page")
+            .build()
+            .unwrap();
+        let app = stack(audit, &Handled::default());
+        let doctor = token("dr_ok", "doctor");
+        let response = app
+            .clone()
+            .oneshot(get_with(
+                "/patients/pat_3?dob=1961-04-12&page=2&name=Ada%20Lovelace",
+                Some(&doctor),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().contains_key("x-request-id"));
+        let log = std::fs::read_to_string(&path).unwrap();
+        for secret in [
+            doctor.as_str(),
+            "Bearer",
+            "PATIENT-RECORD",
+            "penicillin",
+            "1961-04-12",
+            "Lovelace",
+        ] {
+            assert!(!log.contains(secret), "`{secret}` is in the audit log");
+        }
+        assert!(log.contains("dob=REDACTED&page=2&name=REDACTED"), "{log}");
+        assert!(log.contains("\"user_agent\":\"audit-test/1\""));
+    }
+
+    /// Buffered: the answer does not wait, the records still all land, in one chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn buffered_records_land() {
+        let path = scratch("layer-buffered");
+        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
+            .phi_route("/patients/*")
+            .durability(Durability::Buffered {
+                capacity: 64,
+                drop_when_full: false,
+            })
+            .build()
+            .unwrap();
+        let app = stack(audit.clone(), &Handled::default());
+        let doctor = token("dr_ok", "doctor");
+        for i in 0..40 {
+            let uri = format!("/patients/pat_{i}");
+            app.clone()
+                .oneshot(get_with(&uri, Some(&doctor)))
+                .await
+                .unwrap();
+        }
+        for _ in 0..200 {
+            if audit.stats().written == 40 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(audit.stats().written, 40);
+        assert_eq!(check(&path), Ok(40));
+        let _ = verify(&FileSink::files(&path).unwrap(), None).unwrap();
+    }
+}

@@ -1,0 +1,279 @@
+//! [`AuditLayer`]: configuration, built once, shared by every clone of the service.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::HeaderName;
+use tokio::sync::mpsc;
+use tower_layer::Layer;
+
+use super::record::AuditRecord;
+use super::service::Audit;
+use super::sink::AuditSink;
+use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::error::ConfigError;
+use crate::principal::TrustedProxies;
+use crate::rejection::{RenderRejection, SharedRenderer};
+use crate::route::RouteMatcher;
+
+/// When a record must be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// The answer leaves only once its record is durable: a sink that reports itself unhealthy
+    /// makes PHI routes answer 503 without running the handler, and a write that fails replaces
+    /// the answer with 503. The default.
+    FailClosed,
+    /// Records go to a bounded queue and a background writer; the answer does not wait. A full
+    /// queue makes requests wait (back-pressure), or, with `drop_when_full`, drops the record
+    /// and counts it.
+    Buffered {
+        /// The queue's capacity, in records.
+        capacity: usize,
+        /// Drop (and count) rather than wait when the queue is full.
+        drop_when_full: bool,
+    },
+}
+
+/// A PHI route: which path parameter names the patient or record.
+#[derive(Debug, Clone)]
+pub(crate) struct PhiRoute {
+    pub(crate) subject_param: Option<String>,
+}
+
+/// Counters of an [`AuditLayer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditStats {
+    /// Records the sink took.
+    pub written: u64,
+    /// Records the sink refused (a failure answered 503 in fail-closed mode; in buffered mode
+    /// the record is lost, and logged).
+    pub failed: u64,
+    /// Records dropped because the buffer was full (`drop_when_full` only).
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) written: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+}
+
+pub(crate) struct Config {
+    pub(crate) routes: RouteMatcher<PhiRoute>,
+    pub(crate) allowed_query: Vec<String>,
+    pub(crate) request_id: HeaderName,
+    pub(crate) proxies: TrustedProxies,
+    pub(crate) clock: SharedClock,
+    pub(crate) renderer: SharedRenderer,
+    pub(crate) buffer: Option<(mpsc::Sender<AuditRecord>, bool)>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("buffered", &self.buffer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One tamper-evident record per request to a PHI route; see the [module docs](super).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct AuditLayer<Si> {
+    sink: Si,
+    config: Arc<Config>,
+}
+
+impl<Si: AuditSink> AuditLayer<Si> {
+    /// Starts configuring a layer writing to `sink`.
+    pub fn builder(sink: Si) -> AuditBuilder<Si> {
+        AuditBuilder {
+            sink,
+            routes: Vec::new(),
+            allowed_query: Vec::new(),
+            request_id: HeaderName::from_static("x-request-id"),
+            proxies: TrustedProxies::none(),
+            durability: Durability::FailClosed,
+            clock: Arc::new(SystemClock),
+            renderer: SharedRenderer::default(),
+        }
+    }
+
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> AuditStats {
+        let c = &self.config.counters;
+        AuditStats {
+            written: c.written.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &Si {
+        &self.sink
+    }
+}
+
+impl<Si: AuditSink, S> Layer<S> for AuditLayer<Si> {
+    type Service = Audit<Si, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Audit::new(inner, self.sink.clone(), self.config.clone())
+    }
+}
+
+/// Builds an [`AuditLayer`].
+#[must_use]
+pub struct AuditBuilder<Si> {
+    sink: Si,
+    routes: Vec<(String, PhiRoute)>,
+    allowed_query: Vec<String>,
+    request_id: HeaderName,
+    proxies: TrustedProxies,
+    durability: Durability,
+    clock: SharedClock,
+    renderer: SharedRenderer,
+}
+
+impl<Si> std::fmt::Debug for AuditBuilder<Si> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditBuilder")
+            .field("routes", &self.routes)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Si: AuditSink> AuditBuilder<Si> {
+    /// A PHI route (a [route pattern](crate::route)); every request it matches gets a record.
+    pub fn phi_route(mut self, pattern: &str) -> Self {
+        self.routes.push((
+            pattern.to_string(),
+            PhiRoute {
+                subject_param: None,
+            },
+        ));
+        self
+    }
+
+    /// A PHI route whose path parameter `param` names the patient or record (the record's
+    /// `subject`).
+    pub fn phi_route_with_subject(mut self, pattern: &str, param: &str) -> Self {
+        self.routes.push((
+            pattern.to_string(),
+            PhiRoute {
+                subject_param: Some(param.to_string()),
+            },
+        ));
+        self
+    }
+
+    /// A query parameter whose value may appear in records (all others read `REDACTED`).
+    pub fn allow_query_param(mut self, name: &str) -> Self {
+        self.allowed_query.push(name.to_string());
+        self
+    }
+
+    /// The header carrying the request id (default `X-Request-Id`); requests without one get
+    /// a generated id, echoed in the answer.
+    pub fn request_id_header(mut self, name: HeaderName) -> Self {
+        self.request_id = name;
+        self
+    }
+
+    /// Proxies whose `X-Forwarded-For` names the client (default: none; the peer address is
+    /// recorded).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// When records must be durable (default [`Durability::FailClosed`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The clock of the records' `time` (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Replaces the problem+json renderer of the layer's own answers (503).
+    pub fn renderer(mut self, renderer: impl RenderRejection) -> Self {
+        self.renderer = SharedRenderer::new(renderer);
+        self
+    }
+
+    /// The layer. A buffered layer starts its writer task here, so it must be built inside a
+    /// Tokio runtime.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for a route pattern that does not parse, a zero buffer, or a buffered
+    /// layer built outside a runtime.
+    pub fn build(self) -> Result<AuditLayer<Si>, ConfigError> {
+        let mut routes = RouteMatcher::new();
+        for (pattern, route) in self.routes {
+            routes = routes
+                .add(&pattern, route)
+                .map_err(|e| ConfigError::new(format!("audit.phi_routes.{pattern}"), e.reason))?;
+        }
+        let counters = Arc::new(Counters::default());
+        let buffer = match self.durability {
+            Durability::FailClosed => None,
+            Durability::Buffered {
+                capacity,
+                drop_when_full,
+            } => {
+                if capacity == 0 {
+                    return Err(ConfigError::new(
+                        "audit.durability",
+                        "a buffer holds at least one record",
+                    ));
+                }
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    ConfigError::new(
+                        "audit.durability",
+                        "a buffered audit layer must be built inside a Tokio runtime",
+                    )
+                })?;
+                let (records, mut queue) = mpsc::channel::<AuditRecord>(capacity);
+                let (sink, counters) = (self.sink.clone(), counters.clone());
+                runtime.spawn(async move {
+                    while let Some(record) = queue.recv().await {
+                        match sink.write(record).await {
+                            Ok(()) => {
+                                counters.written.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => {
+                                counters.failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(layer = "audit", sink = sink.name(), %error,
+                                    "a buffered audit record could not be written and is lost");
+                            }
+                        }
+                    }
+                });
+                Some((records, drop_when_full))
+            }
+        };
+        Ok(AuditLayer {
+            sink: self.sink,
+            config: Arc::new(Config {
+                routes,
+                allowed_query: self.allowed_query,
+                request_id: self.request_id,
+                proxies: self.proxies,
+                clock: self.clock,
+                renderer: self.renderer,
+                buffer,
+                counters,
+            }),
+        })
+    }
+}

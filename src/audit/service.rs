@@ -1,0 +1,275 @@
+//! [`Audit`]: the service the layer wraps around the whole stack.
+
+use std::mem;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::header::{RETRY_AFTER, USER_AGENT};
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::layer::{Config, PhiRoute};
+use super::record::AuditRecord;
+use super::sink::AuditSink;
+use crate::body::PolicyBody;
+use crate::future::ResponseFuture;
+use crate::owner::OwnerToken;
+use crate::principal::{Principal, PrincipalKind};
+use crate::rejection::{Rejection, RequestShadow};
+
+/// The audit service; built by [`AuditLayer`](super::AuditLayer).
+#[derive(Debug, Clone)]
+pub struct Audit<Si, S> {
+    inner: S,
+    sink: Si,
+    config: Arc<Config>,
+}
+
+impl<Si, S> Audit<Si, S> {
+    pub(crate) fn new(inner: S, sink: Si, config: Arc<Config>) -> Self {
+        Self {
+            inner,
+            sink,
+            config,
+        }
+    }
+}
+
+/// What a record knows before the inner service answers.
+struct Started {
+    record: AuditRecord,
+    began: Instant,
+    request_id: HeaderValue,
+}
+
+impl<Si, S, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<Si, S>
+where
+    Si: AuditSink,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<PolicyBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let config = self.config.clone();
+        let Some(hit) = config.routes.find(request.method(), request.uri().path()) else {
+            return ResponseFuture::Passing {
+                future: self.inner.call(request),
+            };
+        };
+        let started = start(&config, hit.pattern, hit.value, &mut request);
+        let fail_closed = config.buffer.is_none();
+        if fail_closed && !self.sink.is_healthy() {
+            // The data must not leave unrecorded: refuse before the handler runs.
+            let shadow = RequestShadow::of(&request);
+            let response = unavailable(&config, &shadow, &started.request_id);
+            let mut record = started.record;
+            record.status = response.status().as_u16();
+            record.refused_by = Some("audit_unavailable".into());
+            // Still try: an unhealthy sink may be back by now, and then the refusal is on record.
+            let (sink, counters) = (self.sink.clone(), config.counters.clone());
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let written = sink.write(record).await.is_ok();
+                    let counter = if written {
+                        &counters.written
+                    } else {
+                        &counters.failed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            return ResponseFuture::answered(response);
+        }
+        let clone = self.inner.clone();
+        let mut inner = mem::replace(&mut self.inner, clone);
+        let sink = self.sink.clone();
+        let shadow = RequestShadow::of(&request);
+        let future = async move {
+            let response = inner.call(request).await?;
+            let record = finish(started.record, started.began, &response);
+            let mut response = response.map(PolicyBody::inner);
+            if !response.headers().contains_key(&config.request_id) {
+                response
+                    .headers_mut()
+                    .insert(config.request_id.clone(), started.request_id.clone());
+            }
+            match &config.buffer {
+                None => match sink.write(record).await {
+                    Ok(()) => {
+                        config.counters.written.fetch_add(1, Ordering::Relaxed);
+                        Ok(response)
+                    }
+                    Err(error) => {
+                        config.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(layer = "audit", sink = sink.name(), %error,
+                            "audit record not written; the answer is withheld (503)");
+                        Ok(unavailable(&config, &shadow, &started.request_id))
+                    }
+                },
+                Some((queue, drop_when_full)) => {
+                    if *drop_when_full {
+                        if queue.try_send(record).is_err() {
+                            config.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                layer = "audit",
+                                "audit buffer full; a record was dropped"
+                            );
+                        }
+                    } else if queue.send(record).await.is_err() {
+                        config.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            layer = "audit",
+                            "the audit writer is gone; a record is lost"
+                        );
+                    }
+                    Ok(response)
+                }
+            }
+        };
+        ResponseFuture::Working {
+            future: Box::pin(future),
+        }
+    }
+}
+
+/// The record's fields known from the request, and the request id (taken or made, and passed
+/// on to the inner service).
+fn start<B>(
+    config: &Config,
+    pattern: &crate::route::RoutePattern,
+    route: &PhiRoute,
+    request: &mut Request<B>,
+) -> Started {
+    let request_id = request
+        .headers()
+        .get(&config.request_id)
+        .filter(|v| v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(OwnerToken::new().as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        });
+    request
+        .headers_mut()
+        .insert(config.request_id.clone(), request_id.clone());
+    let path = request.uri().path();
+    let template = pattern.template();
+    let action = if template.starts_with('/') || template == "*" {
+        format!("{} {template}", request.method())
+    } else {
+        template.to_string()
+    };
+    let record = AuditRecord {
+        time: AuditRecord::timestamp(config.clock.now_micros()),
+        request_id: request_id.to_str().unwrap_or_default().to_string(),
+        actor: None,
+        actor_kind: None,
+        session: None,
+        action,
+        resource: redacted(path, request.uri().query(), &config.allowed_query),
+        subject: route
+            .subject_param
+            .as_deref()
+            .and_then(|name| pattern.params(path).find(|(n, _)| *n == name))
+            .map(|(_, value)| value.into_owned()),
+        status: 0,
+        refused_by: None,
+        source_ip: config
+            .proxies
+            .client_of(request.headers(), request.extensions())
+            .map(|ip| ip.to_string()),
+        user_agent: request
+            .headers()
+            .get(USER_AGENT)
+            .map(|v| shorten(&String::from_utf8_lossy(v.as_bytes()), 256)),
+        latency_us: 0,
+    };
+    Started {
+        record,
+        began: Instant::now(),
+        request_id,
+    }
+}
+
+/// The fields the answer tells: status, who (the principal an inner auth layer copied to the
+/// response), which policy refused, how long it took.
+fn finish<B>(mut record: AuditRecord, began: Instant, response: &Response<B>) -> AuditRecord {
+    record.status = response.status().as_u16();
+    record.latency_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if let Some(principal) = response.extensions().get::<Principal>() {
+        record.actor = Some(principal.id.to_string());
+        record.actor_kind = Some(
+            match principal.kind {
+                PrincipalKind::User => "user",
+                PrincipalKind::Service => "service",
+                _ => "anonymous",
+            }
+            .to_string(),
+        );
+        record.session = principal.session_id.as_deref().map(str::to_string);
+    }
+    record.refused_by = response
+        .extensions()
+        .get::<Rejection>()
+        .map(|r| r.error.to_string());
+    record
+}
+
+/// The path and its query, every value redacted but the allowed ones: a query string can hold
+/// PHI (a name, a date of birth) and the record must hold the minimum necessary.
+fn redacted(path: &str, query: Option<&str>, allowed: &[String]) -> String {
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return path.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if allowed.iter().any(|a| a == name) {
+                format!("{name}={value}")
+            } else {
+                format!("{name}=REDACTED")
+            }
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+/// At most `max` bytes, cut at a character boundary.
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+fn unavailable<B>(
+    config: &Config,
+    shadow: &RequestShadow,
+    request_id: &HeaderValue,
+) -> Response<PolicyBody<B>> {
+    let rejection = Rejection::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+        "This data is released only once its access is recorded, and the audit log cannot record it now; retry shortly.",
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
+    .with_header(config.request_id.clone(), request_id.clone());
+    config.renderer.respond(rejection, &shadow.context())
+}
