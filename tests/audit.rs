@@ -504,3 +504,50 @@ mod layer {
         let _ = verify(&FileSink::files(&path).unwrap(), None).unwrap();
     }
 }
+
+/// `cargo run --example audit_verify -- PATH`: 0 and `OK` for a sound log, 1 and the place for a
+/// broken one. `cargo test` builds the examples beside the test binaries.
+#[tokio::test]
+async fn the_verify_program_reports_and_exits_accordingly() {
+    let path = scratch("program");
+    {
+        let sink = FileSink::builder(&path)
+            .rotate_at_bytes(3_000)
+            .open()
+            .unwrap();
+        for n in 0..30 {
+            sink.write(record(n)).await.unwrap();
+        }
+    }
+    let program = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples")
+        .join("audit_verify");
+    assert!(
+        program.exists(),
+        "{} is missing: run `cargo test --all-features`",
+        program.display()
+    );
+    let run = |path: &Path| Command::new(&program).arg(path).output().unwrap();
+    let ok = run(&path);
+    assert_eq!(ok.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).starts_with("OK: 30 records"),
+        "{ok:?}"
+    );
+    let files = FileSink::files(&path).unwrap();
+    let victim = &files[1];
+    let text = std::fs::read_to_string(victim).unwrap();
+    std::fs::write(victim, text.replacen("\"status\":200", "\"status\":204", 1)).unwrap();
+    let broken = run(&path);
+    assert_eq!(broken.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        report.contains("BROKEN") && report.contains(":1: record edited"),
+        "{report}"
+    );
+    assert_eq!(run(&path.with_extension("nothing")).status.code(), Some(2));
+}

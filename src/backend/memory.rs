@@ -265,6 +265,7 @@ impl<V: Slot> SlotTable<V> {
     }
 
     /// Forgets the slot for the key, if there is one.
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
     pub(crate) fn remove(&self, caller: &str, bucket: &str) {
         let (hash, shard) = self.locate(caller, bucket);
         let mut write = shard.write().unwrap_or_else(PoisonError::into_inner);
@@ -274,6 +275,7 @@ impl<V: Slot> SlotTable<V> {
     }
 
     /// Drops every slot.
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
     pub(crate) fn clear(&self) {
         for shard in &*self.shards {
             shard
