@@ -57,6 +57,14 @@
 //! changed since, 200 with the new ETag otherwise; two updates with the same ETag never both
 //! pass.
 //!
+//! Every request to a patient or appointment route (`/api/v2/patients/{id}`,
+//! `/api/{version}/appointments[/{id}]`) writes one record to the PHI audit log (`--audit-log`,
+//! default `audit/phi-audit.log`): time, request id, who (token subject), what (method and route
+//! template), which patient or appointment, the status and the refusing policy, the client IP,
+//! user agent and latency; never a body, a token or a query value. The records form a SHA-256
+//! hash chain: `cargo run --example audit_verify -- audit/phi-audit.log` checks it. The answer
+//! leaves only once its record is on disk; if the log cannot be written, those routes answer 503.
+//!
 //! Rate-limit counters, idempotency keys and handled webhook events are kept in memory, or in
 //! Redis with `--redis`. The appointments are always in memory: after a restart with `--redis`,
 //! an old key or event id replays its first answer (a booking, a payment) that the fresh seed data
@@ -67,6 +75,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use api_policy::audit::{AuditLayer, FileSink};
 use api_policy::auth::{Access, Algorithm, Denied, JwtAuthLayer, Require, VerifyKey};
 use api_policy::backend::MemoryBackend;
 use api_policy::body::PolicyBody;
@@ -132,6 +141,10 @@ struct Cli {
     /// instead of the HS256 secret. Needs `--features jwks`.
     #[arg(long, value_name = "URL", conflicts_with = "jwt_secret")]
     jwks_url: Option<String>,
+    /// The PHI audit log (hash-chained JSON lines; rotated at 64 MiB and daily). Verify it with
+    /// `cargo run --example audit_verify -- PATH`.
+    #[arg(long, value_name = "PATH", default_value = "audit/phi-audit.log")]
+    audit_log: std::path::PathBuf,
     /// Keep rate-limit state, idempotency keys and handled webhook events in this Redis (needs
     /// `--features redis`); in memory otherwise.
     #[arg(long, value_name = "URL")]
@@ -1218,6 +1231,7 @@ fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
     limits: RateLimitLayer<St>,
     versioning: VersioningLayer<V>,
     idempotency: IdempotencyLayer<I>,
+    audit: AuditLayer<FileSink>,
     stripe_webhook_secret: &str,
 ) -> Result<Router, api_policy::ConfigError> {
     let conditional = conditional(&state)?;
@@ -1239,7 +1253,8 @@ fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(
-            // Outer to inner. Authentication runs first so the rate limit finds the token's
+            // Outer to inner. The audit trail is outermost: it records every answer to a PHI
+            // route, the other layers' refusals included. Authentication runs next so the rate limit finds the token's
             // principal in the extensions and counts per subject; an anonymous principal makes
             // it fall back to the API key, then the peer IP. Idempotency comes last: requests
             // refused by authentication or the rate limit never reach it (and use up no key), and
@@ -1250,6 +1265,7 @@ fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
             ServiceBuilder::new()
                 .map_request(with_peer_addr)
                 .map_response(|response: Response<Layered>| response.map(Body::new))
+                .layer(audit)
                 .layer(auth)
                 .layer(limits)
                 .layer(versioning)
@@ -1258,8 +1274,24 @@ fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
         ))
 }
 
-/// The body the five policy layers make of axum's: each wraps what it gets.
-type Layered = PolicyBody<PolicyBody<PolicyBody<PolicyBody<PolicyBody<Body>>>>>;
+/// The body the six policy layers make of axum's: each wraps what it gets.
+type Layered = PolicyBody<PolicyBody<PolicyBody<PolicyBody<PolicyBody<PolicyBody<Body>>>>>>;
+
+/// The PHI audit trail: one record per request to a patient or appointment route, whoever asked
+/// and whatever the answer (a 401, 403 or 429 too), durable before the answer leaves
+/// (fail-closed: if the log cannot be written, 503 and the data stays in).
+fn audit(path: &std::path::Path) -> Result<AuditLayer<FileSink>, Box<dyn std::error::Error>> {
+    let sink = FileSink::builder(path)
+        .rotate_at_bytes(64 * 1024 * 1024)
+        .rotate_daily()
+        .open()
+        .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
+    Ok(AuditLayer::builder(sink)
+        .phi_route_with_subject("/api/v2/patients/{id}", "id")
+        .phi_route_with_subject("/api/{version}/appointments/{id}", "id")
+        .phi_route("/api/{version}/appointments")
+        .build()?)
+}
 
 /// Freshly minted tokens for the start-up hints, named as the shell variables the hints use.
 struct DemoToken {
@@ -1445,12 +1477,14 @@ async fn serve<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
         .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store_name, "listening");
+    let audit = audit(&cli.audit_log)?;
     let app = app(
         state,
         auth,
         limits,
         versioning,
         idempotency,
+        audit,
         &cli.stripe_webhook_secret,
     )?;
     print_usage(addr, &cli, store_name, &tokens);
