@@ -1,5 +1,8 @@
 //! The audit trail on real files: group commit, rotation, recovery after a torn write and after
-//! a writer killed with SIGKILL, and tamper detection across files.
+//! a writer killed with SIGKILL, and tamper detection across files; the Redis stream sink; and
+//! the layer over a real stack.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -550,4 +553,55 @@ async fn the_verify_program_reports_and_exits_accordingly() {
         "{report}"
     );
     assert_eq!(run(&path.with_extension("nothing")).status.code(), Some(2));
+}
+
+/// Two instances (two connections) appending to one Redis stream keep one chain; deleting an
+/// entry breaks it at that entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stream_keeps_one_chain_across_instances() {
+    use api_policy::audit::RedisStreamSink;
+    use api_policy::backend::RedisBackend;
+    let Some(url) = common::redis_or_skip("audit_stream").await else {
+        return;
+    };
+    let prefix = common::unique_prefix("audit_stream");
+    let sink = |url: &str| {
+        let backend = RedisBackend::builder(url)
+            .prefix(prefix.clone())
+            .build()
+            .unwrap();
+        RedisStreamSink::new(&backend, "phi")
+    };
+    let (one, two) = (sink(&url), sink(&url));
+    let tasks: Vec<_> = (0..100u64)
+        .map(|n| {
+            let sink = if n % 2 == 0 { one.clone() } else { two.clone() };
+            tokio::spawn(async move { sink.write(record(n)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let verified = one.verify().await.unwrap().unwrap();
+    assert_eq!((verified.records, verified.next_seq), (100, 100));
+
+    let mut redis = common::raw_connection(&url).await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(one.stream_key())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XDEL")
+        .arg(one.stream_key())
+        .arg(&entries[41].0)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let error = two.verify().await.unwrap().unwrap_err();
+    assert_eq!(
+        (error.line, error.tamper),
+        (42, Tamper::Deleted { first_missing: 41 })
+    );
 }

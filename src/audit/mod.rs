@@ -9,4 +9,6 @@ pub mod sink;
 pub use layer::{AuditBuilder, AuditLayer, AuditStats, Durability};
 pub use record::AuditRecord;
 pub use service::Audit;
+#[cfg(feature = "redis")]
+pub use sink::RedisStreamSink;
 pub use sink::{AuditSink, FileSink, SinkError, TracingSink};

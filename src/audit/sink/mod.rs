@@ -1,11 +1,15 @@
 //! Where audit records go: [`AuditSink`], and the sinks in the crate.
 
 mod file;
+#[cfg(feature = "redis")]
+mod redis_stream;
 mod tracing_sink;
 
 use std::future::Future;
 
 pub use file::{FileSink, FileSinkBuilder, FileSinkStats};
+#[cfg(feature = "redis")]
+pub use redis_stream::RedisStreamSink;
 pub use tracing_sink::TracingSink;
 
 use super::record::AuditRecord;
