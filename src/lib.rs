@@ -14,8 +14,7 @@
 //! | Conditional requests (ETags, 304, preconditions decided before the handler, 428) | [`conditional`] | [`conditional::ValidatorStore`] |
 //!
 //! | Versioning and deprecation (path, header, vendor type, pins; RFC 9745/8594 headers; sunsets, brownouts, usage report) | [`versioning`] | [`versioning::VersionPinStore`] |
-//!
-//! The PHI audit layer follows the same shape.
+//! | PHI audit (one hash-chained record per request, fail-closed or buffered) | [`audit`] | [`audit::AuditSink`] |
 //!
 //! ## Layer order
 //! Outer to inner: audit -> JWT auth -> rate limit -> versioning -> idempotency -> conditional

@@ -605,3 +605,29 @@ async fn a_redis_stream_keeps_one_chain_across_instances() {
         (42, Tamper::Deleted { first_missing: 41 })
     );
 }
+
+/// Daily rotation: the first commit of a new UTC day starts a new file; the chain goes on.
+#[tokio::test]
+async fn daily_rotation_follows_the_clock() {
+    let path = scratch("daily");
+    let clock = api_policy::clock::ManualClock::at_secs(1_795_521_600);
+    let sink = FileSink::builder(&path)
+        .rotate_daily()
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    for n in 0..5 {
+        sink.write(record(n)).await.unwrap();
+    }
+    clock.advance(std::time::Duration::from_secs(86_400));
+    for n in 5..8 {
+        sink.write(record(n)).await.unwrap();
+    }
+    let files = FileSink::files(&path).unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(
+        std::fs::read_to_string(&files[0]).unwrap().lines().count(),
+        5
+    );
+    assert_eq!(check(&path), Ok(8));
+}

@@ -1,4 +1,63 @@
-//! PHI audit: one tamper-evident record per access to a PHI route.
+//! PHI audit: one tamper-evident record per access to a PHI route, durable before the data
+//! leaves, verifiable offline.
+//!
+//! An [`AuditLayer`], placed outermost, writes exactly one [`AuditRecord`] for every request to
+//! a PHI route (chosen with [route patterns](crate::route)), whatever answers it: the handler,
+//! or an inner layer's refusal (401, 403, 404, 429; the refusing policy's `error` code is
+//! recorded from the answer's [`Rejection`](crate::Rejection)). The record holds the time, the
+//! request id, the actor (the [`Principal`](crate::Principal) an inner auth layer copied to the
+//! answer) and session, the action (method and route template), the resource (its query values
+//! redacted unless allowed by name), the patient or record id from a named path parameter, the
+//! status, the client IP (trusted-proxy aware), the user agent and the latency. Never a body,
+//! never the `Authorization` value.
+//!
+//! [`Durability::FailClosed`] (the default) releases an answer only once its record is durable;
+//! a sink that reports itself unhealthy makes PHI routes answer 503 without running the
+//! handler, and a failed write replaces the answer with 503. [`Durability::Buffered`] queues
+//! records for a background writer (bounded, back-pressure, or counted drops).
+//!
+//! Sinks ([`AuditSink`], one trait impl for your own): [`FileSink`] (JSON lines on a SHA-256
+//! hash chain, group commit, rotation, recovery of a torn tail), [`RedisStreamSink`] (feature
+//! `redis`; the same chain in a stream, shared by every instance), [`TracingSink`]. The chain
+//! and its verifier are in [`chain`]; `cargo run --example audit_verify -- PATH` checks a log.
+//!
+//! # Example
+//! ```
+//! use api_policy::audit::{AuditLayer, FileSink};
+//! use axum::{Router, body::Body, routing::get};
+//! use http::Request;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("audit-doc-{}", std::process::id()));
+//! let log = dir.join("phi.log");
+//! let audit = AuditLayer::builder(FileSink::builder(&log).open()?)
+//!     .phi_route_with_subject("/patients/{id}", "id")
+//!     .build()?;
+//! let app = Router::new()
+//!     .route("/patients/{id}", get(|| async { "{}" }))
+//!     .layer(audit);
+//!
+//! app.oneshot(Request::get("/patients/pat_1?name=Ada").body(Body::empty())?).await?;
+//! let files = FileSink::files(&log)?;
+//! let verified = api_policy::audit::chain::verify(&files, FileSink::head(&log))?;
+//! assert_eq!(verified.records, 1);
+//! assert!(std::fs::read_to_string(&log)?.contains("name=REDACTED"));
+//! # std::fs::remove_dir_all(dir)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # HIPAA notes
+//! The layer covers the audit-control safeguard (45 CFR 164.312(b)) for the requests it sees:
+//! who accessed which patient's data, when, from where, and with what outcome, on a log whose
+//! alteration is detectable (164.312(c)(1)). It does not cover access outside HTTP (database
+//! consoles, batch jobs), the retention of the logs (six years under 164.316(b)(2); archive
+//! rotated files), their review, or protection against someone who can rewrite the whole chain
+//! (a hash chain without a key proves order and integrity against everyone else; anchor the
+//! head in a second system, such as the Redis stream or a SIEM, against that). Records contain
+//! patient identifiers: the log itself is PHI, to be stored and transmitted as such.
 
 pub mod chain;
 mod layer;
