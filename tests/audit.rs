@@ -151,6 +151,13 @@ async fn tampering_with_the_files_is_found_at_the_record() {
     let e = check(&path).unwrap_err();
     assert_eq!((e.line, e.tamper), (18, Tamper::Truncated));
 
+    // A sink will not write on after the records the head file names were removed.
+    let refused = FileSink::builder(&path).open().unwrap_err();
+    assert!(
+        refused.to_string().contains("records are missing"),
+        "{refused}"
+    );
+
     std::fs::write(&path, original).unwrap();
     assert_eq!(check(&path), Ok(20));
 }
@@ -453,7 +460,7 @@ mod layer {
         let response = app
             .clone()
             .oneshot(get_with(
-                "/patients/pat_3?dob=1961-04-12&page=2&name=Ada%20Lovelace",
+                "/patients/pat_3?dob=1961-04-12&page=2&name=Ada%20Lovelace&Grace+Hopper",
                 Some(&doctor),
             ))
             .await
@@ -471,8 +478,47 @@ mod layer {
         ] {
             assert!(!log.contains(secret), "`{secret}` is in the audit log");
         }
-        assert!(log.contains("dob=REDACTED&page=2&name=REDACTED"), "{log}");
+        assert!(
+            log.contains("dob=REDACTED&page=2&name=REDACTED&REDACTED"),
+            "{log}"
+        );
         assert!(log.contains("\"user_agent\":\"audit-test/1\""));
+    }
+
+    /// A client that hangs up while the handler runs still leaves its record: the handler ran.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_hanging_up_still_leaves_a_record() {
+        let path = scratch("layer-hangup");
+        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
+            .phi_route("/slow/*")
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let app = Router::new()
+            .route(
+                "/slow/{id}",
+                get(move || {
+                    let flag = flag.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        flag.store(true, Ordering::SeqCst);
+                        "done"
+                    }
+                }),
+            )
+            .layer(audit);
+        let request = tokio::spawn(app.oneshot(get_with("/slow/1", None)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        request.abort();
+        for _ in 0..100 {
+            if check(&path) == Ok(1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(ran.load(Ordering::SeqCst), "the handler ran to the end");
+        assert_eq!(check(&path), Ok(1), "and its record was written");
     }
 
     /// Buffered: the answer does not wait, the records still all land, in one chain.

@@ -234,24 +234,10 @@ pub(crate) fn verify_bytes(
         expected_seq,
         tamper,
     };
-    let mut lines = Vec::with_capacity(raw.len());
-    for (i, text) in raw.iter().enumerate() {
-        match parse_line(text) {
-            Some(line) => lines.push(line),
-            None if i + 1 == raw.len() && !complete && last_file => {
-                return Err(error(i, position.next_seq, Tamper::Truncated));
-            }
-            None => return Err(error(i, position.next_seq + i as u64, Tamper::Malformed)),
-        }
-    }
-    if !complete && last_file {
-        // A whole record, but its newline never made it: the write was torn after it.
-        return Err(error(
-            raw.len() - 1,
-            position.next_seq + raw.len() as u64 - 1,
-            Tamper::Truncated,
-        ));
-    }
+    // Parsed up front (for the look-ahead), judged in order: a malformed line late in the
+    // file does not hide an earlier edit.
+    let parsed: Vec<Option<Line<'_>>> = raw.iter().map(|text| parse_line(text)).collect();
+    let lines: Vec<Line<'_>> = parsed.iter().map_while(Clone::clone).collect();
     for (i, line) in lines.iter().enumerate() {
         let expected = position.next_seq;
         if link(&line.prev, line.record) != line.hash {
@@ -274,6 +260,15 @@ pub(crate) fn verify_bytes(
             } else {
                 Err(error(i, expected, Tamper::Inserted))
             };
+        }
+        // In sequence, but not following from the record before: that record was edited and
+        // its hash recomputed (its own line checks out, its successor no longer follows).
+        if line.seq == expected
+            && i > 0
+            && next.is_none_or(|n| n.prev == line.hash)
+            && lines[..i].iter().all(|l| l.hash != line.prev)
+        {
+            return Err(error(i - 1, expected - 1, Tamper::Edited));
         }
         // A genuine later record here, with the expected one further on: the order changed.
         if line.seq > expected
@@ -308,6 +303,24 @@ pub(crate) fn verify_bytes(
             Tamper::Inserted
         };
         return Err(error(i, expected, tamper));
+    }
+    if lines.len() < raw.len() {
+        // The first line that is not a record line, after every good one before it.
+        let at = lines.len();
+        let tamper = if at + 1 == raw.len() && !complete && last_file {
+            Tamper::Truncated
+        } else {
+            Tamper::Malformed
+        };
+        return Err(error(at, position.next_seq, tamper));
+    }
+    if !complete && last_file {
+        // A whole record, but its newline never made it: the write was torn after it.
+        return Err(error(
+            raw.len() - 1,
+            position.next_seq.saturating_sub(1),
+            Tamper::Truncated,
+        ));
     }
     Ok(lines.len() as u64)
 }
@@ -408,6 +421,14 @@ mod tests {
         duplicated.insert(6, original[2].clone());
         let e = check(&join(&duplicated)).unwrap_err();
         assert_eq!((e.line, e.tamper), (7, Tamper::Inserted));
+
+        // An edit whose hash was recomputed: its own line checks out, the next no longer follows.
+        let mut rehashed = original.clone();
+        let line = parse_line(original[5].strip_suffix(b"\n").unwrap()).unwrap();
+        let changed = b"{\"n\":5,\"who\":\"someone-else\"}";
+        rehashed[5] = format_line(5, &line.prev, &link(&line.prev, changed), changed);
+        let e = check(&join(&rehashed)).unwrap_err();
+        assert_eq!((e.line, e.tamper), (6, Tamper::Edited));
 
         let mut reordered = original.clone();
         reordered.swap(3, 4);

@@ -96,8 +96,19 @@ where
         let mut inner = mem::replace(&mut self.inner, clone);
         let sink = self.sink.clone();
         let shadow = RequestShadow::of(&request);
-        let future = async move {
-            let response = inner.call(request).await?;
+        let work = async move {
+            let response = match inner.call(request).await {
+                Ok(response) => response,
+                Err(error) => {
+                    // The stack failed rather than answered: that is on record too.
+                    let mut record = started.record;
+                    record.status = 500;
+                    record.refused_by = Some("service_error".into());
+                    record.latency_us = elapsed(started.began);
+                    deliver(&config, &sink, record).await;
+                    return Err(error);
+                }
+            };
             let record = finish(started.record, started.began, &response);
             let mut response = response.map(PolicyBody::inner);
             if !response.headers().contains_key(&config.request_id) {
@@ -105,43 +116,72 @@ where
                     .headers_mut()
                     .insert(config.request_id.clone(), started.request_id.clone());
             }
-            match &config.buffer {
-                None => match sink.write(record).await {
-                    Ok(()) => {
-                        config.counters.written.fetch_add(1, Ordering::Relaxed);
-                        Ok(response)
-                    }
-                    Err(error) => {
-                        config.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(layer = "audit", sink = sink.name(), %error,
-                            "audit record not written; the answer is withheld (503)");
-                        Ok(unavailable(&config, &shadow, &started.request_id))
-                    }
-                },
-                Some((queue, drop_when_full)) => {
-                    if *drop_when_full {
-                        if queue.try_send(record).is_err() {
-                            config.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                layer = "audit",
-                                "audit buffer full; a record was dropped"
-                            );
-                        }
-                    } else if queue.send(record).await.is_err() {
-                        config.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(
-                            layer = "audit",
-                            "the audit writer is gone; a record is lost"
-                        );
-                    }
-                    Ok(response)
-                }
+            if deliver(&config, &sink, record).await || config.buffer.is_some() {
+                Ok(response)
+            } else {
+                tracing::error!(
+                    layer = "audit",
+                    sink = sink.name(),
+                    "audit record not written; the answer is withheld (503)"
+                );
+                Ok(unavailable(&config, &shadow, &started.request_id))
             }
+        };
+        // In a task of its own: a client that hangs up must not cancel the handler's record
+        // (the handler may have changed data) or a write half done.
+        let future: crate::gate::BoxFuture<_> = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let task = runtime.spawn(work);
+                Box::pin(async move {
+                    match task.await {
+                        Ok(outcome) => outcome,
+                        Err(error) => std::panic::resume_unwind(error.into_panic()),
+                    }
+                })
+            }
+            Err(_) => Box::pin(work),
         };
         ResponseFuture::Working {
             future: Box::pin(future),
         }
     }
+}
+
+/// Hands the record to the sink (fail-closed: waits until it is durable) or to the buffer;
+/// whether a fail-closed write succeeded.
+async fn deliver<Si: AuditSink>(config: &Config, sink: &Si, record: AuditRecord) -> bool {
+    match &config.buffer {
+        None => match sink.write(record).await {
+            Ok(()) => {
+                config.counters.written.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(error) => {
+                config.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(layer = "audit", sink = sink.name(), %error, "audit write failed");
+                false
+            }
+        },
+        Some((queue, drop_when_full)) => {
+            if *drop_when_full {
+                if queue.try_send(record).is_err() {
+                    config.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(layer = "audit", "audit buffer full; a record was dropped");
+                }
+            } else if queue.send(record).await.is_err() {
+                config.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    layer = "audit",
+                    "the audit writer is gone; a record is lost"
+                );
+            }
+            true
+        }
+    }
+}
+
+fn elapsed(began: Instant) -> u64 {
+    u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The record's fields known from the request, and the request id (taken or made, and passed
@@ -207,7 +247,7 @@ fn start<B>(
 /// response), which policy refused, how long it took.
 fn finish<B>(mut record: AuditRecord, began: Instant, response: &Response<B>) -> AuditRecord {
     record.status = response.status().as_u16();
-    record.latency_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+    record.latency_us = elapsed(began);
     if let Some(principal) = response.extensions().get::<Principal>() {
         record.actor = Some(principal.id.to_string());
         record.actor_kind = Some(
@@ -235,13 +275,11 @@ fn redacted(path: &str, query: Option<&str>, allowed: &[String]) -> String {
     };
     let pairs: Vec<String> = query
         .split('&')
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if allowed.iter().any(|a| a == name) {
-                format!("{name}={value}")
-            } else {
-                format!("{name}=REDACTED")
-            }
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if allowed.iter().any(|a| a == name) => format!("{name}={value}"),
+            Some((name, _)) => format!("{name}=REDACTED"),
+            // A bare item (`?Ada+Lovelace`) is a value, not a name: nothing of it is kept.
+            None => "REDACTED".to_string(),
         })
         .collect();
     format!("{path}?{}", pairs.join("&"))

@@ -13,6 +13,10 @@
 //!
 //! Rotation (by size, or at UTC midnight) renames the live file to `<path>.<n>` (`n` counting up
 //! from 1) and starts a new one that continues the chain.
+//!
+//! One writer per log: two processes appending to one file would fork the chain (the
+//! verifier shows where). Files are read whole on open and by the verifier: rotate by size to
+//! keep them manageable.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -220,6 +224,7 @@ impl FileSinkBuilder {
             clock: self.clock,
             healthy: healthy.clone(),
             counters: counters.clone(),
+            broken: false,
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -289,7 +294,7 @@ fn tail_of(bytes: &[u8], path: &Path) -> io::Result<(Option<Position>, usize)> {
             ));
         };
         last = Some(Position {
-            next_seq: parsed.seq + 1,
+            next_seq: parsed.seq.saturating_add(1),
             head: parsed.hash,
         });
     }
@@ -297,30 +302,45 @@ fn tail_of(bytes: &[u8], path: &Path) -> io::Result<(Option<Position>, usize)> {
 }
 
 /// Where the chain continues: the live file's last complete record (its torn tail cut off), or
-/// the newest rotated file's, or the start.
+/// the newest rotated file holding one, or the start. Refuses to go on from a position behind
+/// the head file's: records were removed, and writing on would hide it.
 fn recover(path: &Path, file: &mut File) -> io::Result<Position> {
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0))?;
     file.read_to_end(&mut bytes)?;
-    let (last, complete) = tail_of(&bytes, path)?;
+    let (mut last, complete) = tail_of(&bytes, path)?;
     if complete < bytes.len() {
         tracing::warn!(layer = "audit", path = %path.display(), torn = bytes.len() - complete,
             "cutting off a torn last line (a write a crash interrupted; it was never acknowledged)");
         file.set_len(complete as u64)?;
         file.sync_all()?;
     }
-    if let Some(position) = last {
-        return Ok(position);
-    }
-    let mut files = rotated(path)?;
-    files.sort();
-    if let Some((_, newest)) = files.last() {
-        let bytes = std::fs::read(newest)?;
-        if let (Some(position), _) = tail_of(&bytes, newest)? {
-            return Ok(position);
+    if last.is_none() {
+        let mut files = rotated(path)?;
+        files.sort();
+        for (_, older) in files.iter().rev() {
+            let bytes = std::fs::read(older)?;
+            if let (Some(position), _) = tail_of(&bytes, older)? {
+                last = Some(position);
+                break;
+            }
         }
     }
-    Ok(Position::default())
+    let position = last.unwrap_or_default();
+    if let Some(head) = FileSink::head(path)
+        && head.next_seq > position.next_seq
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: the log ends at sequence number {} but its head file says {}: records are missing; verify the log before writing on",
+                path.display(),
+                position.next_seq,
+                head.next_seq
+            ),
+        ));
+    }
+    Ok(position)
 }
 
 struct Writer {
@@ -335,6 +355,9 @@ struct Writer {
     clock: SharedClock,
     healthy: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    /// Set when a failed write could not be undone: the file's tail is unknown, so nothing more
+    /// is written (a restart recovers it).
+    broken: bool,
 }
 
 impl Writer {
@@ -376,6 +399,11 @@ impl Writer {
     /// Appends the batch's chained lines in one write and fsyncs; on failure the file is cut
     /// back to where it was and the chain does not move.
     fn commit(&mut self, batch: &[Job], buffer: &mut Vec<u8>) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other(
+                "an earlier failed write could not be undone; restart to recover the log",
+            ));
+        }
         buffer.clear();
         let mut position = self.position;
         for job in batch {
@@ -398,7 +426,9 @@ impl Writer {
             .and_then(|()| self.file.sync_data());
         if let Err(error) = written {
             // Whatever part reached the file is not acknowledged: take it back.
-            let _ = self.file.set_len(self.size);
+            if self.file.set_len(self.size).is_err() {
+                self.broken = true;
+            }
             return Err(error);
         }
         self.size += buffer.len() as u64;
@@ -417,8 +447,8 @@ impl Writer {
             .rotate_bytes
             .is_some_and(|max| self.size > 0 && self.size + incoming > max);
         let by_day = self.rotate_daily && today != self.day && self.size > 0;
-        self.day = today;
         if !(by_size || by_day) {
+            self.day = today;
             return Ok(());
         }
         let next = rotated(&self.path)?
@@ -431,16 +461,26 @@ impl Writer {
         target.push(format!(".{next}"));
         self.file.sync_all()?;
         std::fs::rename(&self.path, PathBuf::from(target))?;
-        self.file = OpenOptions::new()
+        match OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
-            .open(&self.path)?;
+            .open(&self.path)
+        {
+            Ok(file) => self.file = file,
+            Err(error) => {
+                // The live file was renamed away: writing on to the old handle would extend
+                // the rotated file. Stop; a restart continues the chain from it.
+                self.broken = true;
+                return Err(error);
+            }
+        }
+        self.size = 0;
+        self.day = today;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The rename and the new file survive a crash only once the directory is synced.
             File::open(dir).and_then(|d| d.sync_all())?;
         }
-        self.size = 0;
         Ok(())
     }
 }

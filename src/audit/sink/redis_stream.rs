@@ -175,6 +175,13 @@ impl AuditSink for RedisStreamSink {
                 .arg(&canonical);
             let reply: Result<(i64, String), StoreError> = self.backend.invoke(&invocation).await;
             match reply {
+                Ok((-1, _)) => {
+                    self.healthy.store(false, Ordering::Relaxed);
+                    return Err(SinkError::Io(format!(
+                        "{}: the chain's head key is gone though the stream has records; restore it (the last entry's seq + 1 and hash) before writing on",
+                        self.head_key
+                    )));
+                }
                 Ok((1, now)) => {
                     *head = now;
                     self.healthy.store(true, Ordering::Relaxed);
