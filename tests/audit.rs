@@ -485,7 +485,8 @@ mod layer {
         assert!(log.contains("\"user_agent\":\"audit-test/1\""));
     }
 
-    /// A client that hangs up while the handler runs still leaves its record: the handler ran.
+    /// A client that hangs up while the handler runs still leaves its record: status 499,
+    /// `client_closed_request` (the handler, cancelled with it, may have changed data).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_hanging_up_still_leaves_a_record() {
         let path = scratch("layer-hangup");
@@ -517,8 +518,18 @@ mod layer {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(ran.load(Ordering::SeqCst), "the handler ran to the end");
+        // Past the handler's 200 ms: had it gone on running, it would have finished by now.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "the handler was cancelled with the request"
+        );
         assert_eq!(check(&path), Ok(1), "and its record was written");
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            log.contains("\"status\":499") && log.contains("client_closed_request"),
+            "{log}"
+        );
     }
 
     /// Buffered: the answer does not wait, the records still all land, in one chain.

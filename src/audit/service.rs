@@ -96,12 +96,25 @@ where
         let mut inner = mem::replace(&mut self.inner, clone);
         let sink = self.sink.clone();
         let shadow = RequestShadow::of(&request);
-        let work = async move {
-            let response = match inner.call(request).await {
+        let future = async move {
+            // Armed until the answer is in: a client that hangs up cancels the handler, and
+            // the guard then records the request as closed by the client (it may have changed
+            // data before it was cancelled).
+            let mut pending = Pending {
+                record: Some(started.record),
+                began: started.began,
+                sink: sink.clone(),
+                config: config.clone(),
+            };
+            let outcome = inner.call(request).await;
+            let Some(record) = pending.record.take() else {
+                return outcome.map(|r| r.map(PolicyBody::inner));
+            };
+            let response = match outcome {
                 Ok(response) => response,
                 Err(error) => {
                     // The stack failed rather than answered: that is on record too.
-                    let mut record = started.record;
+                    let mut record = record;
                     record.status = 500;
                     record.refused_by = Some("service_error".into());
                     record.latency_us = elapsed(started.began);
@@ -109,7 +122,7 @@ where
                     return Err(error);
                 }
             };
-            let record = finish(started.record, started.began, &response);
+            let record = finish(record, started.began, &response);
             let mut response = response.map(PolicyBody::inner);
             if !response.headers().contains_key(&config.request_id) {
                 response
@@ -127,22 +140,34 @@ where
                 Ok(unavailable(&config, &shadow, &started.request_id))
             }
         };
-        // In a task of its own: a client that hangs up must not cancel the handler's record
-        // (the handler may have changed data) or a write half done.
-        let future: crate::gate::BoxFuture<_> = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let task = runtime.spawn(work);
-                Box::pin(async move {
-                    match task.await {
-                        Ok(outcome) => outcome,
-                        Err(error) => std::panic::resume_unwind(error.into_panic()),
-                    }
-                })
-            }
-            Err(_) => Box::pin(work),
-        };
         ResponseFuture::Working {
             future: Box::pin(future),
+        }
+    }
+}
+
+/// A record whose request has not been answered yet; written as closed by the client if the
+/// request is dropped first.
+struct Pending<Si: AuditSink> {
+    record: Option<AuditRecord>,
+    began: Instant,
+    sink: Si,
+    config: Arc<Config>,
+}
+
+impl<Si: AuditSink> Drop for Pending<Si> {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        record.status = 499;
+        record.refused_by = Some("client_closed_request".into());
+        record.latency_us = elapsed(self.began);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (sink, config) = (self.sink.clone(), self.config.clone());
+            runtime.spawn(async move {
+                deliver(&config, &sink, record).await;
+            });
         }
     }
 }
