@@ -57,6 +57,9 @@
 //! changed since, 200 with the new ETag otherwise; two updates with the same ETag never both
 //! pass.
 //!
+//! `GET /metrics` shows the layers' decision counters and store latencies in Prometheus' text
+//! format (build with `--features jwt,axum,metrics` for the crate to report them).
+//!
 //! Every request to a patient or appointment route (`/api/v2/patients/{id}`,
 //! `/api/{version}/appointments[/{id}]`) writes one record to the PHI audit log (`--audit-log`,
 //! default `audit/phi-audit.log`): time, request id, who (token subject), what (method and route
@@ -98,6 +101,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use clap::Parser;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
@@ -1043,6 +1047,7 @@ fn rate_limits<St: RateLimitStore>(
         .tier("pro", cli.limit_pro)
         .tier("anonymous", cli.limit_anonymous)
         .route("/health", RouteRule::exempt())
+        .route("/metrics", RouteRule::exempt())
         // Deliveries are authenticated by their signature, and Stripe sends them in bursts.
         .route("/webhooks/stripe", RouteRule::exempt())
         .route(
@@ -1221,19 +1226,32 @@ async fn auth_layer(cli: &Cli) -> Result<JwtAuthLayer, Box<dyn std::error::Error
     Ok(builder.build()?)
 }
 
-/// The routes behind authentication, the rate limit and idempotency keys; the Stripe webhook
-/// checks signatures with `stripe_webhook_secret` and de-duplicates events in the idempotency
-/// layer's store. Serve with `into_make_service_with_connect_info::<SocketAddr>()` so anonymous
-/// callers have an address.
-fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
-    state: AppState,
+/// The policy layers of the demo, outer to inner (conditional requests, which read the
+/// appointments, are made in [`app`]).
+struct Policies<St, I, V> {
+    audit: AuditLayer<FileSink>,
     auth: JwtAuthLayer,
     limits: RateLimitLayer<St>,
     versioning: VersioningLayer<V>,
     idempotency: IdempotencyLayer<I>,
-    audit: AuditLayer<FileSink>,
+}
+
+/// The routes behind the policies; the Stripe webhook checks signatures with
+/// `stripe_webhook_secret` and de-duplicates events in the idempotency layer's store. Serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so anonymous callers have an address.
+fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
+    state: AppState,
+    policies: Policies<St, I, V>,
+    metrics: PrometheusHandle,
     stripe_webhook_secret: &str,
 ) -> Result<Router, api_policy::ConfigError> {
+    let Policies {
+        audit,
+        auth,
+        limits,
+        versioning,
+        idempotency,
+    } = policies;
     let conditional = conditional(&state)?;
     let webhook =
         WebhookLayer::stripe(idempotency.store().clone(), stripe_webhook_secret).build()?;
@@ -1248,6 +1266,13 @@ fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
         .route("/api/v2/patients/{id}", get(get_patient))
         .route("/webhooks/stripe", post(stripe_webhook).layer(webhook))
         .route("/admin/deprecations", get(deprecations))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            }),
+        )
         .route("/docs/migrate-to-v2", get(migration_guide))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -1478,15 +1503,26 @@ async fn serve<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store_name, "listening");
     let audit = audit(&cli.audit_log)?;
-    let app = app(
-        state,
+    // The layers report through the `metrics` facade (with `--features metrics`); this recorder
+    // renders them at `GET /metrics` in Prometheus' text format.
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let policies = Policies {
+        audit,
         auth,
         limits,
         versioning,
         idempotency,
-        audit,
-        &cli.stripe_webhook_secret,
-    )?;
+    };
+    let app = app(state, policies, metrics, &cli.stripe_webhook_secret)?;
     print_usage(addr, &cli, store_name, &tokens);
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)

@@ -29,6 +29,7 @@
 //! | `axum` | no | reads axum's `ConnectInfo` as the peer address; `Principal`, `Option<Principal>`, `Claims<T>` and `Access` as axum extractors |
 //! | `jwt` | no | `auth`: the JWT layer with static keys (pulls `jsonwebtoken` with `aws-lc-rs`) |
 //! | `jwks` | no | `auth::Jwks`: keys from JWKS URLs and OIDC discovery (pulls `reqwest` with rustls) |
+//! | `metrics` | no | decision counters and store latencies through the `metrics` facade ([`metrics`]) |
 //! | `full` | no | all of the above |
 //!
 //! ## Shared pieces
@@ -56,6 +57,7 @@ mod error;
 mod future;
 mod gate;
 pub mod idempotency;
+pub mod metrics;
 mod owner;
 pub mod principal;
 pub mod rate_limit;

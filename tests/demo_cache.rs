@@ -40,8 +40,13 @@ async fn start_demo() -> (Demo, String) {
         binary.display()
     );
     let port = common::free_port();
+    let audit_log = std::env::temp_dir()
+        .join(format!("api-policy-demo-{port}"))
+        .join("audit.log");
     let child = Command::new(&binary)
         .args(["--addr", &format!("127.0.0.1:{port}")])
+        .arg("--audit-log")
+        .arg(&audit_log)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -126,4 +131,40 @@ async fn a_private_http_cache_revalidates_against_the_demo() {
     assert_eq!(header(&changed, "x-cache"), "MISS", "a 200, not a 304");
     assert_eq!(header(&changed, "etag"), new_etag);
     assert!(changed.text().await.unwrap().contains("\"confirmed\""));
+}
+
+/// `GET /metrics` on the demo: the layers' counters move with traffic.
+#[tokio::test]
+async fn the_demo_metrics_move_under_traffic() {
+    let (_demo, base) = start_demo().await;
+    let scrape = || async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let count = |text: &str, labels: &str| {
+        text.lines()
+            .find(|l| l.starts_with("api_policy_decisions_total") && l.contains(labels))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = scrape().await;
+    for _ in 0..5 {
+        reqwest::get(format!("{base}/api/v1/appointments/apt_1"))
+            .await
+            .unwrap();
+    }
+    let after = scrape().await;
+    let deprecated = "layer=\"versioning\",outcome=\"deprecated\"";
+    assert_eq!(
+        count(&after, deprecated) - count(&before, deprecated),
+        5.0,
+        "{after}"
+    );
+    let written = "layer=\"audit\",outcome=\"written\"";
+    assert_eq!(count(&after, written) - count(&before, written), 5.0);
 }

@@ -253,12 +253,13 @@ impl<Si: AuditSink> AuditBuilder<Si> {
                         let mut writes = tokio::task::JoinSet::new();
                         for record in batch.drain(..) {
                             let sink = sink.clone();
-                            writes.spawn(async move { sink.write(record).await });
+                            writes.spawn(async move { super::service::timed(&sink, record).await });
                         }
                         while let Some(written) = writes.join_next().await {
                             match written {
                                 Ok(Ok(())) => {
                                     counters.written.fetch_add(1, Ordering::Relaxed);
+                                    crate::metrics::decision("audit", "written");
                                 }
                                 Ok(Err(error)) => {
                                     counters.failed.fetch_add(1, Ordering::Relaxed);

@@ -176,13 +176,15 @@ impl<Si: AuditSink> Drop for Pending<Si> {
 /// whether a fail-closed write succeeded.
 async fn deliver<Si: AuditSink>(config: &Config, sink: &Si, record: AuditRecord) -> bool {
     match &config.buffer {
-        None => match sink.write(record).await {
+        None => match timed(sink, record).await {
             Ok(()) => {
                 config.counters.written.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::decision("audit", "written");
                 true
             }
             Err(error) => {
                 config.counters.failed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::decision("audit", "failed");
                 tracing::error!(layer = "audit", sink = sink.name(), %error, "audit write failed");
                 false
             }
@@ -191,18 +193,32 @@ async fn deliver<Si: AuditSink>(config: &Config, sink: &Si, record: AuditRecord)
             if *drop_when_full {
                 if queue.try_send(record).is_err() {
                     config.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::decision("audit", "dropped");
                     tracing::warn!(layer = "audit", "audit buffer full; a record was dropped");
                 }
             } else if queue.send(record).await.is_err() {
                 config.counters.failed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::decision("audit", "failed");
                 tracing::error!(
                     layer = "audit",
                     "the audit writer is gone; a record is lost"
                 );
             }
+            crate::metrics::audit_queue_depth(queue.max_capacity() - queue.capacity());
             true
         }
     }
+}
+
+/// A write, timed for the metrics.
+pub(crate) async fn timed<Si: AuditSink>(
+    sink: &Si,
+    record: AuditRecord,
+) -> Result<(), super::SinkError> {
+    let began = Instant::now();
+    let written = sink.write(record).await;
+    crate::metrics::audit_write(sink.name(), began.elapsed().as_secs_f64());
+    written
 }
 
 fn elapsed(began: Instant) -> u64 {

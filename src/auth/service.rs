@@ -120,6 +120,14 @@ where
     }
     extensions.insert(principal.clone());
     extensions.insert(config.denials.clone());
+    crate::metrics::decision(
+        "jwt_auth",
+        if verified.is_some() {
+            "authenticated"
+        } else {
+            "anonymous"
+        },
+    );
     Step::call(inner, request, Some(principal))
 }
 
@@ -138,6 +146,15 @@ where
         tracing::warn!(layer = "jwt_auth", ?failure, "cannot authenticate");
     }
     let rejection = failure.rejection(&config.denials.realm);
+    crate::metrics::decision(
+        "jwt_auth",
+        match rejection.status.as_u16() {
+            400 => "malformed",
+            401 => "unauthenticated",
+            403 => "forbidden",
+            _ => "unavailable",
+        },
+    );
     let mut response = config
         .denials
         .renderer

@@ -198,6 +198,7 @@ where
         let mut response = Response::new(PolicyBody::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         *response.headers_mut() = headers;
+        crate::metrics::decision("conditional", "not_modified");
         return Ok(response);
     }
     let context = RequestShadow::of(&request);
@@ -243,11 +244,20 @@ where
         Some(view(&validators)),
         Some(StatusCode::OK),
     ) {
-        Evaluation::Proceed => Ok(response),
-        Evaluation::NotModified => Ok(not_modified(response)),
-        Evaluation::PreconditionFailed => Ok(config
-            .renderer
-            .respond(precondition_failed(&validators), &context.context())),
+        Evaluation::Proceed => {
+            crate::metrics::decision("conditional", "proceed");
+            Ok(response)
+        }
+        Evaluation::NotModified => {
+            crate::metrics::decision("conditional", "not_modified");
+            Ok(not_modified(response))
+        }
+        Evaluation::PreconditionFailed => {
+            crate::metrics::decision("conditional", "precondition_failed");
+            Ok(config
+                .renderer
+                .respond(precondition_failed(&validators), &context.context()))
+        }
     }
 }
 
@@ -354,8 +364,9 @@ where
         unconditional,
     );
     match verdict {
-        Evaluation::Proceed => {}
+        Evaluation::Proceed => crate::metrics::decision("conditional", "proceed"),
         _ => {
+            crate::metrics::decision("conditional", "precondition_failed");
             let stored = match &current {
                 Some(Current::Exists(v)) => v.clone(),
                 _ => StoredValidators::default(),
@@ -559,6 +570,7 @@ fn precondition_failed(current: &StoredValidators) -> Rejection {
 }
 
 fn precondition_required() -> Rejection {
+    crate::metrics::decision("conditional", "precondition_required");
     Rejection::new(
         StatusCode::PRECONDITION_REQUIRED,
         "precondition_required",

@@ -107,13 +107,29 @@ where
     });
     let mut pause = POLL_FIRST;
     let (owner, attempt) = loop {
-        match store
+        let asked = std::time::Instant::now();
+        let begun = store
             .begin(record, &keyed.fingerprint, &settings.terms)
-            .await
-        {
-            Ok(Begin::Started { owner, attempt }) => break (owner, attempt),
-            Ok(Begin::Finished(outcome)) => return Ok(replay(outcome, &settings, &request)),
-            Ok(Begin::Mismatch) => return Ok(refuse(mismatch(), &request)),
+            .await;
+        crate::metrics::store_latency(
+            settings.layer,
+            store.backend_name(),
+            asked.elapsed().as_secs_f64(),
+        );
+        match begun {
+            Ok(Begin::Started { owner, attempt }) => {
+                crate::metrics::decision(settings.layer, "started");
+                break (owner, attempt);
+            }
+            Ok(Begin::Finished(outcome)) => {
+                crate::metrics::decision(settings.layer, "replayed");
+                crate::metrics::idempotency_replay();
+                return Ok(replay(outcome, &settings, &request));
+            }
+            Ok(Begin::Mismatch) => {
+                crate::metrics::decision(settings.layer, "reused");
+                return Ok(refuse(mismatch(), &request));
+            }
             Ok(Begin::InFlight { lease_left }) => {
                 let now = tokio::time::Instant::now();
                 match deadline {
@@ -121,11 +137,16 @@ where
                         tokio::time::sleep(pause.min(deadline - now)).await;
                         pause = (pause * 2).min(POLL_MAX);
                     }
-                    _ => return Ok(refuse(in_use(lease_left), &request)),
+                    _ => {
+                        crate::metrics::decision(settings.layer, "in_use");
+                        return Ok(refuse(in_use(lease_left), &request));
+                    }
                 }
             }
             Err(error) => {
                 settings.store_failures.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::store_error(settings.layer, store.backend_name());
+                crate::metrics::decision(settings.layer, "unavailable");
                 tracing::error!(layer = settings.layer, backend = store.backend_name(), %error,
                     "idempotency store failed; answering 503 (fail closed)");
                 return Ok(refuse(unavailable(), &request));

@@ -109,10 +109,12 @@ where
 {
     let rejection = match outcome {
         Ok(decision) if decision.allowed => {
+            crate::metrics::decision("rate_limit", "allowed");
             let stamp = (decision, limit.clone(), config.ietf_headers);
             return Step::call(inner, request, Some(stamp));
         }
         Ok(decision) => {
+            crate::metrics::decision("rate_limit", "limited");
             let mut rejection = refusal(&decision, limit, cost);
             headers::write(
                 &mut rejection.headers,
@@ -124,6 +126,8 @@ where
         }
         Err(error) => {
             config.store_failures.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::store_error("rate_limit", config.backend);
+            crate::metrics::decision("rate_limit", "store_error");
             tracing::warn!(
                 layer = "rate_limit",
                 backend = config.backend,
@@ -285,7 +289,14 @@ where
                                 bucket: &for_key.bucket,
                                 overridable: for_key.overridable,
                             };
-                            store.decide(key, &for_key.quota, cost).await
+                            let started = std::time::Instant::now();
+                            let decided = store.decide(key, &for_key.quota, cost).await;
+                            crate::metrics::store_latency(
+                                "rate_limit",
+                                store.backend_name(),
+                                started.elapsed().as_secs_f64(),
+                            );
+                            decided
                         });
                         let gate = Deciding {
                             limit,

@@ -155,6 +155,7 @@ where
     St: VersionPinStore,
 {
     let refuse = |rejection: Rejection, request: &Request<ReqBody>| {
+        crate::metrics::decision("versioning", "gone");
         Step::answer(config.renderer.respond(
             cacheable_as_refused(rejection, config),
             &RejectionContext::of(request),
@@ -228,6 +229,14 @@ where
             record(store, version, caller, now);
         }
     }
+    crate::metrics::decision(
+        "versioning",
+        if version_deprecated {
+            "deprecated"
+        } else {
+            "served"
+        },
+    );
     request.extensions_mut().insert(version);
     request.extensions_mut().insert(VersionSource(source));
     let pinned = source == Source::Pin;
@@ -263,6 +272,9 @@ impl std::fmt::Display for Subject {
 /// Refusals vary as answers do, and a 410 of a sunset or brownout must not outlive its time in a
 /// cache (410 is cacheable by default).
 fn cacheable_as_refused(mut rejection: Rejection, config: &Config) -> Rejection {
+    if rejection.status != StatusCode::GONE {
+        crate::metrics::decision("versioning", "refused");
+    }
     for value in &config.vary {
         rejection.headers.append(VARY, value.clone());
     }

@@ -97,7 +97,16 @@ where
         Ok(payload) => payload,
         Err(refusal) => return refuse(refusal.rejection(limit), parts),
     };
-    if let Err(error) = verify(&config, &parts.headers, &payload) {
+    let verified = verify(&config, &parts.headers, &payload);
+    crate::metrics::decision(
+        "webhook",
+        if verified.is_ok() {
+            "accepted"
+        } else {
+            "refused"
+        },
+    );
+    if let Err(error) = verified {
         tracing::warn!(layer = "webhook", scope = %config.scope, error = error.code(), "webhook refused");
         return refuse(refused(&error), parts);
     }
