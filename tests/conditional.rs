@@ -3,6 +3,8 @@
 #[macro_use]
 mod common;
 
+use common::Answer;
+
 use std::time::Duration;
 
 use api_policy::conditional::{EntityTag, Evaluation, Preconditions, Validators, evaluate};
@@ -176,8 +178,6 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::Request;
-use http_body_util::BodyExt;
-use tower::ServiceExt;
 
 #[derive(Clone, Default)]
 struct Items {
@@ -276,22 +276,6 @@ fn app<St: ValidatorStore>(layer: ConditionalLayer<St>, items: Items) -> Router 
         .layer(layer)
 }
 
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn etag(&self) -> String {
-        self.headers
-            .get("etag")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
-    }
-}
-
 async fn send(
     app: &Router,
     method: &str,
@@ -303,25 +287,7 @@ async fn send(
     for (n, v) in headers {
         request = request.header(*n, *v);
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-fn error_of(answer: &Answer) -> String {
-    serde_json::from_str::<serde_json::Value>(&answer.body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_default()
+    common::answer(app, request.body(Body::from(body.to_string())).unwrap()).await
 }
 
 /// SEMANTICS 4 and 6: generated strong ETags, 304 with the kept headers, handler tags respected.
@@ -422,7 +388,7 @@ async fn etags_and_revalidation<St: ValidatorStore>(
     )
     .await;
     assert_eq!(
-        (malformed.status, error_of(&malformed).as_str()),
+        (malformed.status, malformed.error().as_str()),
         (StatusCode::BAD_REQUEST, "precondition_malformed")
     );
 }
@@ -436,7 +402,7 @@ async fn updates_are_decided_before_the_handler<St: ValidatorStore>(
     let app = app(configure(store).build().unwrap(), items.clone());
     let none = send(&app, "PUT", "/items/a", &[], "avocado").await;
     assert_eq!(
-        (none.status, error_of(&none).as_str()),
+        (none.status, none.error().as_str()),
         (StatusCode::PRECONDITION_REQUIRED, "precondition_required")
     );
     // Nothing known yet: an If-Match cannot be checked, so it fails safe, before the handler.
@@ -450,7 +416,7 @@ async fn updates_are_decided_before_the_handler<St: ValidatorStore>(
     )
     .await;
     assert_eq!(
-        (blind.status, error_of(&blind).as_str()),
+        (blind.status, blind.error().as_str()),
         (StatusCode::PRECONDITION_FAILED, "precondition_failed")
     );
     assert_eq!(

@@ -4,6 +4,8 @@
 #[macro_use]
 mod common;
 
+use common::Answer;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -21,10 +23,8 @@ use axum::extract::{Extension, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use http::{HeaderMap, StatusCode};
-use http_body_util::BodyExt;
+use http::StatusCode;
 use tokio::sync::Notify;
-use tower::ServiceExt;
 
 const T0: u64 = 1_800_000_000_000_000;
 
@@ -141,37 +141,8 @@ fn post_with(path: &str, key: Option<&str>, user: &str, body: &str) -> Request<B
     request.body(Body::from(body.to_string())).unwrap()
 }
 
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn replayed(&self) -> bool {
-        self.headers
-            .get("idempotent-replayed")
-            .is_some_and(|v| v == "true")
-    }
-
-    fn error(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_default()
-    }
-}
-
 async fn send(app: &Router, request: Request<Body>) -> Answer {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    common::answer(app, request).await
 }
 
 // ---- scenarios -------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 #[macro_use]
 mod common;
 
+use common::Answer;
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use api_policy::Principal;
@@ -16,9 +18,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, Request};
 use axum::routing::get;
-use http::{HeaderMap, StatusCode};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
+use http::StatusCode;
 
 /// 2026-07-01T00:00:00Z, when v1 is deprecated.
 const DEPRECATED: u64 = 1_782_864_000;
@@ -87,47 +87,12 @@ fn app<St: VersionPinStore>(layer: VersioningLayer<St>) -> Router {
         .layer(axum::middleware::map_request(who))
 }
 
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Vec<String> {
-        self.headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect()
-    }
-
-    fn error(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_default()
-    }
-}
-
 async fn send(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Answer {
     let mut request = http::Request::get(uri);
     for (n, value) in headers {
         request = request.header(*n, *value);
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    common::answer(app, request.body(Body::empty()).unwrap()).await
 }
 
 // ---- scenarios -------------------------------------------------------------------------------
