@@ -4,62 +4,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use http_cache_reqwest::{
     Cache, CacheMode, CacheOptions, HttpCache, HttpCacheOptions, MokaManager,
 };
 use reqwest_middleware::ClientBuilder;
 
-/// The demo server, killed when dropped.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `cargo test` builds the examples beside the test binaries: `target/<profile>/examples/`.
-fn demo_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    profile_dir.join("examples").join("server")
-}
-
-async fn start_demo() -> (Demo, String) {
-    let binary = demo_binary();
-    assert!(
-        binary.exists(),
-        "{} is missing: run the tests with `cargo test --all-features`, which builds the examples",
-        binary.display()
-    );
-    let port = common::free_port();
-    let audit_log = std::env::temp_dir()
-        .join(format!("api-policy-demo-{port}"))
-        .join("audit.log");
-    let child = Command::new(&binary)
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .arg("--audit-log")
-        .arg(&audit_log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the demo");
-    let demo = Demo(child);
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if reqwest::get(format!("{base}/health")).await.is_ok() {
-            return (demo, base);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the demo did not answer on {base}");
+async fn start_demo() -> (common::Example, String) {
+    let (demo, base, _) = common::start_example("server", "/health", &[]).await;
+    (demo, base)
 }
 
 fn header(response: &reqwest::Response, name: &str) -> String {

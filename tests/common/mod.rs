@@ -234,3 +234,60 @@ pub async fn answer(app: &axum::Router, request: http::Request<axum::body::Body>
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
+
+/// An example binary run by a test, killed when dropped.
+pub struct Example(std::process::Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `cargo test` builds the examples beside the test binaries: `target/<profile>/examples/`.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let binary = profile_dir.join("examples").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --all-features`, which builds the examples",
+        binary.display()
+    );
+    binary
+}
+
+/// Starts example `name` on a free port with `--addr` and `--audit-log` (in a directory of its
+/// own) and the `extra` arguments; its base URL once `probe` (a path) answers, and its audit log.
+pub async fn start_example(
+    name: &str,
+    probe: &str,
+    extra: &[&str],
+) -> (Example, String, std::path::PathBuf) {
+    let port = free_port();
+    let audit_log = std::env::temp_dir()
+        .join(format!("api-policy-{name}-{port}"))
+        .join("audit.log");
+    let child = std::process::Command::new(example_binary(name))
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .arg("--audit-log")
+        .arg(&audit_log)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the example");
+    let example = Example(child);
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}{probe}")).await.is_ok() {
+            return (example, base, audit_log);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{name} did not answer on {base}");
+}
