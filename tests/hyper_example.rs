@@ -40,4 +40,14 @@ async fn the_hyper_example_serves_the_policies() {
         [200, 200, 200, 200, 200, 429],
         "5 a minute per caller"
     );
+    // Fail-closed: every answer above left only after its record was on disk.
+    let files = api_policy::audit::FileSink::files(&audit_log).unwrap();
+    let head = api_policy::audit::FileSink::head(&audit_log);
+    let verified = api_policy::audit::chain::verify(&files, head).unwrap();
+    assert_eq!(verified.records, 8, "one record per request");
+    let log = std::fs::read_to_string(&audit_log).unwrap();
+    for status in ["401", "403", "429", "200"] {
+        let field = format!("\"status\":{status}");
+        assert!(log.contains(&field), "{field} missing from the audit log");
+    }
 }
