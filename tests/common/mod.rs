@@ -262,7 +262,8 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
 }
 
 /// Starts example `name` on a free port with `--addr` and `--audit-log` (in a directory of its
-/// own) and the `extra` arguments; its base URL once `probe` (a path) answers, and its audit log.
+/// own) and the `extra` arguments; its base URL once `probe` (a path) answers over HTTP/1, or,
+/// for an empty `probe`, once it accepts connections; and its audit log.
 pub async fn start_example(
     name: &str,
     probe: &str,
@@ -284,7 +285,14 @@ pub async fn start_example(
     let example = Example(child);
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
-        if reqwest::get(format!("{base}{probe}")).await.is_ok() {
+        let up = if probe.is_empty() {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        } else {
+            reqwest::get(format!("{base}{probe}")).await.is_ok()
+        };
+        if up {
             return (example, base, audit_log);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
