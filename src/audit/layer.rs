@@ -250,25 +250,20 @@ impl<Si: AuditSink> AuditBuilder<Si> {
                     // (the file sink: one fsync per group) keeps up with the requests.
                     let mut batch = Vec::new();
                     while queue.recv_many(&mut batch, 1024).await > 0 {
-                        let mut writes = tokio::task::JoinSet::new();
-                        for record in batch.drain(..) {
-                            let sink = sink.clone();
-                            writes.spawn(async move { super::service::timed(&sink, record).await });
-                        }
-                        while let Some(written) = writes.join_next().await {
-                            match written {
-                                Ok(Ok(())) => {
+                        let began = std::time::Instant::now();
+                        let outcomes = sink.write_many(std::mem::take(&mut batch)).await;
+                        crate::metrics::audit_write(sink.name(), began.elapsed().as_secs_f64());
+                        for outcome in outcomes {
+                            match outcome {
+                                Ok(()) => {
                                     counters.written.fetch_add(1, Ordering::Relaxed);
                                     crate::metrics::decision("audit", "written");
                                 }
-                                Ok(Err(error)) => {
-                                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                                    tracing::error!(layer = "audit", sink = sink.name(), %error,
-                                        "a buffered audit record could not be written and is lost");
-                                }
                                 Err(error) => {
                                     counters.failed.fetch_add(1, Ordering::Relaxed);
-                                    tracing::error!(layer = "audit", %error, "an audit write task failed");
+                                    crate::metrics::decision("audit", "failed");
+                                    tracing::error!(layer = "audit", sink = sink.name(), %error,
+                                        "a buffered audit record could not be written and is lost");
                                 }
                             }
                         }

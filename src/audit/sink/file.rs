@@ -141,6 +141,34 @@ impl AuditSink for FileSink {
         }
     }
 
+    async fn write_many(&self, records: Vec<AuditRecord>) -> Vec<Result<(), SinkError>> {
+        // All queued before any is awaited: the writer commits them together.
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            let (done, acknowledged) = oneshot::channel();
+            let job = Job {
+                canonical: record.canonical(),
+                done,
+            };
+            pending.push(match self.jobs.send(job).await {
+                Ok(()) => Some(acknowledged),
+                Err(_) => None,
+            });
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for acknowledged in pending {
+            outcomes.push(match acknowledged {
+                None => Err(SinkError::Closed),
+                Some(receiver) => match receiver.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(SinkError::Io(error)),
+                    Err(_) => Err(SinkError::Closed),
+                },
+            });
+        }
+        outcomes
+    }
+
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.jobs.is_closed()
     }

@@ -37,6 +37,22 @@ pub trait AuditSink: Clone + Send + Sync + 'static {
     /// Writes one record.
     fn write(&self, record: AuditRecord) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// Writes several records, each with its own outcome, in order. The default writes them one
+    /// after the other; a sink that commits in groups (the file sink) takes them all at once, so
+    /// a buffered layer's writer needs no task per record.
+    fn write_many(
+        &self,
+        records: Vec<AuditRecord>,
+    ) -> impl Future<Output = Vec<Result<(), SinkError>>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(records.len());
+            for record in records {
+                outcomes.push(self.write(record).await);
+            }
+            outcomes
+        }
+    }
+
     /// Whether the sink can take records now; when not, fail-closed PHI routes answer 503
     /// without running the handler. Default: always.
     fn is_healthy(&self) -> bool {
