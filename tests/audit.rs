@@ -261,16 +261,7 @@ mod layer {
     const SECRET: &[u8] = b"an-audit-test-secret-of-at-least-32-bytes";
 
     fn token(sub: &str, role: &str) -> String {
-        let claims = serde_json::json!({
-            "sub": sub, "role": role, "iss": "audit-test", "aud": "api",
-            "exp": 4_000_000_000u64, "iat": 1_700_000_000u64,
-        });
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(SECRET),
-        )
-        .unwrap()
+        crate::common::hs256_token(SECRET, "audit-test", "api", sub, role)
     }
 
     #[derive(Clone, Default)]

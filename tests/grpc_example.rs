@@ -24,16 +24,13 @@ struct Patient {
 }
 
 fn token(sub: &str, role: &str) -> String {
-    let claims = serde_json::json!({
-        "sub": sub, "role": role, "iss": "api-policy-demo", "aud": "demo-api",
-        "exp": 4_000_000_000u64, "iat": 1_700_000_000u64,
-    });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(b"api-policy-demo-secret-change-me-0123"),
+    common::hs256_token(
+        common::DEMO_SECRET,
+        common::DEMO_ISSUER,
+        common::DEMO_AUDIENCE,
+        sub,
+        role,
     )
-    .unwrap()
 }
 
 async fn get(channel: &Channel, bearer: Option<&str>, id: &str) -> Result<Patient, Status> {

@@ -299,3 +299,23 @@ pub async fn start_example(
     }
     panic!("{name} did not answer on {base}");
 }
+
+/// The demo's development secret, issuer and audience (`examples/mint_token.rs`).
+pub const DEMO_SECRET: &[u8] = b"api-policy-demo-secret-change-me-0123";
+pub const DEMO_ISSUER: &str = "api-policy-demo";
+pub const DEMO_AUDIENCE: &str = "demo-api";
+
+/// An HS256 token for `sub` with `role`, valid until 2096.
+#[cfg(feature = "jwt")]
+pub fn hs256_token(secret: &[u8], issuer: &str, audience: &str, sub: &str, role: &str) -> String {
+    let claims = serde_json::json!({
+        "sub": sub, "role": role, "iss": issuer, "aud": audience,
+        "exp": 4_000_000_000u64, "iat": 1_700_000_000u64,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 signing")
+}
