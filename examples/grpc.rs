@@ -14,24 +14,18 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use api_policy::audit::{AuditLayer, FileSink};
-use api_policy::auth::{Algorithm, JwtAuthLayer, Require, VerifyKey};
-use api_policy::backend::MemoryBackend;
-use api_policy::rate_limit::{MemoryRateLimitStore, Quota, RateLimitLayer};
 use tonic::body::Body;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 use tower::ServiceBuilder;
 
-#[allow(dead_code)]
-#[path = "mint_token.rs"]
-mod mint_token;
+mod support;
+
+use support::{Policies, flag, policies};
 
 /// `patients.GetPatient`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -101,38 +95,21 @@ impl tower::Service<http::Request<Body>> for Patients {
     }
 }
 
-fn flag(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = flag("--addr")
         .unwrap_or_else(|| "127.0.0.1:50051".into())
         .parse()?;
-    let audit_log =
-        PathBuf::from(flag("--audit-log").unwrap_or_else(|| "audit/grpc-audit.log".into()));
-    let audit = AuditLayer::builder(FileSink::builder(&audit_log).open()?)
-        .phi_route("/patients.Patients/*")
-        .build()?;
-    let auth = JwtAuthLayer::builder()
-        .key(VerifyKey::hmac(
-            Algorithm::HS256,
-            mint_token::DEV_SECRET.as_bytes(),
-        )?)
-        .issuer([mint_token::DEFAULT_ISSUER])
-        .audience([mint_token::DEFAULT_AUDIENCE])
-        .route(
-            "/patients.Patients/*",
-            Require::any_role(["doctor", "admin"]),
-        )
-        .build()?;
-    let limits = RateLimitLayer::builder(MemoryRateLimitStore::new(&MemoryBackend::new()))
-        .tier("default", Quota::new(5, Duration::from_secs(60)))
-        .build()?;
+    let Policies {
+        audit,
+        auth,
+        limits,
+    } = policies(
+        "/patients.Patients/*",
+        None,
+        "/patients.Patients/*",
+        "audit/grpc-audit.log",
+    )?;
     println!("gRPC server with api-policy listening on {addr}");
     tonic::transport::Server::builder()
         // Outer to inner, as the crate recommends: audit, auth, rate limit, the service.

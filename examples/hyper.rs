@@ -13,13 +13,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use api_policy::audit::{AuditLayer, FileSink};
-use api_policy::auth::{Algorithm, JwtAuthLayer, Require, VerifyKey};
-use api_policy::backend::MemoryBackend;
-use api_policy::rate_limit::{MemoryRateLimitStore, Quota, RateLimitLayer};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -28,9 +22,9 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tower::ServiceBuilder;
 
-#[allow(dead_code)]
-#[path = "mint_token.rs"]
-mod mint_token;
+mod support;
+
+use support::{Policies, flag, policies};
 
 /// The handler: a patient record for a doctor, 404 elsewhere.
 async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -54,35 +48,21 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     Ok(response)
 }
 
-fn flag(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = flag("--addr")
         .unwrap_or_else(|| "127.0.0.1:3001".into())
         .parse()?;
-    let audit_log =
-        PathBuf::from(flag("--audit-log").unwrap_or_else(|| "audit/hyper-audit.log".into()));
-    let audit = AuditLayer::builder(FileSink::builder(&audit_log).open()?)
-        .phi_route_with_subject("/patients/{id}", "id")
-        .build()?;
-    let auth = JwtAuthLayer::builder()
-        .key(VerifyKey::hmac(
-            Algorithm::HS256,
-            mint_token::DEV_SECRET.as_bytes(),
-        )?)
-        .issuer([mint_token::DEFAULT_ISSUER])
-        .audience([mint_token::DEFAULT_AUDIENCE])
-        .route("/patients/*", Require::any_role(["doctor", "admin"]))
-        .build()?;
-    let limits = RateLimitLayer::builder(MemoryRateLimitStore::new(&MemoryBackend::new()))
-        .tier("default", Quota::new(5, Duration::from_secs(60)))
-        .build()?;
+    let Policies {
+        audit,
+        auth,
+        limits,
+    } = policies(
+        "/patients/{id}",
+        Some("id"),
+        "/patients/*",
+        "audit/hyper-audit.log",
+    )?;
     // Outer to inner, as the crate recommends: audit, auth, rate limit, the handler.
     let service = ServiceBuilder::new()
         .layer(audit)
