@@ -78,19 +78,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use api_policy::audit::{AuditLayer, FileSink};
-use api_policy::auth::{Access, Algorithm, Denied, JwtAuthLayer, Require, VerifyKey};
-use api_policy::backend::MemoryBackend;
-use api_policy::body::PolicyBody;
+use api_policy::auth::{Access, Denied};
+use api_policy::conditional::config::ConditionalConfig;
 use api_policy::conditional::{
-    ConditionalLayer, Current, EntityTag, MemoryValidatorStore, ResourceRule, StoredValidators,
+    ConditionalLayer, Current, EntityTag, StoredValidators, ValidatorStore,
 };
-use api_policy::idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyStore, NotExecuted};
-use api_policy::principal::{KeyExtractor, PeerAddr, Principal, TrustedProxies};
-use api_policy::rate_limit::{Quota, RateLimitLayer, RateLimitStore, RouteRule};
-use api_policy::versioning::{
-    ApiVersion, Deprecation, VersionPinStore, VersionStatus, VersioningLayer,
+use api_policy::idempotency::{IdempotencyKey, NotExecuted};
+use api_policy::principal::{PeerAddr, Principal};
+use api_policy::stack::{
+    BackendKind, ConfiguredStack, Maybe, StackBackend, StackBody, StackConfig,
 };
+use api_policy::versioning::{VersionPinStore, VersioningLayer};
 use api_policy::webhook::WebhookLayer;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
@@ -131,26 +129,26 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
-    /// HS256 secret that tokens are signed with (at least 32 bytes). The default is published in
-    /// the README: replace it for anything but a local try-out.
-    #[arg(long, value_name = "SECRET", default_value = mint_token::DEV_SECRET)]
-    jwt_secret: String,
-    /// The issuer (`iss`) trusted.
-    #[arg(long, value_name = "ISS", default_value = mint_token::DEFAULT_ISSUER)]
-    jwt_issuer: String,
-    /// The audience (`aud`) tokens must be meant for.
-    #[arg(long, value_name = "AUD", default_value = mint_token::DEFAULT_AUDIENCE)]
-    jwt_audience: String,
+    /// The policies (TOML; see examples/server.toml, which is also what runs without this flag):
+    /// quotas, tiers, API keys, JWT issuer and audience, versions and deprecations, PHI routes,
+    /// the backend. The flags below override it.
+    #[arg(long, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
+    /// HS256 secret that tokens are signed with (at least 32 bytes), instead of the
+    /// configuration's. The built-in one is published in the README: replace it for anything
+    /// but a local try-out.
+    #[arg(long, value_name = "SECRET")]
+    jwt_secret: Option<String>,
     /// Verify RS*/ES*/EdDSA tokens with the keys of this JWKS (https, or http on loopback)
-    /// instead of the HS256 secret. Needs `--features jwks`.
+    /// instead of an HS256 secret. Needs `--features jwks`.
     #[arg(long, value_name = "URL", conflicts_with = "jwt_secret")]
     jwks_url: Option<String>,
-    /// The PHI audit log (hash-chained JSON lines; rotated at 64 MiB and daily). Verify it with
-    /// `cargo run --example audit_verify -- PATH`.
-    #[arg(long, value_name = "PATH", default_value = "audit/phi-audit.log")]
-    audit_log: std::path::PathBuf,
-    /// Keep rate-limit state, idempotency keys and handled webhook events in this Redis (needs
-    /// `--features redis`); in memory otherwise.
+    /// The PHI audit log (hash-chained JSON lines), instead of the configuration's
+    /// (audit/phi-audit.log built in). Verify it with `cargo run --example audit_verify -- PATH`.
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<std::path::PathBuf>,
+    /// Keep rate-limit state, idempotency keys, version usage, validators and handled webhook
+    /// events in this Redis (needs `--features redis`), whatever the configuration's backend.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// The signing secret of the Stripe webhook endpoint (`whsec_...`): the one Stripe shows for
@@ -161,18 +159,45 @@ struct Cli {
     /// Simulated latency of a booking, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     booking_latency_ms: u64,
-    /// Quota of anonymous callers, keyed by peer IP (N/UNIT, UNIT one of s, min, h).
-    #[arg(long, value_name = "QUOTA", default_value = "20/min")]
-    limit_anonymous: Quota,
-    /// Quota of the `free` tier (tokens with tier free, demo-free-key, tokens without a tier).
-    #[arg(long, value_name = "QUOTA", default_value = "60/min")]
-    limit_free: Quota,
-    /// Quota of the `pro` tier (tokens with tier pro, demo-pro-key).
-    #[arg(long, value_name = "QUOTA", default_value = "600/min")]
-    limit_pro: Quota,
-    /// Quota of `POST /api/v2/appointments`, per caller, for every tier.
-    #[arg(long, value_name = "QUOTA", default_value = "5/min")]
-    limit_booking: Quota,
+}
+
+/// The policies the demo runs without `--config`.
+const BUILT_IN_CONFIG: &str = include_str!("server.toml");
+
+/// The configuration: the file given, or the built-in one, with the command line's overrides.
+/// A file that does not parse, or names a key no section has, is refused with its line.
+fn load_config(cli: &Cli) -> Result<StackConfig, Box<dyn std::error::Error>> {
+    let (text, origin) = match &cli.config {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            BUILT_IN_CONFIG.to_string(),
+            "the built-in configuration".to_string(),
+        ),
+    };
+    let mut config: StackConfig = toml::from_str(&text).map_err(|e| format!("{origin}: {e}"))?;
+    if let Some(url) = &cli.redis {
+        config.backend.kind = BackendKind::Redis;
+        config.backend.url = Some(url.clone());
+    }
+    if let (Some(path), Some(audit)) = (&cli.audit_log, &mut config.audit) {
+        audit.log.clone_from(path);
+    }
+    if let Some(jwt) = &mut config.jwt {
+        if let Some(secret) = &cli.jwt_secret {
+            jwt.hs256_secret = Some(secret.clone());
+            jwt.hs256_secret_env = None;
+        }
+        if let Some(url) = &cli.jwks_url {
+            jwt.jwks_url = Some(url.clone());
+            jwt.hs256_secret = None;
+            jwt.hs256_secret_env = None;
+        }
+    }
+    Ok(config)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1013,82 +1038,18 @@ async fn method_not_allowed() -> Problem {
 // The app
 // ---------------------------------------------------------------------------------------------
 
-/// The demo keys: the key is the secret, the principal id is what gets counted and logged.
-fn demo_keys() -> HashMap<String, Principal> {
-    HashMap::from([
-        (
-            "demo-free-key".to_string(),
-            Principal::service("demo-free").with_tier("free"),
-        ),
-        (
-            "demo-pro-key".to_string(),
-            Principal::service("demo-pro").with_tier("pro"),
-        ),
-    ])
-}
-
-/// How callers are told apart, by the rate limit and for scoping idempotency keys: the principal
-/// the JWT layer found, else a demo API key, else the peer IP.
-fn callers() -> Result<KeyExtractor, api_policy::ConfigError> {
-    Ok(KeyExtractor::new()
-        .api_key_header("x-api-key", demo_keys())?
-        // No proxy in front: the peer address is the client's.
-        .client_ip(TrustedProxies::none()))
-}
-
-/// The rate-limit layer over `store`, with the quotas from the command line.
-fn rate_limits<St: RateLimitStore>(
-    store: St,
-    cli: &Cli,
-) -> Result<RateLimitLayer<St>, api_policy::ConfigError> {
-    RateLimitLayer::builder(store)
-        // The first tier is the default: principals without a (known) tier are counted as free.
-        .tier("free", cli.limit_free)
-        .tier("pro", cli.limit_pro)
-        .tier("anonymous", cli.limit_anonymous)
-        .route("/health", RouteRule::exempt())
-        .route("/metrics", RouteRule::exempt())
-        // Deliveries are authenticated by their signature, and Stripe sends them in bursts.
-        .route("/webhooks/stripe", RouteRule::exempt())
-        .route(
-            "POST /api/v2/appointments",
-            RouteRule::limit(cli.limit_booking).named("booking"),
-        )
-        .key_extractor(callers()?)
-        .ietf_headers(true)
-        .build()
-}
-
-/// The idempotency layer over `store`: booking requires a key, scoped per caller as the rate
-/// limit counts them. Not in wait mode: a duplicate sent while the first is still booking gets
-/// 409 `idempotency_key_in_use` with `Retry-After: 1` at once.
-fn idempotency<I: IdempotencyStore>(
-    store: I,
-) -> Result<IdempotencyLayer<I>, api_policy::ConfigError> {
-    IdempotencyLayer::builder(store)
-        .require("POST /api/v2/appointments")
-        .key_extractor(callers()?)
-        .build()
-}
-
-/// Conditional requests on appointments: `GET` answers carry a strong ETag (a digest of the v2
-/// JSON) and `Cache-Control: private, max-age=300`, so a client revalidates with
-/// `If-None-Match` and gets 304s; `PUT` must carry `If-Match` (428 without, 412 when stale),
-/// decided before the handler. The appointments live in this process, so the layer looks their
-/// current ETag up in them (the same digest the `GET` answer gets) rather than learning it, and
-/// its write locks stay in memory even with `--redis`: there is no data to share across
-/// instances.
-fn conditional(
+/// Conditional requests on appointments, as configured (a strong ETag on every `GET`,
+/// `If-Match` required on `PUT`), with the appointments' own validators: the layer looks the
+/// current ETag up in them (the same digest the `GET` answer gets) rather than learning it from
+/// answers, so an update made any other way is never hidden behind a stale ETag.
+fn conditional<V: ValidatorStore>(
+    config: &ConditionalConfig,
+    store: V,
     state: &AppState,
-) -> Result<ConditionalLayer<MemoryValidatorStore>, api_policy::ConfigError> {
+) -> Result<ConditionalLayer<V>, api_policy::ConfigError> {
     let state = state.clone();
-    ConditionalLayer::builder(MemoryValidatorStore::new(&MemoryBackend::new()))
-        .resource(
-            "/api/v2/appointments/{id}",
-            ResourceRule::resource()
-                .cache_control("private, max-age=300")
-                .require_preconditions(),
-        )
+    config
+        .builder(store)
         .lookup(move |resource| {
             let current = current_appointment(&state, resource.param("id").unwrap_or_default());
             async move { Ok(current) }
@@ -1112,43 +1073,15 @@ fn current_appointment(state: &AppState, id: &str) -> Current {
     }
 }
 
-/// When v1 was deprecated: 2026-07-01T00:00:00Z.
-const V1_DEPRECATED_SECS: u64 = 1_782_864_000;
-/// When v1 goes away.
-const V1_SUNSET: &str = "Thu, 31 Dec 2026 23:59:59 GMT";
-/// The migration guide the deprecation headers and 410 answers link to.
-const MIGRATION_GUIDE: &str = "/docs/migrate-to-v2";
-
-/// API versions: `/api/v1/...` is deprecated (headers on every answer, every call counted per
-/// caller), `/api/v2/...` is current and also takes the dated revision `Api-Version:
-/// 2024-04-10`; requests naming no version get v2.
-fn versioning<V: VersionPinStore>(
-    store: V,
-) -> Result<VersioningLayer<V>, Box<dyn std::error::Error>> {
-    let sunset = httpdate::parse_http_date(V1_SUNSET)?;
-    let v1 = Deprecation::since(std::time::UNIX_EPOCH + Duration::from_secs(V1_DEPRECATED_SECS))
-        .sunset(sunset)
-        .link(MIGRATION_GUIDE);
-    let revision = ApiVersion::date(2024, 4, 10)?;
-    Ok(VersioningLayer::builder(store, ApiVersion::Major(2))
-        .version(ApiVersion::Major(1), VersionStatus::Deprecated(v1))
-        .version(ApiVersion::Major(2), VersionStatus::Current)
-        .version(revision, VersionStatus::Current)
-        .revision_of(revision, 2)
-        .path_prefix()
-        .header("Api-Version")
-        .accept_vendor("appointments")
-        .migration_link(MIGRATION_GUIDE)
-        .key_extractor(callers()?)
-        .build()?)
-}
-
 /// The report of `GET /admin/deprecations`, over the layer's store.
-fn deprecation_report<V: VersionPinStore>(layer: VersioningLayer<V>) -> DeprecationReport {
+fn deprecation_report<V: VersionPinStore>(layer: Option<VersioningLayer<V>>) -> DeprecationReport {
     Arc::new(move || {
         let layer = layer.clone();
         Box::pin(async move {
             let mut versions = Vec::new();
+            let Some(layer) = layer else {
+                return serde_json::json!({ "deprecated": versions });
+            };
             for version in layer.deprecated_versions() {
                 let callers = match layer.usage(version, 30).await {
                     Ok(usage) => serde_json::to_value(usage).unwrap_or_default(),
@@ -1182,79 +1115,17 @@ fn with_peer_addr(mut request: Request) -> Request {
     request
 }
 
-/// The JWT layer. Tokens are optional, so anonymous callers keep their own (IP-keyed) quota, but
-/// patient records and booking need one of the demo's roles.
-async fn auth_layer(cli: &Cli) -> Result<JwtAuthLayer, Box<dyn std::error::Error>> {
-    let roles = [Role::Patient, Role::Doctor, Role::Admin].map(Role::as_str);
-    let builder = JwtAuthLayer::builder()
-        .issuer([cli.jwt_issuer.as_str()])
-        .audience([cli.jwt_audience.as_str()])
-        .realm("appointments")
-        .optional()
-        // `*` also covers methods and sub-paths without a handler: without a token they are 401,
-        // not a 404 or 405 that would map the PHI routes for anonymous callers.
-        .route("/api/v2/patients/*", Require::any_role(roles))
-        .route("POST /api/v2/appointments", Require::any_role(roles))
-        .route("/admin/*", Require::any_role([Role::Admin.as_str()]));
-    let builder = match cli.jwks_url.as_deref() {
-        None => builder.key(VerifyKey::hmac(
-            Algorithm::HS256,
-            cli.jwt_secret.as_bytes(),
-        )?),
-        #[cfg(feature = "jwks")]
-        Some(url) => {
-            let jwks = api_policy::auth::Jwks::from_url(url).build()?;
-            // Fetched now so a wrong URL shows at start; the layer fetches again on its own
-            // whenever a token names a key it does not hold.
-            match jwks.refresh().await {
-                Ok(keys) => tracing::info!(url, keys, "JWKS fetched"),
-                Err(error) => tracing::warn!(
-                    url,
-                    %error,
-                    "JWKS not fetched; tokens are refused until a fetch succeeds"
-                ),
-            }
-            builder.jwks(jwks)
-        }
-        #[cfg(not(feature = "jwks"))]
-        Some(_) => {
-            return Err("--jwks-url needs the `jwks` feature: \
-                 cargo run --example server --features jwt,axum,jwks -- --jwks-url URL"
-                .into());
-        }
-    };
-    Ok(builder.build()?)
-}
-
-/// The policy layers of the demo, outer to inner (conditional requests, which read the
-/// appointments, are made in [`app`]).
-struct Policies<St, I, V> {
-    audit: AuditLayer<FileSink>,
-    auth: JwtAuthLayer,
-    limits: RateLimitLayer<St>,
-    versioning: VersioningLayer<V>,
-    idempotency: IdempotencyLayer<I>,
-}
-
 /// The routes behind the policies; the Stripe webhook checks signatures with
-/// `stripe_webhook_secret` and de-duplicates events in the idempotency layer's store. Serve with
+/// `stripe_webhook_secret` and de-duplicates events in `events`. Serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so anonymous callers have an address.
-fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
+fn app<B: StackBackend>(
     state: AppState,
-    policies: Policies<St, I, V>,
+    policies: ConfiguredStack<B>,
+    events: B::Idempotency,
     metrics: PrometheusHandle,
     stripe_webhook_secret: &str,
 ) -> Result<Router, api_policy::ConfigError> {
-    let Policies {
-        audit,
-        auth,
-        limits,
-        versioning,
-        idempotency,
-    } = policies;
-    let conditional = conditional(&state)?;
-    let webhook =
-        WebhookLayer::stripe(idempotency.store().clone(), stripe_webhook_secret).build()?;
+    let webhook = WebhookLayer::stripe(events, stripe_webhook_secret).build()?;
     Ok(Router::new()
         .route("/health", get(health))
         .route("/api/v1/appointments/{id}", get(get_appointment_v1))
@@ -1278,44 +1149,14 @@ fn app<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(
-            // Outer to inner. The audit trail is outermost: it records every answer to a PHI
-            // route, the other layers' refusals included. Authentication runs next so the rate limit finds the token's
-            // principal in the extensions and counts per subject; an anonymous principal makes
-            // it fall back to the API key, then the peer IP. Idempotency comes last: requests
-            // refused by authentication or the rate limit never reach it (and use up no key), and
-            // it scopes keys by the same caller. Conditional requests are innermost, next to the
-            // handlers whose answers they digest. Each layer wraps the body it gets in a
-            // `PolicyBody`, hence the five levels unwrapped here. Versioning sits after the rate
-            // limit, so it counts deprecated calls by the same caller.
+            // `PolicyStack` orders the layers (audit, auth, rate limit, versioning, idempotency,
+            // conditional requests); each wraps the body it gets in a `PolicyBody`, hence
+            // `StackBody` unwrapped here.
             ServiceBuilder::new()
                 .map_request(with_peer_addr)
-                .map_response(|response: Response<Layered>| response.map(Body::new))
-                .layer(audit)
-                .layer(auth)
-                .layer(limits)
-                .layer(versioning)
-                .layer(idempotency)
-                .layer(conditional),
+                .map_response(|response: Response<StackBody<Body>>| response.map(Body::new))
+                .layer(policies),
         ))
-}
-
-/// The body the six policy layers make of axum's: each wraps what it gets.
-type Layered = PolicyBody<PolicyBody<PolicyBody<PolicyBody<PolicyBody<PolicyBody<Body>>>>>>;
-
-/// The PHI audit trail: one record per request to a patient or appointment route, whoever asked
-/// and whatever the answer (a 401, 403 or 429 too), durable before the answer leaves
-/// (fail-closed: if the log cannot be written, 503 and the data stays in).
-fn audit(path: &std::path::Path) -> Result<AuditLayer<FileSink>, Box<dyn std::error::Error>> {
-    let sink = FileSink::builder(path)
-        .rotate_at_bytes(64 * 1024 * 1024)
-        .rotate_daily()
-        .open()
-        .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
-    Ok(AuditLayer::builder(sink)
-        .phi_route_with_subject("/api/v2/patients/{id}", "id")
-        .phi_route_with_subject("/api/{version}/appointments/{id}", "id")
-        .phi_route("/api/{version}/appointments")
-        .build()?)
 }
 
 /// Freshly minted tokens for the start-up hints, named as the shell variables the hints use.
@@ -1330,7 +1171,21 @@ struct DemoToken {
 /// How long the printed tokens last.
 const DEMO_TOKEN_TTL_SECS: u64 = 3600;
 
-fn demo_tokens(cli: &Cli) -> Result<Vec<DemoToken>, Box<dyn std::error::Error + Send + Sync>> {
+/// Tokens for the start-up hints, signed with the configured HS256 secret; none when the
+/// configuration verifies keys from elsewhere (their signing keys are the issuer's).
+fn demo_tokens(
+    config: &StackConfig,
+) -> Result<Vec<DemoToken>, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(jwt) = &config.jwt else {
+        return Ok(Vec::new());
+    };
+    let secret = match (&jwt.hs256_secret, &jwt.hs256_secret_env) {
+        (Some(secret), _) => secret.clone(),
+        (None, Some(var)) => std::env::var(var)?,
+        (None, None) => return Ok(Vec::new()),
+    };
+    let issuer = jwt.issuer.first().map_or("", String::as_str);
+    let audience = jwt.audience.first().map_or("", String::as_str);
     [
         ("PATIENT", "pat_1", Role::Patient, Tier::Free),
         ("DOCTOR", "prv_1", Role::Doctor, Tier::Pro),
@@ -1339,9 +1194,9 @@ fn demo_tokens(cli: &Cli) -> Result<Vec<DemoToken>, Box<dyn std::error::Error + 
     .into_iter()
     .map(|(var, sub, role, tier)| {
         let token = mint_token::mint(&TokenSpec {
-            secret: &cli.jwt_secret,
-            issuer: &cli.jwt_issuer,
-            audience: &cli.jwt_audience,
+            secret: &secret,
+            issuer,
+            audience,
             sub,
             role,
             tier,
@@ -1359,27 +1214,65 @@ fn demo_tokens(cli: &Cli) -> Result<Vec<DemoToken>, Box<dyn std::error::Error + 
     .collect()
 }
 
-fn print_usage(addr: SocketAddr, cli: &Cli, store: &str, tokens: &[DemoToken]) {
+fn print_usage(
+    addr: SocketAddr,
+    cli: &Cli,
+    config: &StackConfig,
+    store: &str,
+    tokens: &[DemoToken],
+) {
     let base = format!("http://{addr}");
     let json = "-H 'Content-Type: application/json'";
-    println!(
-        "appointments API listening on {base} (rate-limit, idempotency and webhook store: {store})"
-    );
-    println!(
-        "quotas: tier free {}, tier pro {}, anonymous by IP {}; booking {} per caller",
-        cli.limit_free, cli.limit_pro, cli.limit_anonymous, cli.limit_booking
-    );
-    println!(
-        "service clients: X-Api-Key demo-free-key (free), demo-pro-key (pro); tokens: iss {}, aud {}",
-        cli.jwt_issuer, cli.jwt_audience
-    );
-    if tokens.is_empty() {
-        let url = cli.jwks_url.as_deref().unwrap_or_default();
+    let origin = cli
+        .config
+        .as_ref()
+        .map_or("built in".to_string(), |p| p.display().to_string());
+    println!("appointments API listening on {base} (policies: {origin}; state store: {store})");
+    let mut booking = "?".to_string();
+    if let Some(limits) = &config.rate_limit {
+        let tiers: Vec<String> = limits
+            .tiers
+            .iter()
+            .map(|(tier, quota)| format!("{tier} {quota}"))
+            .collect();
+        let routes: Vec<String> = limits
+            .routes
+            .iter()
+            .filter_map(|r| Some(format!("{} {}", r.route, r.limit.as_ref()?)))
+            .collect();
+        if let Some(limit) = limits
+            .routes
+            .iter()
+            .find(|r| r.name.as_deref() == Some("booking"))
+            .and_then(|r| r.limit.clone())
+        {
+            booking = limit;
+        }
         println!(
-            "tokens: RS/ES/EdDSA, verified with the keys at {url}; set PATIENT (sub pat_1, role patient) and DOCTOR (role doctor) to tokens from that issuer"
+            "quotas: {}; per caller on {}",
+            tiers.join(", "),
+            routes.join(", ")
+        );
+    }
+    if let Some(jwt) = &config.jwt {
+        println!(
+            "service clients: X-Api-Key demo-free-key (free), demo-pro-key (pro); tokens: iss {}, aud {}",
+            jwt.issuer.join(" or "),
+            jwt.audience.join(" or ")
+        );
+    }
+    if tokens.is_empty() {
+        let url = cli.jwks_url.as_deref().unwrap_or("the configured JWKS");
+        println!(
+            "tokens: verified with the keys at {url}; set PATIENT (sub pat_1, role patient) and DOCTOR (role doctor) to tokens from that issuer"
         );
     } else {
-        if cli.jwt_secret == mint_token::DEV_SECRET {
+        let published = config
+            .jwt
+            .as_ref()
+            .and_then(|jwt| jwt.hs256_secret.as_deref())
+            == Some(mint_token::DEV_SECRET);
+        if published {
             println!(
                 "tokens: HS256 with the published development secret; pass --jwt-secret beyond a local try-out"
             );
@@ -1447,8 +1340,7 @@ fn print_usage(addr: SocketAddr, cli: &Cli, store: &str, tokens: &[DemoToken]) {
         "  for i in $(seq 1 7); do curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST {base}/api/v2/appointments \
          {doctor} {json} -H \"Idempotency-Key: loop-$i\" \
          -d '{{\"slot_id\":\"slot_2026_12_03_1100\",\"patient_id\":\"pat_2\",\"reason\":\"Follow-up\"}}'; done    \
-         # 201, then 409 (slot taken) until the booking limit ({} per caller) answers 429",
-        cli.limit_booking
+         # 201, then 409 (slot taken) until the booking limit ({booking} per caller) answers 429"
     );
     // A Stripe delivery, signed in the shell as Stripe signs: HMAC-SHA256 over "{t}.{body}".
     // A secret given on the command line is not printed: the command reads it from a variable.
@@ -1476,33 +1368,29 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-async fn serve<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
+async fn serve<B: StackBackend>(
     cli: Cli,
-    store: St,
-    idempotency_store: I,
-    version_store: V,
+    config: StackConfig,
+    backend: B,
     store_name: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let limits = rate_limits(store, &cli)?;
-    let idempotency = idempotency(idempotency_store)?;
-    let versioning = versioning(version_store)?;
-    let auth = auth_layer(&cli).await?;
-    // Only an HS256 secret lets the server mint tokens; a JWKS's signing keys are the issuer's.
-    let tokens = if cli.jwks_url.is_none() {
-        demo_tokens(&cli).map_err(|e| format!("cannot mint the demo tokens: {e}"))?
-    } else {
-        Vec::new()
-    };
+    let stack = config.build(&backend)?;
+    let tokens = demo_tokens(&config).map_err(|e| format!("cannot mint the demo tokens: {e}"))?;
     let state = AppState::new(
         Duration::from_millis(cli.booking_latency_ms),
-        deprecation_report(versioning.clone()),
+        deprecation_report(stack.versioning_layer().get().cloned()),
     );
+    // The configured conditional layer, with a lookup of the appointments' own validators.
+    let conditional = match &config.conditional {
+        Some(section) => Some(conditional(section, backend.validator_store(), &state)?),
+        None => None,
+    };
+    let stack = stack.conditional(Maybe(conditional));
     let listener = tokio::net::TcpListener::bind(cli.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store_name, "listening");
-    let audit = audit(&cli.audit_log)?;
     // The layers report through the `metrics` facade (with `--features metrics`); this recorder
     // renders them at `GET /metrics` in Prometheus' text format.
     let metrics = PrometheusBuilder::new()
@@ -1515,15 +1403,14 @@ async fn serve<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
             upkeep.run_upkeep();
         }
     });
-    let policies = Policies {
-        audit,
-        auth,
-        limits,
-        versioning,
-        idempotency,
-    };
-    let app = app(state, policies, metrics, &cli.stripe_webhook_secret)?;
-    print_usage(addr, &cli, store_name, &tokens);
+    let app = app::<B>(
+        state,
+        stack,
+        backend.idempotency_store(),
+        metrics,
+        &cli.stripe_webhook_secret,
+    )?;
+    print_usage(addr, &cli, &config, store_name, &tokens);
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(async {
@@ -1536,6 +1423,26 @@ async fn serve<St: RateLimitStore, I: IdempotencyStore, V: VersionPinStore>(
     Ok(())
 }
 
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let config = load_config(&cli)?;
+    match config.backend.kind {
+        #[cfg(feature = "redis")]
+        BackendKind::Redis => {
+            let backend = config.backend.redis()?;
+            serve(cli, config, backend, "redis").await
+        }
+        #[cfg(not(feature = "redis"))]
+        BackendKind::Redis => Err("a Redis backend needs the `redis` feature: \
+             cargo run --example server --features jwt,axum,redis -- --redis URL"
+            .into()),
+        // `jwt`, which the example requires, brings the memory backend.
+        _ => {
+            let backend = config.backend.memory()?;
+            serve(cli, config, backend, "memory").await
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -1545,43 +1452,7 @@ async fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-
-    let result = match cli.redis.clone() {
-        #[cfg(feature = "redis")]
-        Some(url) => match api_policy::backend::RedisBackend::builder(url).build() {
-            Ok(backend) => {
-                serve(
-                    cli,
-                    api_policy::rate_limit::RedisRateLimitStore::new(&backend),
-                    api_policy::idempotency::RedisIdempotencyStore::new(&backend),
-                    api_policy::versioning::RedisVersionPinStore::new(&backend),
-                    "redis",
-                )
-                .await
-            }
-            Err(e) => Err(e.into()),
-        },
-        #[cfg(not(feature = "redis"))]
-        Some(_) => <Cli as clap::CommandFactory>::command()
-            .error(
-                clap::error::ErrorKind::InvalidValue,
-                "--redis needs the `redis` feature: cargo run --example server --features jwt,axum,redis -- --redis URL",
-            )
-            .exit(),
-        // `jwt`, which the example requires, brings the memory backend.
-        None => {
-            let backend = MemoryBackend::new();
-            serve(
-                cli,
-                api_policy::rate_limit::MemoryRateLimitStore::new(&backend),
-                api_policy::idempotency::MemoryIdempotencyStore::new(&backend),
-                api_policy::versioning::MemoryVersionPinStore::new(&backend),
-                "memory",
-            )
-            .await
-        }
-    };
-    if let Err(e) = result {
+    if let Err(e) = run(cli).await {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -138,6 +138,78 @@ pub(crate) fn civil_date(day: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The number of days in `month` (1 to 12) of `year`, by the Gregorian calendar.
+#[must_use]
+pub(crate) fn days_in_month(year: u16, month: u8) -> u8 {
+    let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// The day number (days since 1970-01-01) of a civil date, for years 1970 to 9999; `None` for
+/// a date that does not exist (Howard Hinnant's algorithm, the inverse of [`civil_date`]).
+#[must_use]
+pub(crate) fn day_from_civil(year: u16, month: u8, day: u8) -> Option<u64> {
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+    {
+        return None;
+    }
+    let y = u64::from(if month <= 2 { year - 1 } else { year });
+    let (m, d) = (u64::from(month), u64::from(day));
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// An instant written in a configuration: an HTTP-date (`Thu, 31 Dec 2026 23:59:59 GMT`), an
+/// RFC 3339 UTC time (`2026-12-31T23:59:59Z`) or a date (`2026-12-31`, its midnight UTC).
+#[must_use]
+pub(crate) fn parse_instant(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.trim();
+    if let Ok(at) = httpdate::parse_http_date(text) {
+        return Some(at);
+    }
+    let (date, time) = match text.split_once(['T', 't']) {
+        Some((date, time)) => (date, Some(time.strip_suffix(['Z', 'z'])?)),
+        None => (text, None),
+    };
+    let number = |part: &str, digits: usize| -> Option<u16> {
+        (part.len() == digits && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let mut date_parts = date.split('-');
+    let year = number(date_parts.next()?, 4)?;
+    let month = number(date_parts.next()?, 2)?;
+    let day = number(date_parts.next()?, 2)?;
+    if date_parts.next().is_some() {
+        return None;
+    }
+    let mut secs =
+        day_from_civil(year, u8::try_from(month).ok()?, u8::try_from(day).ok()?)? * 86_400;
+    if let Some(time) = time {
+        let mut time_parts = time.split(':');
+        let hour = number(time_parts.next()?, 2)?;
+        let minute = number(time_parts.next()?, 2)?;
+        let second = number(time_parts.next()?, 2)?;
+        if time_parts.next().is_some() || hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        secs += u64::from(hour) * 3600 + u64::from(minute) * 60 + u64::from(second);
+    }
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 /// An RFC 3339 UTC timestamp with microseconds: `2026-11-24T05:58:26.123456Z`.
 #[must_use]
 pub(crate) fn rfc3339_micros(micros: u64) -> String {
@@ -156,6 +228,37 @@ pub(crate) fn rfc3339_micros(micros: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_instants_read_three_ways() {
+        let at = |secs: u64| Some(std::time::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(parse_instant("2026-12-31T23:59:59Z"), at(1_798_761_599));
+        assert_eq!(
+            parse_instant("Thu, 31 Dec 2026 23:59:59 GMT"),
+            at(1_798_761_599)
+        );
+        assert_eq!(parse_instant("2026-07-01"), at(1_782_864_000));
+        assert_eq!(parse_instant("2024-02-29"), at(1_709_164_800));
+        for bad in [
+            "2023-02-29",
+            "2026-13-01",
+            "2026-1-01",
+            "2026-07-01T25:00:00Z",
+            "2026-07-01T10:00:00",
+            "2026-07-01T10:00:00+02:00",
+            "yesterday",
+            "",
+            "1969-12-31",
+        ] {
+            assert_eq!(parse_instant(bad), None, "{bad}");
+        }
+        for day in [0, 59, 365, 20_000, 2_932_896] {
+            let date = civil_date(day);
+            let parts: Vec<u16> = date.split('-').map(|p| p.parse().unwrap()).collect();
+            let (m, d) = (parts[1] as u8, parts[2] as u8);
+            assert_eq!(day_from_civil(parts[0], m, d), Some(day), "{date}");
+        }
+    }
 
     #[test]
     fn days_and_timestamps_are_civil_utc() {

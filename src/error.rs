@@ -20,6 +20,20 @@ impl ConfigError {
             reason: reason.into(),
         }
     }
+    /// The same reason, charged to `field` (a builder's generic name replaced by the path of the
+    /// configuration entry that supplied the value).
+    #[must_use]
+    pub fn at(mut self, field: impl Into<Cow<'static, str>>) -> Self {
+        self.field = field.into();
+        self
+    }
+
+    /// The same error with its field placed under `section`: `tiers` becomes `rate_limit.tiers`.
+    #[must_use]
+    pub fn under(mut self, section: &str) -> Self {
+        self.field = format!("{section}.{}", self.field).into();
+        self
+    }
 }
 
 /// A state store could not answer. Each layer's failure policy decides what the request gets.
@@ -45,7 +59,8 @@ pub enum StoreError {
 }
 
 /// What a layer does when its store cannot answer. Each layer documents its default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailurePolicy {
     /// Let the request through (without the layer's headers), trace a warning, count it.

@@ -10,9 +10,7 @@
 //! | JWT bearer auth (RFC 6750; static keys, JWKS, OIDC discovery; scopes, roles, revocation) | `auth` (feature `jwt`) | `auth::RevocationStore` |
 //! | Idempotency keys (Stripe's semantics: replay, 409, 422, leases, wait mode) | [`idempotency`] | [`idempotency::IdempotencyStore`] |
 //! | Webhook signatures (Stripe, HMAC headers) and once-per-event delivery | [`webhook`] | [`idempotency::IdempotencyStore`] |
-//!
 //! | Conditional requests (ETags, 304, preconditions decided before the handler, 428) | [`conditional`] | [`conditional::ValidatorStore`] |
-//!
 //! | Versioning and deprecation (path, header, vendor type, pins; RFC 9745/8594 headers; sunsets, brownouts, usage report) | [`versioning`] | [`versioning::VersionPinStore`] |
 //! | PHI audit (one hash-chained record per request, fail-closed or buffered) | [`audit`] | [`audit::AuditSink`] |
 //!
@@ -40,7 +38,10 @@
 //! - [`clock`]: system and manual clocks.
 //!
 //! ## Quick start
-//! See [`rate_limit`] for a runnable example, and `examples/server.rs` for a whole API.
+//! [`stack::PolicyStack`] composes the layers in this order, each optional, and
+//! [`stack::StackConfig`] builds the whole stack from a configuration file (each layer's section
+//! is its module's `config`). Every layer's module has a runnable example; `examples/server.rs`
+//! is a whole API run from `examples/server.toml`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -63,6 +64,7 @@ pub mod principal;
 pub mod rate_limit;
 pub mod rejection;
 pub mod route;
+pub mod stack;
 pub mod versioning;
 pub mod webhook;
 

@@ -603,7 +603,7 @@ async fn the_verify_program_reports_and_exits_accordingly() {
     assert_eq!(run(&path.with_extension("nothing")).status.code(), Some(2));
 }
 
-/// Two instances (two connections) appending to one Redis stream keep one chain; deleting an
+/// Several instances (connections) appending to one Redis stream keep one chain; deleting an
 /// entry breaks it at that entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_stream_keeps_one_chain_across_instances() {
@@ -620,10 +620,17 @@ async fn a_redis_stream_keeps_one_chain_across_instances() {
             .unwrap();
         RedisStreamSink::new(&backend, "phi")
     };
-    let (one, two) = (sink(&url), sink(&url));
-    let tasks: Vec<_> = (0..100u64)
+    // Four instances, one of them busy: no instance is starved of its turn.
+    let sinks = [sink(&url), sink(&url), sink(&url), sink(&url)];
+    let (one, two) = (sinks[0].clone(), sinks[1].clone());
+    let tasks: Vec<_> = (0..400u64)
         .map(|n| {
-            let sink = if n % 2 == 0 { one.clone() } else { two.clone() };
+            let sink = sinks[if n % 2 == 0 {
+                0
+            } else {
+                1 + (n as usize / 2) % 3
+            }]
+            .clone();
             tokio::spawn(async move { sink.write(record(n)).await })
         })
         .collect();
@@ -631,7 +638,7 @@ async fn a_redis_stream_keeps_one_chain_across_instances() {
         task.await.unwrap().unwrap();
     }
     let verified = one.verify().await.unwrap().unwrap();
-    assert_eq!((verified.records, verified.next_seq), (100, 100));
+    assert_eq!((verified.records, verified.next_seq), (400, 400));
 
     let mut redis = common::raw_connection(&url).await;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")

@@ -60,6 +60,7 @@
 //! patient identifiers: the log itself is PHI, to be stored and transmitted as such.
 
 pub mod chain;
+pub mod config;
 mod layer;
 mod record;
 mod service;

@@ -87,6 +87,7 @@
 mod cache;
 mod challenge;
 mod claims;
+pub mod config;
 #[cfg(feature = "jwks")]
 mod jwks;
 mod keys;

@@ -63,6 +63,7 @@
 //! # }
 //! ```
 
+pub mod config;
 mod etag;
 mod layer;
 #[cfg(feature = "memory")]

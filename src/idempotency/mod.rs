@@ -81,6 +81,7 @@
 //! - The memory store forgets records when full (see [`MemoryIdempotencyStore`]); a fleet of
 //!   instances needs the Redis store.
 
+pub mod config;
 mod fingerprint;
 mod key;
 mod layer;

@@ -62,6 +62,7 @@
 //! A store that cannot answer fails open by default (the request passes without headers, a warning
 //! is traced and [`RateLimitLayer::store_failures`] counts it); [`FailurePolicy::Closed`] answers 503.
 
+pub mod config;
 mod headers;
 mod layer;
 #[cfg(feature = "memory")]

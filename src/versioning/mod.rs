@@ -59,6 +59,7 @@
 //! # }
 //! ```
 
+pub mod config;
 mod layer;
 #[cfg(feature = "memory")]
 mod memory;

@@ -52,7 +52,11 @@ impl ApiVersion {
                 u8::try_from(month).map_err(|_| VersionError)?,
                 u8::try_from(day).map_err(|_| VersionError)?,
             );
-            if year < 1970 || !(1..=12).contains(&month) || day == 0 || day > days_in(year, month) {
+            if year < 1970
+                || !(1..=12).contains(&month)
+                || day == 0
+                || day > crate::clock::days_in_month(year, month)
+            {
                 return Err(VersionError);
             }
             return Ok(Self::Date { year, month, day });
@@ -82,19 +86,6 @@ impl fmt::Display for ApiVersion {
             Self::Major(n) => write!(f, "v{n}"),
             Self::Date { year, month, day } => write!(f, "{year:04}-{month:02}-{day:02}"),
         }
-    }
-}
-
-fn is_leap(year: u16) -> bool {
-    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
-}
-
-fn days_in(year: u16, month: u8) -> u8 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
     }
 }
 

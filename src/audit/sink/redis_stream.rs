@@ -15,15 +15,19 @@ use crate::error::StoreError;
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
 
-/// How often one write retries when other writers keep moving the head.
-const TRIES: usize = 32;
+/// How long one write may keep losing to other writers before it gives up.
+const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a write waits while another writer has the turn (about one append's round trip).
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Records as entries of a Redis stream (fields `seq`, `prev`, `hash`, `record`), chained like
 /// the file: each append is a compare-and-set on the chain's head, so every instance of the app
 /// extends one chain. Durable as far as the server's persistence (`appendfsync`) makes it; the
 /// stream is never trimmed by the sink (archive, then `XTRIM`).
 ///
-/// Keys: `{prefix}audit:{<name>}:log` (the stream) and `{prefix}audit:{<name>}:head`.
+/// Keys: `{prefix}audit:{<name>}:log` (the stream), `{prefix}audit:{<name>}:head`, and
+/// `{prefix}audit:{<name>}:turn`: the instance whose append lost a race last goes next, so a busy
+/// instance cannot starve a quieter one (its next write would otherwise always arrive first).
 #[derive(Clone)]
 pub struct RedisStreamSink {
     backend: RedisBackend,
@@ -34,6 +38,9 @@ pub struct RedisStreamSink {
     /// other.
     head: Arc<Mutex<String>>,
     healthy: Arc<AtomicBool>,
+    turn_key: Arc<str>,
+    /// This instance, as named in the turn key.
+    writer: Arc<crate::OwnerToken>,
 }
 
 impl std::fmt::Debug for RedisStreamSink {
@@ -53,8 +60,10 @@ impl RedisStreamSink {
             backend: backend.clone(),
             stream: format!("{base}log").into(),
             head_key: format!("{base}head").into(),
+            turn_key: format!("{base}turn").into(),
             head: Arc::new(Mutex::new(String::new())),
             healthy: Arc::new(AtomicBool::new(true)),
+            writer: Arc::new(crate::OwnerToken::new()),
         }
     }
 
@@ -160,19 +169,22 @@ impl AuditSink for RedisStreamSink {
     async fn write(&self, record: AuditRecord) -> Result<(), SinkError> {
         let canonical = record.canonical();
         let mut head = self.head.lock().await;
-        for _ in 0..TRIES {
+        let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
+        while tokio::time::Instant::now() < deadline {
             let position = parse_head(&head).unwrap_or_default();
             let hash = link(&position.head, &canonical);
             let new_head = format!("{} {}", position.next_seq + 1, hex::encode(hash));
             let mut invocation = APPEND.key(&*self.head_key);
             invocation
                 .key(&*self.stream)
+                .key(&*self.turn_key)
                 .arg(head.as_str())
                 .arg(&new_head)
                 .arg(position.next_seq)
                 .arg(hex::encode(position.head))
                 .arg(hex::encode(hash))
-                .arg(&canonical);
+                .arg(&canonical)
+                .arg(self.writer.as_str());
             let reply: Result<(i64, String), StoreError> = self.backend.invoke(&invocation).await;
             match reply {
                 Ok((-1, _)) => {
@@ -187,6 +199,10 @@ impl AuditSink for RedisStreamSink {
                     self.healthy.store(true, Ordering::Relaxed);
                     return Ok(());
                 }
+                Ok((2, actual)) => {
+                    *head = actual;
+                    tokio::time::sleep(TURN_WAIT).await;
+                }
                 Ok((_, actual)) => *head = actual,
                 Err(error) => {
                     self.healthy.store(false, Ordering::Relaxed);
@@ -195,7 +211,7 @@ impl AuditSink for RedisStreamSink {
             }
         }
         Err(SinkError::Io(
-            "the audit stream's head kept moving; too many writers at once".into(),
+            "the audit stream's head kept moving for 5 s; too many writers at once".into(),
         ))
     }
 

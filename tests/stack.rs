@@ -1,0 +1,493 @@
+//! The composed stack: `PolicyStack` over a real axum app, built from TOML configurations on
+//! memory and on a real Redis; broken configurations refused with the entry named; the demo
+//! server run from a configuration file.
+
+mod common;
+
+use api_policy::backend::MemoryBackend;
+use api_policy::stack::{BackendKind, StackBackend, StackConfig};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Path;
+use axum::routing::{get, post};
+use common::{DEMO_AUDIENCE, DEMO_ISSUER, DEMO_SECRET, answer, hs256_token};
+use http::{Request, StatusCode};
+
+/// A configuration with every section, as an operator would write it.
+fn full_config(audit_log: &std::path::Path, anonymous_quota: &str) -> StackConfig {
+    let text = format!(
+        r#"
+[callers]
+api_key_header = "x-api-key"
+client_ip = true
+[[callers.api_keys]]
+key = "k_pro"
+id = "acme"
+tier = "pro"
+
+[jwt]
+issuer = ["{DEMO_ISSUER}"]
+audience = ["{DEMO_AUDIENCE}"]
+hs256_secret = "{secret}"
+optional = true
+[[jwt.routes]]
+route = "/patients/*"
+any_role = ["doctor"]
+
+[rate_limit]
+default_tier = "free"
+ietf_headers = true
+[rate_limit.tiers]
+free = "5/min"
+pro = "100/min"
+anonymous = "{anonymous_quota}"
+
+[versioning]
+default = "2"
+path_prefix = true
+[[versioning.versions]]
+version = "1"
+status = "deprecated"
+deprecated_at = "2026-07-01"
+sunset = "2099-12-31T23:59:59Z"
+link = "/docs/v2"
+[[versioning.versions]]
+version = "2"
+
+[idempotency]
+require = ["POST /v2/orders"]
+
+[[conditional.resources]]
+route = "/v2/things/{{id}}"
+cache_control = "private, max-age=60"
+
+[audit]
+log = "{log}"
+[[audit.routes]]
+route = "/patients/{{id}}"
+subject = "id"
+"#,
+        secret = String::from_utf8_lossy(DEMO_SECRET),
+        log = audit_log.display(),
+    );
+    toml::from_str(&text).expect("the configuration parses")
+}
+
+fn app<B: StackBackend>(config: &StackConfig, backend: &B) -> Router {
+    let stack = config.build(backend).expect("the configuration builds");
+    Router::new()
+        .route(
+            "/patients/{id}",
+            get(|Path(id): Path<String>| async move { format!("{{\"patient\":\"{id}\"}}") }),
+        )
+        .route("/v1/things/{id}", get(|| async { "thing v1" }))
+        .route("/v2/things/{id}", get(|| async { "thing v2" }))
+        .route(
+            "/v2/orders",
+            post(|| async { (StatusCode::CREATED, "ordered") }),
+        )
+        .layer(stack)
+}
+
+fn audit_log(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "{}{}",
+        common::unique_prefix(test).replace(':', "-"),
+        "audit"
+    ));
+    dir.join("phi.log")
+}
+
+fn get_req(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
+}
+
+/// Every configured policy acts on one request, in the recommended order.
+async fn every_layer_acts(app: Router, log: &std::path::Path) {
+    let doctor = hs256_token(DEMO_SECRET, DEMO_ISSUER, DEMO_AUDIENCE, "dr_1", "doctor");
+    let patient = hs256_token(DEMO_SECRET, DEMO_ISSUER, DEMO_AUDIENCE, "pat_1", "patient");
+
+    // Auth, rate limit (per principal, free tier), versioning, conditional (ETag) and audit.
+    let ok = answer(
+        &app,
+        Request::get("/patients/pat_9")
+            .header("authorization", format!("Bearer {doctor}"))
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.header("x-ratelimit-limit"), ["5"]);
+    assert_eq!(ok.header("ratelimit-policy"), ["\"free\";q=5;w=60"]);
+    assert_eq!(ok.header("api-version"), ["v2"]);
+    assert!(ok.etag().starts_with('"'), "{:?}", ok.headers);
+    assert_eq!(ok.header("x-request-id").len(), 1);
+
+    // A refusal by auth spends no quota and is audited.
+    let denied = answer(
+        &app,
+        Request::get("/patients/pat_9")
+            .header("authorization", format!("Bearer {patient}"))
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert!(denied.header("x-ratelimit-limit").is_empty());
+
+    // The deprecated version announces itself.
+    let old = answer(&app, get_req("/v1/things/a")).await;
+    assert_eq!(old.status, StatusCode::OK);
+    assert_eq!(old.header("deprecation"), ["@1782864000"]);
+    assert_eq!(old.header("x-ratelimit-limit"), ["4"], "the anonymous tier");
+
+    // Conditional requests on the configured resource.
+    let thing = answer(&app, get_req("/v2/things/a")).await;
+    assert_eq!(thing.header("cache-control"), ["private, max-age=60"]);
+    let again = answer(
+        &app,
+        Request::get("/v2/things/a")
+            .header("if-none-match", thing.etag())
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+
+    // Idempotency keys required where configured; an API key names a pro caller.
+    let order = |key: Option<&str>| {
+        let mut request = Request::post("/v2/orders").header("x-api-key", "k_pro");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.body(Body::from("{}")).expect("request")
+    };
+    let missing = answer(&app, order(None)).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(missing.error(), "idempotency_key_missing");
+    let first = answer(&app, order(Some("o-1"))).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.header("x-ratelimit-limit"), ["100"]);
+    let replay = answer(&app, order(Some("o-1"))).await;
+    assert_eq!(replay.status, StatusCode::CREATED);
+    assert!(replay.replayed());
+
+    // The anonymous quota (4/min: three spent above) runs out: 429 from the configured limit.
+    let fourth = answer(&app, get_req("/v1/things/b")).await;
+    assert_eq!(fourth.status, StatusCode::OK);
+    let over = answer(&app, get_req("/v1/things/c")).await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(over.error(), "rate_limit_exceeded");
+
+    // The audit log holds the two PHI requests, the 403 included, and only those.
+    let text = std::fs::read_to_string(log).expect("the audit log");
+    let statuses: Vec<u64> = text
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            record["record"]["status"].as_u64().expect("a status")
+        })
+        .collect();
+    assert_eq!(statuses, [200, 403], "{text}");
+}
+
+#[tokio::test]
+async fn a_configured_stack_runs_every_policy_on_memory() {
+    let log = audit_log("stack-memory");
+    let config = full_config(&log, "4/min");
+    every_layer_acts(
+        app(&config, &config.backend.memory().expect("memory")),
+        &log,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_configured_stack_runs_every_policy_on_redis() {
+    let Some(url) = common::redis_or_skip("a_configured_stack_runs_every_policy_on_redis").await
+    else {
+        return;
+    };
+    let log = audit_log("stack-redis");
+    let mut config = full_config(&log, "4/min");
+    config.backend.kind = BackendKind::Redis;
+    config.backend.url = Some(url);
+    config.backend.prefix = Some(common::unique_prefix("stack"));
+    let backend = config.backend.redis().expect("redis backend");
+    every_layer_acts(app(&config, &backend), &log).await;
+}
+
+#[tokio::test]
+async fn sections_left_out_leave_their_slots_empty() {
+    let config: StackConfig = toml::from_str(
+        r#"
+        [idempotency]
+        require = ["POST /v2/orders"]
+        "#,
+    )
+    .expect("parses");
+    let stack = config.build(&MemoryBackend::new()).expect("builds");
+    assert!(stack.audit_layer().get().is_none());
+    assert!(stack.auth_layer().get().is_none());
+    assert!(stack.rate_limit_layer().get().is_none());
+    assert!(stack.versioning_layer().get().is_none());
+    assert!(stack.conditional_layer().get().is_none());
+    let app = Router::new()
+        .route(
+            "/v2/orders",
+            post(|| async { (StatusCode::CREATED, "ordered") }),
+        )
+        .route("/v2/things/{id}", get(|| async { "thing" }))
+        .layer(stack);
+    let missing = answer(
+        &app,
+        Request::post("/v2/orders")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    let plain = answer(&app, get_req("/v2/things/a")).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert_eq!(plain.body, "thing");
+    assert!(plain.header("x-ratelimit-limit").is_empty());
+    assert!(plain.header("etag").is_empty());
+    assert!(plain.header("api-version").is_empty());
+}
+
+#[test]
+fn the_demo_configuration_fills_every_slot() {
+    let mut config: StackConfig =
+        toml::from_str(include_str!("../examples/server.toml")).expect("server.toml parses");
+    let log = audit_log("demo-config");
+    config.audit.as_mut().expect("an audit section").log = log;
+    let stack = config
+        .build(&MemoryBackend::new())
+        .expect("server.toml builds");
+    assert!(stack.audit_layer().get().is_some());
+    assert!(stack.auth_layer().get().is_some());
+    assert!(stack.rate_limit_layer().get().is_some());
+    assert!(stack.versioning_layer().get().is_some());
+    assert!(stack.idempotency_layer().get().is_some());
+    assert!(stack.conditional_layer().get().is_some());
+}
+
+/// Each broken configuration is refused, naming its entry.
+#[test]
+fn broken_configurations_name_the_entry_at_fault() {
+    let log = audit_log("broken").display().to_string();
+    let secret = String::from_utf8_lossy(DEMO_SECRET).into_owned();
+    let jwt = "[jwt]\nissuer = [\"i\"]\naudience = [\"a\"]\n".to_string();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            "[rate_limit]\ntiers = { free = \"60/fortnight\" }".into(),
+            "rate_limit.tiers.free",
+            "N/UNIT",
+        ),
+        (
+            "[rate_limit]\ntiers = { free = \"1/s\", pro = \"2/s\" }".into(),
+            "rate_limit.default_tier",
+            "several tiers",
+        ),
+        (
+            "[rate_limit]\ntiers = { free = \"1/s\" }\ndefault_tier = \"gold\"".into(),
+            "rate_limit.default_tier",
+            "`gold` is not a configured tier",
+        ),
+        ("[rate_limit]\ntiers = {}".into(), "rate_limit.tiers", "at least one tier"),
+        (
+            "[rate_limit]\ntiers = { free = \"1/s\" }\n[[rate_limit.routes]]\nroute = \"/x\"\nlimit = \"1/s\"\nexempt = true".into(),
+            "rate_limit.routes[0]",
+            "exactly one of",
+        ),
+        (
+            "[rate_limit]\ntiers = { free = \"1/s\" }\n[[rate_limit.routes]]\nroute = \"/x\"\nlimit = \"0/s\"".into(),
+            "rate_limit.routes[0].limit",
+            "",
+        ),
+        (
+            "[versioning]\ndefault = \"two\"\nversions = []".into(),
+            "versioning.default",
+            "not a version",
+        ),
+        (
+            "[versioning]\ndefault = \"2\"\n[[versioning.versions]]\nversion = \"1\"\nstatus = \"deprecated\"\ndeprecated_at = \"soon\"\n[[versioning.versions]]\nversion = \"2\"".into(),
+            "versioning.versions[0].deprecated_at",
+            "not a date",
+        ),
+        (
+            "[versioning]\ndefault = \"2\"\n[[versioning.versions]]\nversion = \"1\"\nstatus = \"deprecated\"\ndeprecated_at = \"2026-07-01\"\nsunset = \"2026-01-01\"\n[[versioning.versions]]\nversion = \"2\"".into(),
+            "versioning.versions",
+            "sunset",
+        ),
+        (
+            "[versioning]\ndefault = \"2\"\n[[versioning.versions]]\nversion = \"2\"\nsunset = \"2026-01-01\"".into(),
+            "versioning.versions[0]",
+            "status = \"deprecated\"",
+        ),
+        (format!("{jwt}hs256_secret = \"short\""), "jwt.hs256_secret", "32"),
+        (
+            format!("{jwt}hs256_secret_env = \"API_POLICY_TEST_NEVER_SET\""),
+            "jwt.hs256_secret_env",
+            "API_POLICY_TEST_NEVER_SET",
+        ),
+        (
+            format!("[jwt]\naudience = [\"a\"]\nhs256_secret = \"{secret}\""),
+            "jwt.issuer",
+            "issuer",
+        ),
+        (jwt.clone(), "jwt.keys", "no keys"),
+        (
+            format!("{jwt}[[jwt.pem_keys]]\npath = \"/nonexistent/key.pem\"\nalgorithm = \"RS256\""),
+            "jwt.pem_keys[0].path",
+            "cannot read",
+        ),
+        (
+            format!("{jwt}[[jwt.pem_keys]]\npath = \"/nonexistent/key.pem\"\nalgorithm = \"RS257\""),
+            "jwt.pem_keys[0].algorithm",
+            "RS257",
+        ),
+        (
+            "[idempotency]\nmethods = [\"PO ST\"]".into(),
+            "idempotency.methods[0]",
+            "not an HTTP method",
+        ),
+        (
+            "[conditional]\nmax_body_bytes = 0".into(),
+            "conditional.max_body_bytes",
+            "more than zero",
+        ),
+        (
+            "[audit]\nlog = \"/proc/api-policy-nowhere/x.log\"\n[[audit.routes]]\nroute = \"/p/{id}\"".into(),
+            "audit.log",
+            "cannot open",
+        ),
+        (format!("[audit]\nlog = \"{log}\"\nroutes = []"), "audit.routes", "at least one"),
+        (
+            format!("[audit]\nlog = \"{log}\"\nbuffer = 10\n[[audit.routes]]\nroute = \"/p\""),
+            "audit.durability",
+            "buffered",
+        ),
+        (
+            "[callers]\napi_keys = [{ key = \"k\", id = \"a\" }]".into(),
+            "callers.api_key_header",
+            "header",
+        ),
+        (
+            "[callers]\napi_key_header = \"x-api-key\"\napi_keys = [{ id = \"a\" }]".into(),
+            "callers.api_keys[0]",
+            "exactly one of",
+        ),
+        (
+            "[callers]\ntrusted_proxies = [\"10.0.0.300\"]".into(),
+            "callers.trusted_proxies",
+            "10.0.0.300",
+        ),
+    ];
+    for (text, field, reason) in cases {
+        let config: StackConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let error = match config.build(&MemoryBackend::new()) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(error) => error,
+        };
+        assert!(
+            error.field.starts_with(field),
+            "{text}\nnamed `{}`, not `{field}`: {error}",
+            error.field
+        );
+        assert!(error.reason.contains(reason), "{text}\n{error}");
+        assert!(error.to_string().contains(&*error.field), "{error}");
+    }
+
+    let redis_without_url: StackConfig =
+        toml::from_str("[backend]\nkind = \"redis\"").expect("parses");
+    let error = redis_without_url.backend.redis().expect_err("no URL");
+    assert_eq!(error.field, "backend.url");
+}
+
+/// Mistakes serde catches name the key and the line: a typo, a wrong type, a wrong name.
+#[test]
+fn misspelt_or_mistyped_keys_are_refused_with_their_line() {
+    for (text, expected) in [
+        ("[rate_limt]\n", "unknown field `rate_limt`"),
+        (
+            "[rate_limit]\ntiers = { free = \"1/s\" }\nburst = 3\n",
+            "unknown field `burst`",
+        ),
+        (
+            "[rate_limit]\ntiers = { free = \"1/s\" }\nietf_headers = \"yes\"\n",
+            "ietf_headers",
+        ),
+        (
+            "[rate_limit]\ntiers = { free = \"1/s\" }\nalgorithm = \"leaky\"\n",
+            "unknown variant `leaky`",
+        ),
+        (
+            "[backend]\nkind = \"postgres\"\n",
+            "unknown variant `postgres`",
+        ),
+    ] {
+        let error = toml::from_str::<StackConfig>(text)
+            .expect_err(text)
+            .to_string();
+        assert!(error.contains(expected), "{text}\n{error}");
+        assert!(error.contains("line"), "{error}");
+    }
+}
+
+/// The demo server refuses a broken configuration file at start, naming the entry, and runs
+/// with a valid one, whose policies it applies.
+#[tokio::test]
+async fn the_demo_runs_from_a_configuration_file_and_refuses_a_broken_one() {
+    let dir = std::env::temp_dir().join(common::unique_prefix("demo-config").replace(':', "-"));
+    std::fs::create_dir_all(&dir).expect("a directory");
+
+    let broken = dir.join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[rate_limit]\ntiers = { free = \"60/fortnight\" }\n",
+    )
+    .expect("write");
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(common::example_binary("server"))
+        .args(["--addr", "127.0.0.1:0", "--config"])
+        .arg(&broken)
+        .output()
+        .expect("run the demo");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid configuration for `rate_limit.tiers.free`"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    let missing = std::process::Command::new(common::example_binary("server"))
+        .args(["--addr", "127.0.0.1:0", "--config"])
+        .arg(dir.join("nowhere.toml"))
+        .output()
+        .expect("run the demo");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read the configuration"));
+
+    // The shipped file with a tighter anonymous quota: the server applies the file's.
+    let tight = dir.join("tight.toml");
+    let text = include_str!("../examples/server.toml")
+        .replace("anonymous = \"20/min\"", "anonymous = \"2/min\"");
+    assert!(text.contains("anonymous = \"2/min\""));
+    std::fs::write(&tight, text).expect("write");
+    let config = tight.display().to_string();
+    let (_server, base, _log) =
+        common::start_example("server", "/health", &["--config", &config]).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = client
+            .get(format!("{base}/api/v2/appointments/apt_1"))
+            .send()
+            .await
+            .expect("an answer");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+}
