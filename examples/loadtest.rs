@@ -1,0 +1,180 @@
+//! The server side of the load test (`scripts/loadtest.sh`): one axum `GET` handler behind one
+//! configuration of the policies, so a load generator on another core can compare them with the
+//! bare handler in one run.
+//!
+//! ```text
+//! cargo build --release --example loadtest --features jwt,redis
+//! taskset -c 0 target/release/examples/loadtest --stack full --addr 127.0.0.1:3100
+//! ```
+//!
+//! Stacks: `bare`, `jwt`, `rate_limit`, `tower_governor` (tower_governor 0.8 with its headers,
+//! keyed by the same API key, for comparison with `rate_limit`), `versioning`, `idempotency`,
+//! `conditional`, `audit` (buffered), `full` (all of them, built from a configuration by
+//! `StackConfig`), and `full_redis` (the same on Redis, `--redis URL`). Every request should
+//! carry `Authorization: Bearer <the token --print-token prints>` and `X-Api-Key: k_load`; every
+//! quota is far above what one core can send, so every answer is a 200.
+
+use std::net::SocketAddr;
+
+use api_policy::backend::MemoryBackend;
+use api_policy::stack::{StackBackend, StackBody, StackConfig};
+use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
+use axum::routing::get;
+use clap::Parser;
+use tower::ServiceBuilder;
+
+const SECRET: &str = "a-load-test-secret-that-is-32-bytes-or-more";
+
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Which policies wrap the handler.
+    #[arg(long, default_value = "full")]
+    stack: String,
+    #[arg(long, default_value = "127.0.0.1:3100")]
+    addr: SocketAddr,
+    /// Redis for `full_redis`.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Where the audit log goes (rotated at 64 MiB).
+    #[arg(long, default_value = "/tmp/api-policy-loadtest/audit.log")]
+    audit_log: std::path::PathBuf,
+    /// Print the bearer token requests should carry, and exit.
+    #[arg(long)]
+    print_token: bool,
+}
+
+fn token() -> Result<String, jsonwebtoken::errors::Error> {
+    let claims = serde_json::json!({
+        "sub": "dr_load", "role": "doctor", "iss": "load", "aud": "api",
+        "exp": 4_000_000_000u64, "iat": 1_700_000_000u64,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+}
+
+/// The sections of the full stack, each a policy a real API would set; `sections` picks some.
+fn config(sections: &[&str], audit_log: &std::path::Path) -> String {
+    let mut text = String::from(
+        "[callers]\napi_key_header = \"x-api-key\"\n\
+         [[callers.api_keys]]\nkey = \"k_load\"\nid = \"load\"\ntier = \"default\"\n",
+    );
+    for section in sections {
+        text.push_str(&match *section {
+            "jwt" => format!(
+                "[jwt]\nissuer = [\"load\"]\naudience = [\"api\"]\nhs256_secret = \"{SECRET}\"\n"
+            ),
+            // A million a second, as a burst too: far above one core, so the limit is computed, never reached.
+            "rate_limit" => "[rate_limit]\nietf_headers = true\n\
+                 [rate_limit.tiers]\ndefault = \"1000000/s\"\n"
+                .to_string(),
+            "versioning" => "[versioning]\ndefault = \"2\"\npath_prefix = true\n\
+                 header = \"Api-Version\"\n[[versioning.versions]]\nversion = \"2\"\n"
+                .to_string(),
+            "idempotency" => "[idempotency]\nrequire = [\"POST /api/v2/patients\"]\n".to_string(),
+            "conditional" => "[[conditional.resources]]\nroute = \"/api/v2/patients/{id}\"\n\
+                 cache_control = \"private, max-age=300\"\n"
+                .to_string(),
+            "audit" => format!(
+                "[audit]\nlog = \"{}\"\nrotate_at_bytes = 67108864\ndurability = \"buffered\"\n\
+                 [[audit.routes]]\nroute = \"/api/v2/patients/{{id}}\"\nsubject = \"id\"\n",
+                audit_log.display()
+            ),
+            other => panic!("no section {other}"),
+        });
+    }
+    text
+}
+
+fn handler() -> Router {
+    Router::new().route(
+        "/api/v2/patients/{id}",
+        get(|| async { r#"{"id":"pat_1","name":"Ada"}"# }),
+    )
+}
+
+fn with_stack<B: StackBackend>(
+    sections: &[&str],
+    cli: &Cli,
+    backend: &B,
+) -> Result<Router, Box<dyn std::error::Error>> {
+    let config: StackConfig = toml::from_str(&config(sections, &cli.audit_log))?;
+    let stack = config.build(backend)?;
+    Ok(handler().layer(
+        ServiceBuilder::new()
+            .map_response(|response: Response<StackBody<Body>>| response.map(Body::new))
+            .layer(stack),
+    ))
+}
+
+/// tower_governor keyed by the API key header, as `rate_limit` is.
+#[derive(Clone)]
+struct ApiKeyHeader;
+
+impl tower_governor::key_extractor::KeyExtractor for ApiKeyHeader {
+    type Key = String;
+
+    fn extract<T>(&self, req: &http::Request<T>) -> Result<String, tower_governor::GovernorError> {
+        req.headers()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
+    }
+}
+
+fn app(cli: &Cli) -> Result<Router, Box<dyn std::error::Error>> {
+    let memory = MemoryBackend::new();
+    const FULL: &[&str] = &[
+        "jwt",
+        "rate_limit",
+        "versioning",
+        "idempotency",
+        "conditional",
+        "audit",
+    ];
+    Ok(match cli.stack.as_str() {
+        "bare" => handler(),
+        "tower_governor" => {
+            let config = tower_governor::governor::GovernorConfigBuilder::default()
+                .per_nanosecond(1)
+                .burst_size(1_000_000_000)
+                .key_extractor(ApiKeyHeader)
+                .use_headers()
+                .finish()
+                .ok_or("governor config")?;
+            handler().layer(tower_governor::GovernorLayer::new(config))
+        }
+        "full" => with_stack(FULL, cli, &memory)?,
+        #[cfg(feature = "redis")]
+        "full_redis" => {
+            let backend = api_policy::backend::RedisBackend::builder(cli.redis.as_str())
+                .prefix(format!("loadtest:{}:", std::process::id()))
+                .build()?;
+            with_stack(FULL, cli, &backend)?
+        }
+        single => with_stack(&[single], cli, &memory)?,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    if cli.print_token {
+        println!("{}", token()?);
+        return Ok(());
+    }
+    let app = app(&cli)?;
+    let listener = tokio::net::TcpListener::bind(cli.addr).await?;
+    println!("{} on {}", cli.stack, listener.local_addr()?);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The load test: each configuration of examples/loadtest.rs on CPU 0, wrk on CPU 1, one after the
+# other in one run, every request a GET carrying an HS256 token and an API key. Prints, for each:
+# requests/s, latency p50 and p99 (wrk), and the server's CPU time per request (the sum of its
+# threads' run time from /proc/PID/task/*/schedstat, divided by the requests wrk completed).
+#
+#   bash scripts/loadtest.sh                 # every configuration, 10 s each, 32 connections
+#   DURATION=20 CONNECTIONS=64 STACKS="bare full" bash scripts/loadtest.sh
+#
+# Needs wrk (apt-get install wrk) and taskset; `full_redis` needs Redis at REDIS_URL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+STACKS=${STACKS:-"bare jwt rate_limit tower_governor versioning idempotency conditional audit full full_redis"}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+PORT=${PORT:-3100}
+WORK=$(mktemp -d /tmp/api-policy-loadtest.XXXXXX)
+trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+cargo build --quiet --release --example loadtest --features jwt,redis
+BIN=target/release/examples/loadtest
+TOKEN=$("$BIN" --print-token)
+cat > "$WORK/request.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+wrk.headers["X-Api-Key"] = "k_load"
+LUA
+
+cpu_ns() { # the run time of every thread of process $1, in nanoseconds
+  local total=0 t
+  for t in /proc/"$1"/task/*/schedstat; do total=$((total + $(cut -d' ' -f1 "$t"))); done
+  echo "$total"
+}
+
+printf '%-15s %10s %9s %9s %12s %8s\n' stack "req/s" "p50" "p99" "cpu us/req" "non-2xx"
+for stack in $STACKS; do
+  taskset -c 0 "$BIN" --stack "$stack" --addr "127.0.0.1:$PORT" --redis "$REDIS_URL" \
+    --audit-log "$WORK/$stack/audit.log" >"$WORK/$stack.server" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.05; done
+  # A short warm-up (connections, caches, the allocator), then the measured run.
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s -s "$WORK/request.lua" \
+    "http://127.0.0.1:$PORT/api/v2/patients/pat_1" >/dev/null
+  before=$(cpu_ns "$SERVER")
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/request.lua" \
+    "http://127.0.0.1:$PORT/api/v2/patients/pat_1" >"$WORK/$stack.wrk"
+  after=$(cpu_ns "$SERVER")
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+  requests=$(awk '/requests in/ {print $1}' "$WORK/$stack.wrk")
+  rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$stack.wrk")
+  p50=$(awk '$1 == "50%" {print $2}' "$WORK/$stack.wrk")
+  p99=$(awk '$1 == "99%" {print $2}' "$WORK/$stack.wrk")
+  errors=$(awk '/Non-2xx/ {print $NF}' "$WORK/$stack.wrk")
+  cpu=$(awk -v ns=$((after - before)) -v n="$requests" 'BEGIN {printf "%.2f", ns / n / 1000}')
+  printf '%-15s %10s %9s %9s %12s %8s\n' "$stack" "$rps" "$p50" "$p99" "$cpu" "${errors:-0}"
+done
