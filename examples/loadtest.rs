@@ -7,8 +7,9 @@
 //! taskset -c 0 target/release/examples/loadtest --stack full --addr 127.0.0.1:3100
 //! ```
 //!
-//! Stacks: `bare`, `jwt`, `rate_limit`, `tower_governor` (tower_governor 0.8 with its headers,
-//! keyed by the same API key, for comparison with `rate_limit`), `versioning`, `idempotency`,
+//! Stacks: `bare`, `jwt`, `rate_limit` (GitHub's `X-RateLimit-*` and the IETF fields),
+//! `rate_limit_github` (GitHub's fields only), `tower_governor` (tower_governor 0.8 with its
+//! headers, keyed by the same API key, for comparison with the rate limits), `versioning`, `idempotency`,
 //! `conditional`, `audit` (buffered), `full` (all of them, built from a configuration by
 //! `StackConfig`), and `full_redis` (the same on Redis, `--redis URL`). Every request should
 //! carry `Authorization: Bearer <the token --print-token prints>` and `X-Api-Key: k_load`; every
@@ -70,6 +71,10 @@ fn config(sections: &[&str], audit_log: &std::path::Path) -> String {
             ),
             // A million a second, as a burst too: far above one core, so the limit is computed, never reached.
             "rate_limit" => "[rate_limit]\nietf_headers = true\n\
+                 [rate_limit.tiers]\ndefault = \"1000000/s\"\n"
+                .to_string(),
+            // GitHub's fields only, as many as tower_governor's.
+            "rate_limit_github" => "[rate_limit]\n\
                  [rate_limit.tiers]\ndefault = \"1000000/s\"\n"
                 .to_string(),
             "versioning" => "[versioning]\ndefault = \"2\"\npath_prefix = true\n\

@@ -29,7 +29,8 @@ pin_project! {
         /// limit): those bytes, then any trailers read, then the rest of the body.
         Resumed {
             head: Option<Bytes>,
-            trailers: Option<HeaderMap>,
+            // Boxed: every layer nests a `PolicyBody`, and answers move through each level.
+            trailers: Option<Box<HeaderMap>>,
             #[pin]
             rest: B,
         },
@@ -54,7 +55,7 @@ impl<B> PolicyBody<B> {
     pub fn resumed(head: Bytes, trailers: Option<HeaderMap>, rest: B) -> Self {
         Self::Resumed {
             head: (!head.is_empty()).then_some(head),
-            trailers,
+            trailers: trailers.map(Box::new),
             rest,
         }
     }
@@ -88,7 +89,7 @@ where
                     return Poll::Ready(Some(Ok(Frame::data(head))));
                 }
                 if let Some(trailers) = trailers.take() {
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
                 }
                 rest.poll_frame(cx)
             }

@@ -35,16 +35,34 @@ pub fn link(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
 #[must_use]
 pub fn format_line(seq: u64, prev: &[u8; 32], hash: &[u8; 32], canonical: &[u8]) -> Vec<u8> {
     let mut line = Vec::with_capacity(canonical.len() + 180);
-    line.extend_from_slice(b"{\"seq\":");
-    line.extend_from_slice(seq.to_string().as_bytes());
-    line.extend_from_slice(b",\"prev\":\"");
-    line.extend_from_slice(hex::encode(prev).as_bytes());
-    line.extend_from_slice(b"\",\"hash\":\"");
-    line.extend_from_slice(hex::encode(hash).as_bytes());
-    line.extend_from_slice(b"\",\"record\":");
-    line.extend_from_slice(canonical);
-    line.extend_from_slice(b"}\n");
+    append_line(&mut line, seq, prev, hash, canonical);
     line
+}
+
+/// Appends one line of a chained log, with its newline, to `out`: what [`format_line`] makes,
+/// without a buffer of its own (a writer appends a whole batch to one).
+pub fn append_line(
+    out: &mut Vec<u8>,
+    seq: u64,
+    prev: &[u8; 32],
+    hash: &[u8; 32],
+    canonical: &[u8],
+) {
+    let mut hex = [0u8; 64];
+    out.extend_from_slice(b"{\"seq\":");
+    // Writing to a Vec cannot fail.
+    let _ = std::io::Write::write_fmt(out, format_args!("{seq}"));
+    out.extend_from_slice(b",\"prev\":\"");
+    if hex::encode_to_slice(prev, &mut hex).is_ok() {
+        out.extend_from_slice(&hex);
+    }
+    out.extend_from_slice(b"\",\"hash\":\"");
+    if hex::encode_to_slice(hash, &mut hex).is_ok() {
+        out.extend_from_slice(&hex);
+    }
+    out.extend_from_slice(b"\",\"record\":");
+    out.extend_from_slice(canonical);
+    out.extend_from_slice(b"}\n");
 }
 
 /// A line read back.

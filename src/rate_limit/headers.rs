@@ -1,5 +1,7 @@
 //! The rate-limit header fields: GitHub's `X-RateLimit-*` always, the IETF draft's when asked.
 
+use std::fmt::Write;
+
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
@@ -66,9 +68,12 @@ pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, limit: &Limit,
             policy_value(&limit.name, &decision.quota)
         };
         headers.insert(POLICY.clone(), policy);
-        let current = format!(
-            "{};r={};t={}",
-            sf_string(&limit.name),
+        let mut current = String::with_capacity(limit.quoted.len() + 32);
+        current.push_str(&limit.quoted);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            current,
+            ";r={};t={}",
             decision.remaining,
             ceil_secs(decision.reset_after_us)
         );

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::HeaderValue;
 use tower_layer::Layer;
 
-use super::headers::policy_value;
+use super::headers::{policy_value, sf_string};
 use super::quota::Quota;
 use super::service::RateLimit;
 use super::store::RateLimitStore;
@@ -125,6 +125,8 @@ impl RouteRule {
 pub(crate) struct Limit {
     pub quota: Quota,
     pub name: Box<str>,
+    /// The name as a structured-field string (`"free"`), as the IETF fields write it.
+    pub quoted: Box<str>,
     pub policy: HeaderValue,
     /// `X-RateLimit-Limit` of this quota, built once.
     pub capacity: HeaderValue,
@@ -163,6 +165,7 @@ impl Limit {
             overridable,
             quota,
             name: name.into(),
+            quoted: sf_string(name).into(),
             policy: policy_value(name, &quota),
             capacity: HeaderValue::from(quota.capacity()),
         })

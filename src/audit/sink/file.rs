@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditSink, SinkError};
-use crate::audit::chain::{Position, format_line, link, parse_line};
+use crate::audit::chain::{Position, append_line, link, parse_line};
 use crate::audit::record::AuditRecord;
 use crate::clock::{SharedClock, SystemClock, day_of};
 
@@ -436,12 +436,13 @@ impl Writer {
         let mut position = self.position;
         for job in batch {
             let hash = link(&position.head, &job.canonical);
-            buffer.extend_from_slice(&format_line(
+            append_line(
+                buffer,
                 position.next_seq,
                 &position.head,
                 &hash,
                 &job.canonical,
-            ));
+            );
             position = Position {
                 next_seq: position.next_seq + 1,
                 head: hash,
