@@ -10,7 +10,8 @@
 //! Stacks: `bare`, `jwt`, `rate_limit` (GitHub's `X-RateLimit-*` and the IETF fields),
 //! `rate_limit_github` (GitHub's fields only), `tower_governor` (tower_governor 0.8 with its
 //! headers, keyed by the same API key, for comparison with the rate limits), `versioning`, `idempotency`,
-//! `conditional`, `audit` (buffered), `full` (all of them, built from a configuration by
+//! `conditional`, `audit` (buffered), `empty_stack` (a `PolicyStack` with every slot empty),
+//! `full` (all of them, built from a configuration by
 //! `StackConfig`), and `full_redis` (the same on Redis, `--redis URL`). Every request should
 //! carry `Authorization: Bearer <the token --print-token prints>` and `X-Api-Key: k_load`; every
 //! quota is far above what one core can send, so every answer is a 200.
@@ -155,6 +156,8 @@ fn app(cli: &Cli) -> Result<Router, Box<dyn std::error::Error>> {
             handler().layer(tower_governor::GovernorLayer::new(config))
         }
         "full" => with_stack(FULL, cli, &memory)?,
+        // Every slot empty: what the composition itself costs.
+        "empty_stack" => with_stack(&[], cli, &memory)?,
         #[cfg(feature = "redis")]
         "full_redis" => {
             let backend = api_policy::backend::RedisBackend::builder(cli.redis.as_str())

@@ -28,13 +28,21 @@ pin_project! {
         /// The inner service's body after a layer read its start (looking for its end, up to a
         /// limit): those bytes, then any trailers read, then the rest of the body.
         Resumed {
-            head: Option<Bytes>,
-            // Boxed: every layer nests a `PolicyBody`, and answers move through each level.
-            trailers: Option<Box<HeaderMap>>,
+            // Boxed: every layer nests a `PolicyBody`, and answers move through each level, so
+            // each level adds a pointer to the size, not the read-ahead.
+            read: Option<Box<ReadAhead>>,
             #[pin]
             rest: B,
         },
     }
+}
+
+/// What a layer read of a body before handing the rest on: its first bytes, and the trailers
+/// when the body ended there.
+#[derive(Debug)]
+pub struct ReadAhead {
+    head: Option<Bytes>,
+    trailers: Option<HeaderMap>,
 }
 
 impl<B> PolicyBody<B> {
@@ -53,9 +61,10 @@ impl<B> PolicyBody<B> {
 
     /// The inner body, `head` having been read from it already (and its `trailers`, which end it).
     pub fn resumed(head: Bytes, trailers: Option<HeaderMap>, rest: B) -> Self {
+        let head = (!head.is_empty()).then_some(head);
         Self::Resumed {
-            head: (!head.is_empty()).then_some(head),
-            trailers: trailers.map(Box::new),
+            read: (head.is_some() || trailers.is_some())
+                .then(|| Box::new(ReadAhead { head, trailers })),
             rest,
         }
     }
@@ -80,16 +89,16 @@ where
         match self.project() {
             PolicyBodyProj::Inner { body } => body.poll_frame(cx),
             PolicyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            PolicyBodyProj::Resumed {
-                head,
-                trailers,
-                rest,
-            } => {
-                if let Some(head) = head.take() {
-                    return Poll::Ready(Some(Ok(Frame::data(head))));
-                }
-                if let Some(trailers) = trailers.take() {
-                    return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
+            PolicyBodyProj::Resumed { read, rest } => {
+                if let Some(ahead) = read {
+                    if let Some(head) = ahead.head.take() {
+                        return Poll::Ready(Some(Ok(Frame::data(head))));
+                    }
+                    let trailers = ahead.trailers.take();
+                    *read = None;
+                    if let Some(trailers) = trailers {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
                 }
                 rest.poll_frame(cx)
             }
@@ -100,11 +109,7 @@ where
         match self {
             Self::Inner { body } => body.is_end_stream(),
             Self::Full { data } => data.is_none(),
-            Self::Resumed {
-                head,
-                trailers,
-                rest,
-            } => head.is_none() && trailers.is_none() && rest.is_end_stream(),
+            Self::Resumed { read, rest } => read.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -114,8 +119,11 @@ where
             Self::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Self::Resumed { head, rest, .. } => {
-                let head = head.as_ref().map_or(0, |d| d.len() as u64);
+            Self::Resumed { read, rest } => {
+                let head = read
+                    .as_ref()
+                    .and_then(|r| r.head.as_ref())
+                    .map_or(0, |d| d.len() as u64);
                 let rest = rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(rest.lower().saturating_add(head));

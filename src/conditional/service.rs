@@ -108,18 +108,27 @@ where
                 future: self.inner.call(request),
             };
         }
+        // Only a lookup reads the template and the parameters, and only updates call it.
+        let describe = !safe && config.lookup.is_some();
         let target = route.map(|hit| {
             let path = request.uri().path();
             let rule: &CompiledRule = hit.value;
             Target {
                 resource: Resource {
-                    template: hit.pattern.template().to_string(),
+                    template: if describe {
+                        hit.pattern.template().to_string()
+                    } else {
+                        String::new()
+                    },
                     path: hit.pattern.resolve(path),
-                    params: hit
-                        .pattern
-                        .params(path)
-                        .map(|(n, v)| (n.to_string(), v.into_owned()))
-                        .collect(),
+                    params: if describe {
+                        hit.pattern
+                            .params(path)
+                            .map(|(n, v)| (n.to_string(), v.into_owned()))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                 },
                 fast_not_modified: rule.fast_not_modified,
                 cache_control: rule.cache_control.clone(),
@@ -201,7 +210,10 @@ where
         crate::metrics::decision("conditional", "not_modified");
         return Ok(response);
     }
-    let context = RequestShadow::of(&request);
+    // Kept for a 412, which only `If-Match` or `If-Unmodified-Since` can bring about.
+    let context = (plan.preconditions.if_match.is_some()
+        || plan.preconditions.if_unmodified_since.is_some())
+    .then(|| RequestShadow::of(&request));
     let response = inner.call(request).await?;
     if response.status() != StatusCode::OK {
         return Ok(response.map(PolicyBody::inner));
@@ -254,6 +266,7 @@ where
         }
         Evaluation::PreconditionFailed => {
             crate::metrics::decision("conditional", "precondition_failed");
+            let context = context.unwrap_or_else(|| RequestShadow::of(&Request::new(())));
             Ok(config
                 .renderer
                 .respond(precondition_failed(&validators), &context.context()))
