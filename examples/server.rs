@@ -183,16 +183,24 @@ fn load_config(cli: &Cli) -> Result<StackConfig, Box<dyn std::error::Error>> {
         config.backend.kind = BackendKind::Redis;
         config.backend.url = Some(url.clone());
     }
-    if let (Some(path), Some(audit)) = (&cli.audit_log, &mut config.audit) {
+    if let Some(path) = &cli.audit_log {
+        let audit = config
+            .audit
+            .as_mut()
+            .ok_or(format!("--audit-log: {origin} has no [audit] section"))?;
         audit.log.clone_from(path);
     }
-    if let Some(jwt) = &mut config.jwt {
+    if cli.jwt_secret.is_some() || cli.jwks_url.is_some() {
+        let jwt = config.jwt.as_mut().ok_or(format!(
+            "--jwt-secret and --jwks-url: {origin} has no [jwt] section"
+        ))?;
         if let Some(secret) = &cli.jwt_secret {
             jwt.hs256_secret = Some(secret.clone());
             jwt.hs256_secret_env = None;
         }
         if let Some(url) = &cli.jwks_url {
             jwt.jwks_url = Some(url.clone());
+            jwt.oidc_issuer = None;
             jwt.hs256_secret = None;
             jwt.hs256_secret_env = None;
         }
@@ -1049,7 +1057,7 @@ fn conditional<V: ValidatorStore>(
 ) -> Result<ConditionalLayer<V>, api_policy::ConfigError> {
     let state = state.clone();
     config
-        .builder(store)
+        .builder(store)?
         .lookup(move |resource| {
             let current = current_appointment(&state, resource.param("id").unwrap_or_default());
             async move { Ok(current) }
@@ -1254,9 +1262,21 @@ fn print_usage(
             routes.join(", ")
         );
     }
+    let clients: Vec<String> = config
+        .callers
+        .api_keys
+        .iter()
+        .filter_map(|k| {
+            let tier = k.tier.as_deref().unwrap_or("default tier");
+            Some(format!("{} ({tier})", k.key.as_ref()?))
+        })
+        .collect();
+    if let (Some(header), false) = (&config.callers.api_key_header, clients.is_empty()) {
+        println!("service clients: {header}: {}", clients.join(", "));
+    }
     if let Some(jwt) = &config.jwt {
         println!(
-            "service clients: X-Api-Key demo-free-key (free), demo-pro-key (pro); tokens: iss {}, aud {}",
+            "tokens: iss {}, aud {}",
             jwt.issuer.join(" or "),
             jwt.audience.join(" or ")
         );

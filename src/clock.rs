@@ -171,8 +171,9 @@ pub(crate) fn day_from_civil(year: u16, month: u8, day: u8) -> Option<u64> {
     Some(era * 146_097 + doe - 719_468)
 }
 
-/// An instant written in a configuration: an HTTP-date (`Thu, 31 Dec 2026 23:59:59 GMT`), an
-/// RFC 3339 UTC time (`2026-12-31T23:59:59Z`) or a date (`2026-12-31`, its midnight UTC).
+/// An instant written in a configuration: an HTTP-date (`Thu, 31 Dec 2026 23:59:59 GMT`), a UTC
+/// time in whole seconds (`2026-12-31T23:59:59Z`: RFC 3339 without a fraction or an offset) or a
+/// date (`2026-12-31`, its midnight UTC).
 #[must_use]
 pub(crate) fn parse_instant(text: &str) -> Option<std::time::SystemTime> {
     let text = text.trim();

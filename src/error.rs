@@ -28,10 +28,17 @@ impl ConfigError {
         self
     }
 
-    /// The same error with its field placed under `section`: `tiers` becomes `rate_limit.tiers`.
+    /// The same error with its field placed under `section`: `tiers` becomes `rate_limit.tiers`;
+    /// a field already under it is left alone.
     #[must_use]
     pub fn under(mut self, section: &str) -> Self {
-        self.field = format!("{section}.{}", self.field).into();
+        let already = self
+            .field
+            .strip_prefix(section)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
+        if !already {
+            self.field = format!("{section}.{}", self.field).into();
+        }
         self
     }
 }

@@ -249,7 +249,7 @@ impl ApiKeyResolver for HashMap<String, Principal> {
 
 /// Keys longer than this are not looked up: no real key is this long, and hashing megabytes of
 /// header per request is an attack.
-const MAX_API_KEY_LEN: usize = 256;
+pub(crate) const MAX_API_KEY_LEN: usize = 256;
 
 /// A caller the [`KeyExtractor`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,6 +58,10 @@ impl RoutePattern {
         let spec = spec.trim();
         let (method, path) = match spec.split_once(' ') {
             Some((m, p)) => {
+                // Methods are case-sensitive: `post` would be an extension method no client sends.
+                if m.bytes().any(|b| b.is_ascii_lowercase()) {
+                    return Err(err("methods are upper case, as in `POST /orders`"));
+                }
                 let m = Method::from_bytes(m.as_bytes()).map_err(|_| err("invalid method"))?;
                 (Some(m), p.trim())
             }
@@ -102,6 +106,20 @@ impl RoutePattern {
             segments,
             template: template.into(),
         })
+    }
+
+    /// The method the pattern names, if any.
+    #[must_use]
+    pub fn method(&self) -> Option<&Method> {
+        self.method.as_ref()
+    }
+
+    /// Whether the pattern has the parameter `{name}`.
+    #[must_use]
+    pub fn has_param(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Param(p) if &**p == name))
     }
 
     /// The pattern as written (normalised), e.g. `"POST /api/v2/appointments"`: the name under which
@@ -259,6 +277,14 @@ impl<T> RouteMatcher<T> {
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
+}
+
+/// Parses a pattern a configuration entry supplied, charging an error to that entry.
+pub(crate) fn checked(
+    pattern: &str,
+    field: impl Into<Cow<'static, str>>,
+) -> Result<RoutePattern, ConfigError> {
+    RoutePattern::parse(pattern).map_err(|e| e.at(field))
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::layer::MAX_BUFFER;
 use super::{AuditBuilder, AuditLayer, Durability, FileSink};
 use crate::error::ConfigError;
 use crate::principal::TrustedProxies;
-use crate::rate_limit::config::prefixed;
+use crate::route::checked;
 
 /// The `[audit]` section of a [`StackConfig`](crate::stack::StackConfig): a hash-chained file
 /// log ([`FileSink`]) and the PHI routes. Other sinks (a Redis stream, `tracing`) are code: build
@@ -42,7 +43,7 @@ pub struct AuditConfig {
     /// or `buffered`.
     #[serde(default)]
     pub durability: DurabilityName,
-    /// The buffer's capacity in records, when `buffered` (default 65,536).
+    /// The buffer's capacity in records, when `buffered` (default 65,536; at most 16,777,216).
     pub buffer: Option<usize>,
     /// When `buffered`, drop (and count) records rather than make requests wait on a full buffer.
     #[serde(default)]
@@ -96,12 +97,15 @@ impl AuditConfig {
     /// A builder over any `sink` with the routes and durability of this configuration.
     ///
     /// # Errors
-    /// A [`ConfigError`] for a buffer size without `durability = "buffered"`.
+    /// A [`ConfigError`] naming the entry: no routes, a route that does not parse, a subject
+    /// that is not one of its route's parameters, a buffer size without `durability =
+    /// "buffered"` or out of range.
     pub fn builder_with<Si: super::AuditSink>(
         &self,
         sink: Si,
         proxies: &TrustedProxies,
     ) -> Result<AuditBuilder<Si>, ConfigError> {
+        let durability = self.check()?;
         let mut builder = AuditLayer::builder(sink).trusted_proxies(proxies.clone());
         for route in &self.routes {
             builder = match &route.subject {
@@ -112,20 +116,50 @@ impl AuditConfig {
         for name in &self.allow_query_params {
             builder = builder.allow_query_param(name);
         }
-        let durability = match self.durability {
-            DurabilityName::FailClosed if self.buffer.is_some() || self.drop_when_full => {
+        Ok(builder.durability(durability))
+    }
+
+    /// Everything but the file, checked before the file is touched.
+    fn check(&self) -> Result<Durability, ConfigError> {
+        if self.routes.is_empty() {
+            return Err(ConfigError::new(
+                "audit.routes",
+                "name at least one PHI route, or leave the [audit] section out",
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let pattern = checked(&route.route, format!("audit.routes[{i}].route"))?;
+            if let Some(param) = &route.subject
+                && !pattern.has_param(param)
+            {
                 return Err(ConfigError::new(
-                    "audit.durability",
-                    "`buffer` and `drop_when_full` need durability = \"buffered\"",
+                    format!("audit.routes[{i}].subject"),
+                    format!("`{param}` is not a parameter of `{}`", route.route),
                 ));
             }
-            DurabilityName::FailClosed => Durability::FailClosed,
-            DurabilityName::Buffered => Durability::Buffered {
-                capacity: self.buffer.unwrap_or(65_536),
-                drop_when_full: self.drop_when_full,
-            },
-        };
-        Ok(builder.durability(durability))
+        }
+        match self.durability {
+            DurabilityName::FailClosed if self.buffer.is_some() || self.drop_when_full => {
+                Err(ConfigError::new(
+                    "audit.durability",
+                    "`buffer` and `drop_when_full` need durability = \"buffered\"",
+                ))
+            }
+            DurabilityName::FailClosed => Ok(Durability::FailClosed),
+            DurabilityName::Buffered => {
+                let capacity = self.buffer.unwrap_or(65_536);
+                if !(1..=MAX_BUFFER).contains(&capacity) {
+                    return Err(ConfigError::new(
+                        "audit.buffer",
+                        format!("a buffer holds 1 to {MAX_BUFFER} records"),
+                    ));
+                }
+                Ok(Durability::Buffered {
+                    capacity,
+                    drop_when_full: self.drop_when_full,
+                })
+            }
+        }
     }
 
     /// The layer: opens the log and builds. A buffered layer starts its writer task, so build
@@ -134,14 +168,10 @@ impl AuditConfig {
     /// # Errors
     /// A [`ConfigError`] naming the entry under `audit`.
     pub fn build(&self, proxies: &TrustedProxies) -> Result<AuditLayer<FileSink>, ConfigError> {
-        if self.routes.is_empty() {
-            return Err(ConfigError::new(
-                "audit.routes",
-                "name at least one PHI route, or leave the [audit] section out",
-            ));
-        }
+        // Checked before the file is opened: a broken configuration leaves no log behind.
+        self.check()?;
         self.builder_with(self.open_sink()?, proxies)?
             .build()
-            .map_err(|e| prefixed(e, "audit"))
+            .map_err(|e| e.under("audit"))
     }
 }

@@ -16,6 +16,9 @@ use crate::principal::TrustedProxies;
 use crate::rejection::{RenderRejection, SharedRenderer};
 use crate::route::RouteMatcher;
 
+/// The largest buffer a layer takes, in records.
+pub(crate) const MAX_BUFFER: usize = 1 << 24;
+
 /// The most records a buffered layer hands its sink at once.
 const MAX_BATCH: usize = 1024;
 
@@ -222,14 +225,24 @@ impl<Si: AuditSink> AuditBuilder<Si> {
     /// Tokio runtime.
     ///
     /// # Errors
-    /// A [`ConfigError`] for a route pattern that does not parse, a zero buffer, or a buffered
+    /// A [`ConfigError`] for a route pattern that does not parse, a subject that is not one of
+    /// its route's parameters, a buffer of zero or more than 16,777,216 records, or a buffered
     /// layer built outside a runtime.
     pub fn build(self) -> Result<AuditLayer<Si>, ConfigError> {
         let mut routes = RouteMatcher::new();
         for (pattern, route) in self.routes {
-            routes = routes
-                .add(&pattern, route)
-                .map_err(|e| ConfigError::new(format!("audit.phi_routes.{pattern}"), e.reason))?;
+            let field = format!("audit.phi_routes.{pattern}");
+            let parsed = crate::route::checked(&pattern, field.clone())?;
+            if let Some(param) = &route.subject_param
+                && !parsed.has_param(param)
+            {
+                // Every record of the route would lack its patient, silently.
+                return Err(ConfigError::new(
+                    field,
+                    format!("the subject `{param}` is not a parameter of `{pattern}`"),
+                ));
+            }
+            routes = routes.add(&pattern, route)?;
         }
         let counters = Arc::new(Counters::default());
         let buffer = match self.durability {
@@ -238,10 +251,10 @@ impl<Si: AuditSink> AuditBuilder<Si> {
                 capacity,
                 drop_when_full,
             } => {
-                if capacity == 0 {
+                if !(1..=MAX_BUFFER).contains(&capacity) {
                     return Err(ConfigError::new(
                         "audit.durability",
-                        "a buffer holds at least one record",
+                        format!("a buffer holds 1 to {MAX_BUFFER} records"),
                     ));
                 }
                 let runtime = tokio::runtime::Handle::try_current().map_err(|_| {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Algorithm, JwtAuthBuilder, JwtAuthLayer, Require, VerifyKey};
 use crate::error::ConfigError;
-use crate::rate_limit::config::prefixed;
+use crate::route::checked;
 
 /// The `[jwt]` section of a [`StackConfig`](crate::stack::StackConfig). Secrets do not belong in
 /// a file operators pass around: an HMAC secret is read from the environment variable that
@@ -99,6 +99,29 @@ impl JwtConfig {
     /// A [`ConfigError`] naming the entry under `jwt`: a secret's variable unset or too short, a
     /// PEM file unreadable, an unknown algorithm, a JWKS without the `jwks` feature.
     pub fn builder(&self) -> Result<JwtAuthBuilder, ConfigError> {
+        if self.hs256_secret_env.is_none()
+            && self.hs256_secret.is_none()
+            && self.pem_keys.is_empty()
+            && self.jwks_url.is_none()
+            && self.oidc_issuer.is_none()
+        {
+            return Err(ConfigError::new(
+                "jwt",
+                "no keys: set hs256_secret_env (or hs256_secret), pem_keys, jwks_url or oidc_issuer",
+            ));
+        }
+        if self.issuer.is_empty() && self.oidc_issuer.is_none() {
+            return Err(ConfigError::new(
+                "jwt.issuer",
+                "name the issuers (iss) whose tokens are trusted",
+            ));
+        }
+        if self.audience.is_empty() {
+            return Err(ConfigError::new(
+                "jwt.audience",
+                "name this API's audiences (aud)",
+            ));
+        }
         let mut builder = JwtAuthLayer::builder();
         if !self.issuer.is_empty() {
             builder = builder.issuer(&self.issuer);
@@ -138,7 +161,15 @@ impl JwtConfig {
         if let Some(secs) = self.max_lifetime_secs {
             builder = builder.max_lifetime(Duration::from_secs(secs));
         }
-        for route in &self.routes {
+        for (i, route) in self.routes.iter().enumerate() {
+            let field = format!("jwt.routes[{i}]");
+            checked(&route.route, format!("{field}.route"))?;
+            if route.anonymous && !(route.scopes.is_empty() && route.any_role.is_empty()) {
+                return Err(ConfigError::new(
+                    field,
+                    "`anonymous = true` lets callers without a token in: drop `scopes` and `any_role`, or `anonymous`",
+                ));
+            }
             builder = builder.route(&route.route, route.require());
         }
         Ok(builder)
@@ -149,7 +180,7 @@ impl JwtConfig {
     /// # Errors
     /// A [`ConfigError`] naming the entry under `jwt`.
     pub fn build(&self) -> Result<JwtAuthLayer, ConfigError> {
-        self.builder()?.build().map_err(|e| prefixed(e, "jwt"))
+        self.builder()?.build().map_err(|e| e.under("jwt"))
     }
 
     #[cfg(feature = "jwks")]

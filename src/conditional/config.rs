@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConditionalBuilder, ConditionalLayer, ResourceRule, ValidatorStore};
 use crate::error::ConfigError;
-use crate::rate_limit::config::prefixed;
+use crate::route::checked;
 
 /// The `[conditional]` section of a [`StackConfig`](crate::stack::StackConfig). Every `GET` 200
 /// gets an ETag; the resources listed also learn validators and guard updates. A lookup of the
@@ -52,9 +52,26 @@ pub struct ResourceConfig {
 impl ConditionalConfig {
     /// A builder over `store` with this configuration, for a lookup or other settings before
     /// [`ConditionalBuilder::build`].
-    pub fn builder<St: ValidatorStore>(&self, store: St) -> ConditionalBuilder<St> {
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the entry: a route that does not parse or names a method, a zero
+    /// TTL.
+    pub fn builder<St: ValidatorStore>(
+        &self,
+        store: St,
+    ) -> Result<ConditionalBuilder<St>, ConfigError> {
         let mut builder = ConditionalLayer::builder(store);
-        for resource in &self.resources {
+        for (i, resource) in self.resources.iter().enumerate() {
+            let field = format!("conditional.resources[{i}].route");
+            if checked(&resource.route, field.clone())?.method().is_some() {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "`{}`: a resource is a path; the layer knows which methods read and write it",
+                        resource.route
+                    ),
+                ));
+            }
             let mut rule = ResourceRule::resource();
             if let Some(value) = &resource.cache_control {
                 rule = rule.cache_control(value);
@@ -71,9 +88,15 @@ impl ConditionalConfig {
             builder = builder.max_body_bytes(bytes);
         }
         if let Some(secs) = self.validator_ttl_secs {
+            if secs == 0 {
+                return Err(ConfigError::new(
+                    "conditional.validator_ttl_secs",
+                    "must be more than zero",
+                ));
+            }
             builder = builder.validator_ttl(Duration::from_secs(secs));
         }
-        builder
+        Ok(builder)
     }
 
     /// The layer over `store` with this configuration.
@@ -84,8 +107,8 @@ impl ConditionalConfig {
         &self,
         store: St,
     ) -> Result<ConditionalLayer<St>, ConfigError> {
-        self.builder(store)
+        self.builder(store)?
             .build()
-            .map_err(|e| prefixed(e, "conditional"))
+            .map_err(|e| e.under("conditional"))
     }
 }

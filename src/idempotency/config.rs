@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{IdempotencyBuilder, IdempotencyLayer, IdempotencyStore, KeyRule};
 use crate::error::ConfigError;
 use crate::principal::KeyExtractor;
-use crate::rate_limit::config::prefixed;
+use crate::route::checked;
 
 /// The `[idempotency]` section of a [`StackConfig`](crate::stack::StackConfig). Unset values keep
 /// the layer's defaults (POST and PATCH, keys optional, 60 s lease, 24 h retention, 1 MiB bodies).
@@ -22,10 +22,12 @@ use crate::rate_limit::config::prefixed;
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct IdempotencyConfig {
-    /// Route patterns whose requests must carry a key (400 without).
+    /// Route patterns whose requests must carry a key (400 without). A pattern naming a method
+    /// names one of `methods`.
     #[serde(default)]
     pub require: Vec<String>,
-    /// Route patterns where the header is not looked at.
+    /// Route patterns where the header is not looked at; tried before `require`, so an exception
+    /// carved out of a required prefix holds.
     #[serde(default)]
     pub ignore: Vec<String>,
     /// Whether other routes are `optional` (the default) or `required` or `ignored`.
@@ -73,11 +75,31 @@ impl IdempotencyConfig {
         callers: &KeyExtractor,
     ) -> Result<IdempotencyBuilder<St>, ConfigError> {
         let mut builder = IdempotencyLayer::builder(store).key_extractor(callers.clone());
-        for pattern in &self.require {
-            builder = builder.route(pattern, KeyRule::Required);
-        }
-        for pattern in &self.ignore {
+        let methods = match &self.methods {
+            None => vec![http::Method::POST, http::Method::PATCH],
+            Some(methods) => methods
+                .iter()
+                .enumerate()
+                .map(|(i, m)| method(m, format!("idempotency.methods[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        for (i, pattern) in self.ignore.iter().enumerate() {
+            checked(pattern, format!("idempotency.ignore[{i}]"))?;
             builder = builder.route(pattern, KeyRule::Ignored);
+        }
+        for (i, pattern) in self.require.iter().enumerate() {
+            let field = format!("idempotency.require[{i}]");
+            if let Some(m) = checked(pattern, field.clone())?.method()
+                && !methods.contains(m)
+            {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "`{pattern}`: {m} is not one of the methods covered (idempotency.methods)"
+                    ),
+                ));
+            }
+            builder = builder.route(pattern, KeyRule::Required);
         }
         if let Some(rule) = self.default {
             builder = builder.default_rule(match rule {
@@ -86,26 +108,18 @@ impl IdempotencyConfig {
                 KeyRuleName::Ignored => KeyRule::Ignored,
             });
         }
-        if let Some(methods) = &self.methods {
-            let methods = methods
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    http::Method::from_bytes(m.as_bytes()).map_err(|_| {
-                        ConfigError::new(
-                            format!("idempotency.methods[{i}]"),
-                            format!("`{m}` is not an HTTP method"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            builder = builder.methods(methods);
-        }
+        builder = builder.methods(methods);
         if let Some(secs) = self.lease_secs {
-            builder = builder.lease(Duration::from_secs(secs));
+            builder = builder.lease(Duration::from_secs(positive(
+                secs,
+                "idempotency.lease_secs",
+            )?));
         }
         if let Some(secs) = self.retention_secs {
-            builder = builder.retention(Duration::from_secs(secs));
+            builder = builder.retention(Duration::from_secs(positive(
+                secs,
+                "idempotency.retention_secs",
+            )?));
         }
         if let Some(bytes) = self.max_request_bytes {
             builder = builder.max_request_bytes(bytes);
@@ -130,6 +144,25 @@ impl IdempotencyConfig {
     ) -> Result<IdempotencyLayer<St>, ConfigError> {
         self.builder(store, callers)?
             .build()
-            .map_err(|e| prefixed(e, "idempotency"))
+            .map_err(|e| e.under("idempotency"))
     }
+}
+
+/// An HTTP method as a configuration names it: upper case, as requests carry it.
+fn method(text: &str, field: String) -> Result<http::Method, ConfigError> {
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(ConfigError::new(
+            field,
+            format!("`{text}`: methods are upper case, as in POST"),
+        ));
+    }
+    http::Method::from_bytes(text.as_bytes())
+        .map_err(|_| ConfigError::new(field, format!("`{text}` is not an HTTP method")))
+}
+
+fn positive(value: u64, field: &'static str) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(field, "must be more than zero"));
+    }
+    Ok(value)
 }

@@ -8,6 +8,7 @@ use super::layer::Unidentified;
 use super::{Algorithm, Quota, RateLimitBuilder, RateLimitLayer, RateLimitStore, RouteRule};
 use crate::error::{ConfigError, FailurePolicy};
 use crate::principal::KeyExtractor;
+use crate::route::checked;
 
 /// The `[rate_limit]` section of a [`StackConfig`](crate::stack::StackConfig).
 ///
@@ -144,6 +145,19 @@ impl RateLimitConfig {
         }
         for (i, route) in self.routes.iter().enumerate() {
             let field = format!("rate_limit.routes[{i}]");
+            checked(&route.route, format!("{field}.route"))?;
+            if route.name.as_deref() == Some("") {
+                return Err(ConfigError::new(
+                    format!("{field}.name"),
+                    "the bucket's name is empty",
+                ));
+            }
+            if let Some(tier) = route.tiers.keys().find(|t| !self.tiers.contains_key(*t)) {
+                return Err(ConfigError::new(
+                    format!("{field}.tiers.{tier}"),
+                    format!("`{tier}` is not one of rate_limit.tiers"),
+                ));
+            }
             builder = builder.route(&route.route, route.rule(&field, &quota)?);
         }
         Ok(builder
@@ -167,7 +181,7 @@ impl RateLimitConfig {
     ) -> Result<RateLimitLayer<St>, ConfigError> {
         self.builder(store, callers)?
             .build()
-            .map_err(|e| prefixed(e, "rate_limit"))
+            .map_err(|e| e.under("rate_limit"))
     }
 }
 
@@ -212,14 +226,5 @@ impl RouteLimitConfig {
             rule = rule.named(name);
         }
         Ok(rule)
-    }
-}
-
-/// A builder's error under `section`, unless it already names its full path.
-pub(crate) fn prefixed(error: ConfigError, section: &str) -> ConfigError {
-    if error.field.starts_with(section) {
-        error
-    } else {
-        error.under(section)
     }
 }

@@ -195,7 +195,9 @@ impl FromStr for Quota {
         let err = || {
             ConfigError::new(
                 "quota",
-                format!("`{s}` is not N/UNIT (UNIT one of s, min, h), e.g. 100/min"),
+                format!(
+                    "`{s}` is not N/UNIT (UNIT one of ms, s, min, h, d, optionally with a count: 100/min, 1000/10s)"
+                ),
             )
         };
         let (count, period) = s.trim().split_once('/').ok_or_else(err)?;

@@ -154,6 +154,19 @@ impl StackConfig {
     /// The first [`ConfigError`] found, naming its entry.
     pub fn build<B: StackBackend>(&self, backend: &B) -> Result<ConfiguredStack<B>, ConfigError> {
         let (callers, proxies) = self.callers.build()?;
+        if let Some(limits) = &self.rate_limit {
+            // A misspelt tier would quietly count its clients in the default tier.
+            for (i, entry) in self.callers.api_keys.iter().enumerate() {
+                if let Some(tier) = entry.tier.as_deref()
+                    && !limits.tiers.contains_key(tier)
+                {
+                    return Err(ConfigError::new(
+                        format!("callers.api_keys[{i}].tier"),
+                        format!("`{tier}` is not one of rate_limit.tiers"),
+                    ));
+                }
+            }
+        }
         let rate_limit = self
             .rate_limit
             .as_ref()
@@ -194,7 +207,7 @@ impl BackendConfig {
     /// The in-memory backend this section describes.
     ///
     /// # Errors
-    /// A [`ConfigError`] when the section names Redis, or a zero `max_keys`.
+    /// A [`ConfigError`] when the section names Redis or sets a Redis key, or a zero `max_keys`.
     #[cfg(feature = "memory")]
     pub fn memory(&self) -> Result<crate::backend::MemoryBackend, ConfigError> {
         if self.kind != BackendKind::Memory {
@@ -202,6 +215,15 @@ impl BackendConfig {
                 "backend.kind",
                 "this section configures Redis",
             ));
+        }
+        for (set, field) in [
+            (self.url.is_some(), "backend.url"),
+            (self.prefix.is_some(), "backend.prefix"),
+            (self.timeout_ms.is_some(), "backend.timeout_ms"),
+        ] {
+            if set {
+                return Err(ConfigError::new(field, "only for kind = \"redis\""));
+            }
         }
         let mut builder = crate::backend::MemoryBackend::builder();
         if let Some(max) = self.max_keys {
@@ -213,7 +235,8 @@ impl BackendConfig {
     /// The Redis backend this section describes (it connects lazily).
     ///
     /// # Errors
-    /// A [`ConfigError`] when the section names memory, has no URL, or the URL does not parse.
+    /// A [`ConfigError`] when the section names memory or sets `max_keys`, has no URL, or a URL,
+    /// prefix or timeout that cannot work.
     #[cfg(feature = "redis")]
     pub fn redis(&self) -> Result<crate::backend::RedisBackend, ConfigError> {
         if self.kind != BackendKind::Redis {
@@ -228,6 +251,12 @@ impl BackendConfig {
                 "Redis needs a URL: redis://host:6379",
             ));
         };
+        if self.max_keys.is_some() {
+            return Err(ConfigError::new(
+                "backend.max_keys",
+                "only for kind = \"memory\"",
+            ));
+        }
         let mut builder = crate::backend::RedisBackend::builder(url.as_str());
         if let Some(prefix) = &self.prefix {
             builder = builder.prefix(prefix.as_str());
@@ -235,7 +264,14 @@ impl BackendConfig {
         if let Some(ms) = self.timeout_ms {
             builder = builder.timeout(std::time::Duration::from_millis(ms));
         }
-        builder.build().map_err(|e| e.at("backend.url"))
+        builder.build().map_err(|e| {
+            let field = match &*e.field {
+                "redis.prefix" => "backend.prefix",
+                "redis.timeout" => "backend.timeout_ms",
+                _ => "backend.url",
+            };
+            e.at(field)
+        })
     }
 }
 
@@ -259,8 +295,11 @@ impl CallersConfig {
             (Some(header), _) => {
                 let mut keys = HashMap::new();
                 for (i, entry) in self.api_keys.iter().enumerate() {
-                    let (key, principal) = entry.resolve(&format!("callers.api_keys[{i}]"))?;
-                    keys.insert(key, principal);
+                    let field = format!("callers.api_keys[{i}]");
+                    let (key, principal) = entry.resolve(&field)?;
+                    if keys.insert(key, principal).is_some() {
+                        return Err(ConfigError::new(field, "the same key as an earlier entry"));
+                    }
                 }
                 extractor = extractor
                     .api_key_header(header, keys)
@@ -291,8 +330,18 @@ impl ApiKeyConfig {
                 ));
             }
         };
-        if key.is_empty() {
-            return Err(ConfigError::new(field.to_string(), "the key is empty"));
+        // A key no request can carry would identify nobody, silently.
+        if key.is_empty()
+            || key.len() > crate::principal::MAX_API_KEY_LEN
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::new(
+                field.to_string(),
+                format!(
+                    "a key is 1 to {} visible ASCII characters, without spaces",
+                    crate::principal::MAX_API_KEY_LEN
+                ),
+            ));
         }
         let principal = Principal::service(self.id.as_str());
         Ok((

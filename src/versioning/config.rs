@@ -8,10 +8,11 @@ use super::{
 use crate::clock::parse_instant;
 use crate::error::{ConfigError, FailurePolicy};
 use crate::principal::KeyExtractor;
-use crate::rate_limit::config::prefixed;
+use crate::route::checked;
 
 /// The `[versioning]` section of a [`StackConfig`](crate::stack::StackConfig). Instants are
-/// HTTP-dates, RFC 3339 UTC times (`2026-12-31T23:59:59Z`) or dates (`2026-07-01`, midnight UTC).
+/// HTTP-dates, UTC times in whole seconds (`2026-12-31T23:59:59Z`, RFC 3339's form without a
+/// fraction or an offset) or dates (`2026-07-01`, midnight UTC).
 ///
 /// ```toml
 /// [versioning]
@@ -138,9 +139,35 @@ impl VersioningConfig {
     ) -> Result<VersioningBuilder<St>, ConfigError> {
         let default = version(&self.default, "versioning.default".into())?;
         let mut builder = VersioningLayer::builder(store, default).key_extractor(callers.clone());
+        let mut seen = Vec::with_capacity(self.versions.len());
         for (i, entry) in self.versions.iter().enumerate() {
             let field = format!("versioning.versions[{i}]");
             let version = version(&entry.version, format!("{field}.version"))?;
+            if seen.contains(&version) {
+                return Err(ConfigError::new(
+                    format!("{field}.version"),
+                    format!("{version} is listed twice"),
+                ));
+            }
+            seen.push(version);
+            if let Some(major) = entry.revision_of {
+                if !matches!(version, ApiVersion::Date { .. }) {
+                    return Err(ConfigError::new(
+                        format!("{field}.revision_of"),
+                        "only a dated version (2024-04-10) revises a major version",
+                    ));
+                }
+                if !self
+                    .versions
+                    .iter()
+                    .any(|v| ApiVersion::parse(&v.version) == Ok(ApiVersion::Major(major)))
+                {
+                    return Err(ConfigError::new(
+                        format!("{field}.revision_of"),
+                        format!("version {major} is not one of versioning.versions"),
+                    ));
+                }
+            }
             let dates = Dates {
                 deprecated_at: entry.deprecated_at.as_deref(),
                 sunset: entry.sunset.as_deref(),
@@ -148,7 +175,13 @@ impl VersioningConfig {
                 enforce_sunset: entry.enforce_sunset,
             };
             let status = match entry.status {
-                StatusName::Current | StatusName::Retired if dates.any() => {
+                StatusName::Current if dates.any() || entry.link.is_some() => {
+                    return Err(ConfigError::new(
+                        field,
+                        "`deprecated_at`, `sunset`, `enforce_sunset` and `link` need status = \"deprecated\" (or \"retired\" for `link`)",
+                    ));
+                }
+                StatusName::Retired if dates.any() => {
                     return Err(ConfigError::new(
                         field,
                         "`deprecated_at`, `sunset` and `enforce_sunset` need status = \"deprecated\"",
@@ -181,6 +214,7 @@ impl VersioningConfig {
         }
         for (i, route) in self.deprecated_routes.iter().enumerate() {
             let field = format!("versioning.deprecated_routes[{i}]");
+            checked(&route.route, format!("{field}.route"))?;
             let dates = Dates {
                 deprecated_at: Some(&route.deprecated_at),
                 sunset: route.sunset.as_deref(),
@@ -207,7 +241,7 @@ impl VersioningConfig {
     ) -> Result<VersioningLayer<St>, ConfigError> {
         self.builder(store, callers)?
             .build()
-            .map_err(|e| prefixed(e, "versioning"))
+            .map_err(|e| e.under("versioning"))
     }
 }
 
@@ -242,9 +276,23 @@ impl Dates<'_> {
                 "a deprecated version needs the date it was (or will be) deprecated",
             ));
         };
-        let mut deprecation = Deprecation::since(instant(since, "deprecated_at")?);
+        let since = instant(since, "deprecated_at")?;
+        let mut deprecation = Deprecation::since(since);
         if let Some(sunset) = self.sunset {
-            deprecation = deprecation.sunset(instant(sunset, "sunset")?);
+            let sunset = instant(sunset, "sunset")?;
+            if sunset < since {
+                // RFC 9745: a resource cannot be gone before it was deprecated.
+                return Err(ConfigError::new(
+                    format!("{field}.sunset"),
+                    "the sunset is earlier than `deprecated_at`",
+                ));
+            }
+            deprecation = deprecation.sunset(sunset);
+        } else if self.enforce_sunset {
+            return Err(ConfigError::new(
+                format!("{field}.enforce_sunset"),
+                "there is no `sunset` to enforce",
+            ));
         }
         if let Some(link) = self.link {
             deprecation = deprecation.link(link);

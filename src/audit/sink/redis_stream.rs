@@ -17,8 +17,10 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("app
 
 /// How long one write may keep losing to other writers before it gives up.
 const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long a write waits while another writer has the turn (about one append's round trip).
+/// How long a write first waits while another writer has the turn (about one append's round
+/// trip); it doubles while the turn stays taken, up to [`TURN_WAIT_MAX`].
 const TURN_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+const TURN_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(32);
 
 /// Records as entries of a Redis stream (fields `seq`, `prev`, `hash`, `record`), chained like
 /// the file: each append is a compare-and-set on the chain's head, so every instance of the app
@@ -170,6 +172,7 @@ impl AuditSink for RedisStreamSink {
         let canonical = record.canonical();
         let mut head = self.head.lock().await;
         let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
+        let mut wait = TURN_WAIT;
         while tokio::time::Instant::now() < deadline {
             let position = parse_head(&head).unwrap_or_default();
             let hash = link(&position.head, &canonical);
@@ -201,7 +204,8 @@ impl AuditSink for RedisStreamSink {
                 }
                 Ok((2, actual)) => {
                     *head = actual;
-                    tokio::time::sleep(TURN_WAIT).await;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(TURN_WAIT_MAX);
                 }
                 Ok((_, actual)) => *head = actual,
                 Err(error) => {
