@@ -126,6 +126,12 @@ pub(crate) fn day_of(unix_secs: u64) -> u64 {
 /// The civil date (`YYYY-MM-DD`) of a day number (Howard Hinnant's algorithm).
 #[must_use]
 pub(crate) fn civil_date(day: u64) -> String {
+    let (y, m, d) = civil_ymd(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Year, month and day of a day number.
+fn civil_ymd(day: u64) -> (i64, i64, i64) {
     let z = i64::try_from(day).unwrap_or(i64::MAX / 2) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -134,8 +140,16 @@ pub(crate) fn civil_date(day: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Writes `value` into `out` as exactly `out.len()` decimal digits (the high ones dropped).
+fn put_digits(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        // `value % 10` is below 10: the cast cannot truncate.
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// The number of days in `month` (1 to 12) of `year`, by the Gregorian calendar.
@@ -211,19 +225,24 @@ pub(crate) fn parse_instant(text: &str) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// An RFC 3339 UTC timestamp with microseconds: `2026-11-24T05:58:26.123456Z`.
+/// An RFC 3339 UTC timestamp with microseconds: `2026-11-24T05:58:26.123456Z`. Written digit by
+/// digit, without the formatting machinery: every audit record carries one.
 #[must_use]
 pub(crate) fn rfc3339_micros(micros: u64) -> String {
     let secs = micros / 1_000_000;
     let of_day = secs % 86_400;
-    format!(
-        "{}T{:02}:{:02}:{:02}.{:06}Z",
-        civil_date(day_of(secs)),
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
-        micros % 1_000_000
-    )
+    let (year, month, day) = civil_ymd(day_of(secs));
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    // Years past 9999 keep their last four digits; no clock of this century reads them.
+    put_digits(&mut text[0..4], u64::try_from(year).unwrap_or(0));
+    put_digits(&mut text[5..7], u64::try_from(month).unwrap_or(0));
+    put_digits(&mut text[8..10], u64::try_from(day).unwrap_or(0));
+    put_digits(&mut text[11..13], of_day / 3600);
+    put_digits(&mut text[14..16], of_day / 60 % 60);
+    put_digits(&mut text[17..19], of_day % 60);
+    put_digits(&mut text[20..26], micros % 1_000_000);
+    // Only ASCII digits and separators were written.
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 #[cfg(test)]

@@ -248,7 +248,12 @@ fn start<B>(
     let path = request.uri().path();
     let template = pattern.template();
     let action = if template.starts_with('/') || template == "*" {
-        format!("{} {template}", request.method())
+        let method = request.method().as_str();
+        let mut action = String::with_capacity(method.len() + 1 + template.len());
+        action.push_str(method);
+        action.push(' ');
+        action.push_str(template);
+        action
     } else {
         template.to_string()
     };
