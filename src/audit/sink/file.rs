@@ -49,8 +49,10 @@ struct Counters {
     failures: AtomicU64,
 }
 
+/// One write: a record, or a batch from `write_many`, acknowledged together (a batch lands in
+/// one commit, so its records share their outcome).
 struct Job {
-    canonical: Vec<u8>,
+    records: Vec<Vec<u8>>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -129,7 +131,7 @@ impl AuditSink for FileSink {
         let (done, acknowledged) = oneshot::channel();
         self.jobs
             .send(Job {
-                canonical: record.canonical(),
+                records: vec![record.canonical()],
                 done,
             })
             .await
@@ -142,31 +144,29 @@ impl AuditSink for FileSink {
     }
 
     async fn write_many(&self, records: Vec<AuditRecord>) -> Vec<Result<(), SinkError>> {
-        // All queued before any is awaited: the writer commits them together.
-        let mut pending = Vec::with_capacity(records.len());
-        for record in records {
-            let (done, acknowledged) = oneshot::channel();
-            let job = Job {
-                canonical: record.canonical(),
-                done,
-            };
-            pending.push(match self.jobs.send(job).await {
-                Ok(()) => Some(acknowledged),
-                Err(_) => None,
-            });
-        }
-        let mut outcomes = Vec::with_capacity(pending.len());
-        for acknowledged in pending {
-            outcomes.push(match acknowledged {
-                None => Err(SinkError::Closed),
-                Some(receiver) => match receiver.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(SinkError::Io(error)),
-                    Err(_) => Err(SinkError::Closed),
-                },
-            });
-        }
-        outcomes
+        // One job, one acknowledgement: the writer commits the batch at once, so its records
+        // share one outcome.
+        let count = records.len();
+        let (done, acknowledged) = oneshot::channel();
+        let job = Job {
+            records: records.iter().map(AuditRecord::canonical).collect(),
+            done,
+        };
+        let outcome: Result<(), Option<String>> = match self.jobs.send(job).await {
+            Err(_) => Err(None),
+            Ok(()) => match acknowledged.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(Some(error)),
+                Err(_) => Err(None),
+            },
+        };
+        (0..count)
+            .map(|_| match &outcome {
+                Ok(()) => Ok(()),
+                Err(Some(error)) => Err(SinkError::Io(error.clone())),
+                Err(None) => Err(SinkError::Closed),
+            })
+            .collect()
     }
 
     fn is_healthy(&self) -> bool {
@@ -209,8 +209,8 @@ impl FileSinkBuilder {
         self
     }
 
-    /// How many records may wait for the writer (default 65,536); writers beyond wait
-    /// (back-pressure, never loss).
+    /// How many writes (a record, or a batch from `write_many`) may wait for the writer
+    /// (default 65,536); writers beyond wait (back-pressure, never loss).
     pub fn queue(mut self, records: usize) -> Self {
         self.queue = records.max(1);
         self
@@ -393,10 +393,14 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut buffer = Vec::new();
         while let Some(first) = queue.blocking_recv() {
+            let mut records = first.records.len();
             batch.push(first);
-            while batch.len() < self.max_batch {
+            while records < self.max_batch {
                 match queue.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => {
+                        records += job.records.len();
+                        batch.push(job);
+                    }
                     Err(_) => break,
                 }
             }
@@ -406,14 +410,14 @@ impl Writer {
                     self.healthy.store(true, Ordering::Relaxed);
                     self.counters
                         .records
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        .fetch_add(records as u64, Ordering::Relaxed);
                     self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
                     self.healthy.store(false, Ordering::Relaxed);
                     self.counters.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(layer = "audit", sink = "file", path = %self.path.display(), %error,
-                        records = batch.len(), "audit write failed; the records are refused");
+                        records, "audit write failed; the records are refused");
                 }
             }
             for job in batch.drain(..) {
@@ -434,15 +438,9 @@ impl Writer {
         }
         buffer.clear();
         let mut position = self.position;
-        for job in batch {
-            let hash = link(&position.head, &job.canonical);
-            append_line(
-                buffer,
-                position.next_seq,
-                &position.head,
-                &hash,
-                &job.canonical,
-            );
+        for canonical in batch.iter().flat_map(|job| &job.records) {
+            let hash = link(&position.head, canonical);
+            append_line(buffer, position.next_seq, &position.head, &hash, canonical);
             position = Position {
                 next_seq: position.next_seq + 1,
                 head: hash,
