@@ -95,7 +95,8 @@ where
         let clone = self.inner.clone();
         let mut inner = mem::replace(&mut self.inner, clone);
         let sink = self.sink.clone();
-        let shadow = RequestShadow::of(&request);
+        // Only a fail-closed answer can be replaced by a 503 rendered for this request.
+        let shadow = fail_closed.then(|| RequestShadow::of(&request));
         let future = async move {
             // Armed until the answer is in: a client that hangs up cancels the handler, and
             // the guard then records the request as closed by the client (it may have changed
@@ -137,6 +138,7 @@ where
                     sink = sink.name(),
                     "audit record not written; the answer is withheld (503)"
                 );
+                let shadow = shadow.unwrap_or_else(|| RequestShadow::of(&Request::new(())));
                 Ok(unavailable(&config, &shadow, &started.request_id))
             }
         };
