@@ -169,6 +169,13 @@ impl<'a> RejectionContext<'a> {
 /// and content type, kept so a layer can still refuse after the inner service answered.
 pub(crate) struct RequestShadow(http::Request<()>);
 
+impl Default for RequestShadow {
+    /// A shadow of no request in particular: a plain problem+json answer.
+    fn default() -> Self {
+        Self(http::Request::new(()))
+    }
+}
+
 impl RequestShadow {
     pub(crate) fn of<B>(request: &http::Request<B>) -> Self {
         let mut shadow = http::Request::new(());

@@ -57,14 +57,7 @@ impl RoutePattern {
         let err = |reason: &str| ConfigError::new("route", format!("`{spec}`: {reason}"));
         let spec = spec.trim();
         let (method, path) = match spec.split_once(' ') {
-            Some((m, p)) => {
-                // Methods are case-sensitive: `post` would be an extension method no client sends.
-                if m.bytes().any(|b| b.is_ascii_lowercase()) {
-                    return Err(err("methods are upper case, as in `POST /orders`"));
-                }
-                let m = Method::from_bytes(m.as_bytes()).map_err(|_| err("invalid method"))?;
-                (Some(m), p.trim())
-            }
+            Some((m, p)) => (Some(parse_method(m).map_err(err)?), p.trim()),
             None => (None, spec),
         };
         let segments = if path == "*" {
@@ -277,6 +270,15 @@ impl<T> RouteMatcher<T> {
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
+}
+
+/// A method as a pattern or a configuration names it. Methods are case-sensitive: `post` would be
+/// an extension method no client sends, so lower case is refused.
+pub(crate) fn parse_method(text: &str) -> Result<Method, &'static str> {
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err("methods are upper case, as in `POST /orders`");
+    }
+    Method::from_bytes(text.as_bytes()).map_err(|_| "not an HTTP method")
 }
 
 /// Parses a pattern a configuration entry supplied, charging an error to that entry.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::layer::MAX_BUFFER;
+use super::layer::{buffer_fault, subject_fault};
 use super::{AuditBuilder, AuditLayer, Durability, FileSink};
 use crate::error::ConfigError;
 use crate::principal::TrustedProxies;
@@ -129,12 +129,14 @@ impl AuditConfig {
         }
         for (i, route) in self.routes.iter().enumerate() {
             let pattern = checked(&route.route, format!("audit.routes[{i}].route"))?;
-            if let Some(param) = &route.subject
-                && !pattern.has_param(param)
+            if let Some(fault) = route
+                .subject
+                .as_deref()
+                .and_then(|param| subject_fault(&pattern, param))
             {
                 return Err(ConfigError::new(
                     format!("audit.routes[{i}].subject"),
-                    format!("`{param}` is not a parameter of `{}`", route.route),
+                    fault,
                 ));
             }
         }
@@ -148,11 +150,8 @@ impl AuditConfig {
             DurabilityName::FailClosed => Ok(Durability::FailClosed),
             DurabilityName::Buffered => {
                 let capacity = self.buffer.unwrap_or(65_536);
-                if !(1..=MAX_BUFFER).contains(&capacity) {
-                    return Err(ConfigError::new(
-                        "audit.buffer",
-                        format!("a buffer holds 1 to {MAX_BUFFER} records"),
-                    ));
+                if let Some(fault) = buffer_fault(capacity) {
+                    return Err(ConfigError::new("audit.buffer", fault));
                 }
                 Ok(Durability::Buffered {
                     capacity,

@@ -14,10 +14,23 @@ use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::error::ConfigError;
 use crate::principal::TrustedProxies;
 use crate::rejection::{RenderRejection, SharedRenderer};
-use crate::route::RouteMatcher;
+use crate::route::{RouteMatcher, RoutePattern};
 
 /// The largest buffer a layer takes, in records.
-pub(crate) const MAX_BUFFER: usize = 1 << 24;
+const MAX_BUFFER: usize = 1 << 24;
+
+/// Why a buffer of `capacity` records cannot work (tokio's channel panics beyond its bound).
+pub(crate) fn buffer_fault(capacity: usize) -> Option<String> {
+    (!(1..=MAX_BUFFER).contains(&capacity))
+        .then(|| format!("a buffer holds 1 to {MAX_BUFFER} records"))
+}
+
+/// Why `subject` cannot name a PHI route's patient: it is not one of the route's parameters,
+/// and every record of the route would lack its patient, silently.
+pub(crate) fn subject_fault(pattern: &RoutePattern, subject: &str) -> Option<String> {
+    (!pattern.has_param(subject))
+        .then(|| format!("`{subject}` is not a parameter of `{}`", pattern.template()))
+}
 
 /// The most records a buffered layer hands its sink at once.
 const MAX_BATCH: usize = 1024;
@@ -233,14 +246,12 @@ impl<Si: AuditSink> AuditBuilder<Si> {
         for (pattern, route) in self.routes {
             let field = format!("audit.phi_routes.{pattern}");
             let parsed = crate::route::checked(&pattern, field.clone())?;
-            if let Some(param) = &route.subject_param
-                && !parsed.has_param(param)
+            if let Some(fault) = route
+                .subject_param
+                .as_deref()
+                .and_then(|param| subject_fault(&parsed, param))
             {
-                // Every record of the route would lack its patient, silently.
-                return Err(ConfigError::new(
-                    field,
-                    format!("the subject `{param}` is not a parameter of `{pattern}`"),
-                ));
+                return Err(ConfigError::new(field, fault));
             }
             routes = routes.add(&pattern, route)?;
         }
@@ -251,11 +262,8 @@ impl<Si: AuditSink> AuditBuilder<Si> {
                 capacity,
                 drop_when_full,
             } => {
-                if !(1..=MAX_BUFFER).contains(&capacity) {
-                    return Err(ConfigError::new(
-                        "audit.durability",
-                        format!("a buffer holds 1 to {MAX_BUFFER} records"),
-                    ));
+                if let Some(fault) = buffer_fault(capacity) {
+                    return Err(ConfigError::new("audit.durability", fault));
                 }
                 let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                     ConfigError::new(

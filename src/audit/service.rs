@@ -138,7 +138,7 @@ where
                     sink = sink.name(),
                     "audit record not written; the answer is withheld (503)"
                 );
-                let shadow = shadow.unwrap_or_else(|| RequestShadow::of(&Request::new(())));
+                let shadow = shadow.unwrap_or_default();
                 Ok(unavailable(&config, &shadow, &started.request_id))
             }
         };

@@ -266,7 +266,7 @@ where
         }
         Evaluation::PreconditionFailed => {
             crate::metrics::decision("conditional", "precondition_failed");
-            let context = context.unwrap_or_else(|| RequestShadow::of(&Request::new(())));
+            let context = context.unwrap_or_default();
             Ok(config
                 .renderer
                 .respond(precondition_failed(&validators), &context.context()))

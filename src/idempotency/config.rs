@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{IdempotencyBuilder, IdempotencyLayer, IdempotencyStore, KeyRule};
 use crate::error::ConfigError;
 use crate::principal::KeyExtractor;
-use crate::route::checked;
+use crate::route::{checked, parse_method};
 
 /// The `[idempotency]` section of a [`StackConfig`](crate::stack::StackConfig). Unset values keep
 /// the layer's defaults (POST and PATCH, keys optional, 60 s lease, 24 h retention, 1 MiB bodies).
@@ -148,16 +148,9 @@ impl IdempotencyConfig {
     }
 }
 
-/// An HTTP method as a configuration names it: upper case, as requests carry it.
+/// An HTTP method as a configuration names it.
 fn method(text: &str, field: String) -> Result<http::Method, ConfigError> {
-    if text.bytes().any(|b| b.is_ascii_lowercase()) {
-        return Err(ConfigError::new(
-            field,
-            format!("`{text}`: methods are upper case, as in POST"),
-        ));
-    }
-    http::Method::from_bytes(text.as_bytes())
-        .map_err(|_| ConfigError::new(field, format!("`{text}` is not an HTTP method")))
+    parse_method(text).map_err(|reason| ConfigError::new(field, format!("`{text}`: {reason}")))
 }
 
 fn positive(value: u64, field: &'static str) -> Result<u64, ConfigError> {
