@@ -46,10 +46,12 @@ pin_project! {
     {
         // An answer known without the inner service.
         Ready { response: Option<Response<PolicyBody<B>>> },
-        // Waiting for the check, holding the ready inner service and the request.
+        // Waiting for the check, holding the ready inner service and the request. Boxed: the
+        // wait is the rarer path (a store across the network, a key fetch), and inline they
+        // would make every request's future, waiting or not, as large as a request.
         Waiting {
             check: BoxFuture<G::Verdict>,
-            pending: Option<(S, Request<ReqBody>, G)>,
+            pending: Option<Box<(S, Request<ReqBody>, G)>>,
         },
         // The inner service's future, and what to write on its response.
         Calling {
@@ -95,7 +97,7 @@ where
         let ready = mem::replace(inner, clone);
         Self::Waiting {
             check,
-            pending: Some((ready, request, gate)),
+            pending: Some(Box::new((ready, request, gate))),
         }
     }
 
@@ -124,9 +126,10 @@ where
                 }
                 StepProj::Waiting { check, pending } => {
                     let verdict = ready!(check.as_mut().poll(cx));
-                    let Some((mut inner, request, gate)) = pending.take() else {
+                    let Some(pending) = pending.take() else {
                         return Poll::Pending;
                     };
+                    let (mut inner, request, gate) = *pending;
                     gate.admit(verdict, &mut inner, request)
                 }
             };

@@ -166,13 +166,14 @@ impl<'a> RejectionContext<'a> {
 }
 
 /// What a renderer needs of a request that has gone on to the inner service: its method, target
-/// and content type, kept so a layer can still refuse after the inner service answered.
-pub(crate) struct RequestShadow(http::Request<()>);
+/// and content type, kept so a layer can still refuse after the inner service answered. Boxed:
+/// it waits in futures that are moved and allocated on every request, and is rarely needed.
+pub(crate) struct RequestShadow(Box<http::Request<()>>);
 
 impl Default for RequestShadow {
     /// A shadow of no request in particular: a plain problem+json answer.
     fn default() -> Self {
-        Self(http::Request::new(()))
+        Self(Box::new(http::Request::new(())))
     }
 }
 
@@ -186,7 +187,7 @@ impl RequestShadow {
                 .headers_mut()
                 .insert(CONTENT_TYPE, content_type.clone());
         }
-        Self(shadow)
+        Self(Box::new(shadow))
     }
 
     pub(crate) fn context(&self) -> RejectionContext<'_> {

@@ -32,6 +32,38 @@ fn decoded(part: &str) -> Cow<'_, str> {
     percent_decode_str(part).decode_utf8_lossy()
 }
 
+/// The non-empty segments of a path, split on `/` byte by byte: every layer matches every
+/// request's path, and a byte scan is several times cheaper than the generic `str` splitter.
+pub(crate) fn segments(path: &str) -> Segments<'_> {
+    Segments { rest: path }
+}
+
+/// The iterator [`segments`] returns.
+pub(crate) struct Segments<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            // `/` is ASCII, so both sides of it are character boundaries.
+            let (segment, rest) = match self.rest.as_bytes().iter().position(|&b| b == b'/') {
+                Some(slash) => (&self.rest[..slash], &self.rest[slash + 1..]),
+                None => (self.rest, ""),
+            };
+            self.rest = rest;
+            if !segment.is_empty() {
+                return Some(segment);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(Box<str>),
@@ -128,7 +160,7 @@ impl RoutePattern {
         if self.method.as_ref().is_some_and(|m| m != method) {
             return false;
         }
-        let mut parts = path.split('/').filter(|s| !s.is_empty());
+        let mut parts = segments(path);
         for segment in &self.segments {
             match segment {
                 Segment::Rest => return true,
@@ -154,7 +186,7 @@ impl RoutePattern {
     /// as the handler sees it) are normalised.
     #[must_use]
     pub fn resolve(&self, path: &str) -> String {
-        let mut parts = path.split('/').filter(|s| !s.is_empty());
+        let mut parts = segments(path);
         let mut out = String::with_capacity(path.len());
         for segment in &self.segments {
             match segment {
@@ -185,7 +217,7 @@ impl RoutePattern {
     /// Every path parameter's name and value in `path` (percent-decoded, as a handler sees
     /// it), which this pattern must match.
     pub fn params<'p>(&'p self, path: &'p str) -> impl Iterator<Item = (&'p str, Cow<'p, str>)> {
-        let parts = path.split('/').filter(|s| !s.is_empty());
+        let parts = segments(path);
         self.segments
             .iter()
             .zip(parts)
@@ -198,7 +230,7 @@ impl RoutePattern {
     /// The value of path parameter `name` in `path`, which this pattern must match.
     #[must_use]
     pub fn param<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
-        let parts = path.split('/').filter(|s| !s.is_empty());
+        let parts = segments(path);
         self.segments.iter().zip(parts).find_map(|(segment, part)| {
             matches!(segment, Segment::Param(n) if &**n == name).then_some(part)
         })

@@ -50,8 +50,7 @@ pub fn append_line(
 ) {
     let mut hex = [0u8; 64];
     out.extend_from_slice(b"{\"seq\":");
-    // Writing to a Vec cannot fail.
-    let _ = std::io::Write::write_fmt(out, format_args!("{seq}"));
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
     out.extend_from_slice(b",\"prev\":\"");
     if hex::encode_to_slice(prev, &mut hex).is_ok() {
         out.extend_from_slice(&hex);

@@ -49,9 +49,94 @@ impl AuditRecord {
     /// present (absent ones as `null`). What the hash chain covers.
     #[must_use]
     pub fn canonical(&self) -> Vec<u8> {
-        // Strings and numbers always serialise; an empty object would break the chain visibly.
-        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+        let strings = [
+            Some(&self.time),
+            Some(&self.request_id),
+            self.actor.as_ref(),
+            self.actor_kind.as_ref(),
+            self.session.as_ref(),
+            Some(&self.action),
+            Some(&self.resource),
+            self.subject.as_ref(),
+            self.refused_by.as_ref(),
+            self.source_ip.as_ref(),
+            self.user_agent.as_ref(),
+        ];
+        let text: usize = strings.iter().flatten().map(|s| s.len()).sum();
+        let mut out = Vec::with_capacity(text + 192);
+        // Written by hand rather than through serde: a record is serialised on every PHI
+        // request. The bytes are serde_json's compact form, field for field (a test holds them
+        // to it), so chains written by either agree.
+        out.extend_from_slice(b"{\"time\":");
+        json_string(&mut out, &self.time);
+        out.extend_from_slice(b",\"request_id\":");
+        json_string(&mut out, &self.request_id);
+        out.extend_from_slice(b",\"actor\":");
+        json_option(&mut out, self.actor.as_deref());
+        out.extend_from_slice(b",\"actor_kind\":");
+        json_option(&mut out, self.actor_kind.as_deref());
+        out.extend_from_slice(b",\"session\":");
+        json_option(&mut out, self.session.as_deref());
+        out.extend_from_slice(b",\"action\":");
+        json_string(&mut out, &self.action);
+        out.extend_from_slice(b",\"resource\":");
+        json_string(&mut out, &self.resource);
+        out.extend_from_slice(b",\"subject\":");
+        json_option(&mut out, self.subject.as_deref());
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
+        out.extend_from_slice(b",\"refused_by\":");
+        json_option(&mut out, self.refused_by.as_deref());
+        out.extend_from_slice(b",\"source_ip\":");
+        json_option(&mut out, self.source_ip.as_deref());
+        out.extend_from_slice(b",\"user_agent\":");
+        json_option(&mut out, self.user_agent.as_deref());
+        out.extend_from_slice(b",\"latency_us\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.latency_us).as_bytes());
+        out.push(b'}');
+        out
     }
+}
+
+fn json_option(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(text) => json_string(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string as serde_json writes it: `"` and `\\` escaped, control characters as their
+/// short escape or `\u00xx`, everything else (DEL, non-ASCII) as it is.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..at]);
+        out.extend_from_slice(escape);
+        plain = at + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -79,11 +164,36 @@ mod tests {
             String::from_utf8(record.canonical()).unwrap(),
             r#"{"time":"2026-11-24T12:00:00.000042Z","request_id":"req-1","actor":"pat_1","actor_kind":"user","session":null,"action":"GET /api/v2/patients/{id}","resource":"/api/v2/patients/pat_1","subject":"pat_1","status":200,"refused_by":null,"source_ip":"192.0.2.1","user_agent":"curl/8","latency_us":1234}"#
         );
+        assert_eq!(record.canonical(), serde_json::to_vec(&record).unwrap());
         let back: AuditRecord = serde_json::from_slice(&record.canonical()).unwrap();
         assert_eq!(
             back.canonical(),
             record.canonical(),
             "canonical bytes round trip"
+        );
+    }
+
+    #[test]
+    fn canonical_bytes_escape_as_serde_json_does() {
+        let awkward = "q\"b\\s/\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f} \u{7f}é漢😀";
+        let record = AuditRecord {
+            time: awkward.into(),
+            request_id: String::new(),
+            actor: Some(awkward.into()),
+            actor_kind: None,
+            session: Some("\\".into()),
+            action: "\"".into(),
+            resource: awkward.repeat(3),
+            subject: Some(String::new()),
+            status: u16::MAX,
+            refused_by: None,
+            source_ip: None,
+            user_agent: Some(awkward.into()),
+            latency_us: u64::MAX,
+        };
+        assert_eq!(
+            String::from_utf8(record.canonical()).unwrap(),
+            serde_json::to_string(&record).unwrap()
         );
     }
 }

@@ -1,6 +1,5 @@
 //! [`Audit`]: the service the layer wraps around the whole stack.
 
-use std::mem;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -8,6 +7,7 @@ use std::time::Instant;
 
 use http::header::{RETRY_AFTER, USER_AGENT};
 use http::{HeaderValue, Request, Response, StatusCode};
+use tokio::sync::mpsc;
 use tower_service::Service;
 
 use super::layer::{Config, PhiRoute};
@@ -92,54 +92,59 @@ where
             }
             return ResponseFuture::answered(response);
         }
-        let clone = self.inner.clone();
-        let mut inner = mem::replace(&mut self.inner, clone);
-        let sink = self.sink.clone();
         // Only a fail-closed answer can be replaced by a 503 rendered for this request.
         let shadow = fail_closed.then(|| RequestShadow::of(&request));
+        // Armed from here until the answer is in: a client that hangs up cancels the handler,
+        // and the guard then records the request as closed by the client (it may have changed
+        // data before it was cancelled).
+        let mut pending = Pending {
+            record: Some(Box::new(started.record)),
+            began: started.began,
+            sink: self.sink.clone(),
+            config: config.clone(),
+        };
+        let request_id = started.request_id;
+        // Called here rather than inside the future, and every rarely taken wait boxed: the
+        // future holds one record and the inner future, not the inner service and a copy of the
+        // record per await, which keeps it small to allocate and move.
+        let called = self.inner.call(request);
         let future = async move {
-            // Armed until the answer is in: a client that hangs up cancels the handler, and
-            // the guard then records the request as closed by the client (it may have changed
-            // data before it was cancelled).
-            let mut pending = Pending {
-                record: Some(started.record),
-                began: started.began,
-                sink: sink.clone(),
-                config: config.clone(),
-            };
-            let outcome = inner.call(request).await;
-            let Some(record) = pending.record.take() else {
+            let outcome = called.await;
+            let Some(mut record) = pending.record.take() else {
                 return outcome.map(|r| r.map(PolicyBody::inner));
             };
             let response = match outcome {
                 Ok(response) => response,
                 Err(error) => {
                     // The stack failed rather than answered: that is on record too.
-                    let mut record = record;
                     record.status = 500;
                     record.refused_by = Some("service_error".into());
-                    record.latency_us = elapsed(started.began);
-                    deliver(&config, &sink, record).await;
+                    record.latency_us = elapsed(pending.began);
+                    Box::pin(deliver(&config, &pending.sink, *record)).await;
                     return Err(error);
                 }
             };
-            let record = finish(record, started.began, &response);
+            finish(&mut record, pending.began, &response);
             let mut response = response.map(PolicyBody::inner);
             if !response.headers().contains_key(&config.request_id) {
                 response
                     .headers_mut()
-                    .insert(config.request_id.clone(), started.request_id.clone());
+                    .insert(config.request_id.clone(), request_id.clone());
             }
-            if deliver(&config, &sink, record).await || config.buffer.is_some() {
+            let delivered = match queue_now(&config, record) {
+                Ok(delivered) => delivered,
+                Err(record) => Box::pin(deliver_waiting(&config, &pending.sink, *record)).await,
+            };
+            if delivered || config.buffer.is_some() {
                 Ok(response)
             } else {
                 tracing::error!(
                     layer = "audit",
-                    sink = sink.name(),
+                    sink = pending.sink.name(),
                     "audit record not written; the answer is withheld (503)"
                 );
                 let shadow = shadow.unwrap_or_default();
-                Ok(unavailable(&config, &shadow, &started.request_id))
+                Ok(unavailable(&config, &shadow, &request_id))
             }
         };
         ResponseFuture::Working {
@@ -151,7 +156,8 @@ where
 /// A record whose request has not been answered yet; written as closed by the client if the
 /// request is dropped first.
 struct Pending<Si: AuditSink> {
-    record: Option<AuditRecord>,
+    /// Boxed, so the future that holds it stays small.
+    record: Option<Box<AuditRecord>>,
     began: Instant,
     sink: Si,
     config: Arc<Config>,
@@ -168,7 +174,7 @@ impl<Si: AuditSink> Drop for Pending<Si> {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (sink, config) = (self.sink.clone(), self.config.clone());
             runtime.spawn(async move {
-                deliver(&config, &sink, record).await;
+                deliver(&config, &sink, *record).await;
             });
         }
     }
@@ -177,6 +183,38 @@ impl<Si: AuditSink> Drop for Pending<Si> {
 /// Hands the record to the sink (fail-closed: waits until it is durable) or to the buffer;
 /// whether a fail-closed write succeeded.
 async fn deliver<Si: AuditSink>(config: &Config, sink: &Si, record: AuditRecord) -> bool {
+    match queue_now(config, Box::new(record)) {
+        Ok(delivered) => delivered,
+        Err(record) => deliver_waiting(config, sink, *record).await,
+    }
+}
+
+/// What a buffered layer does without waiting: queue the record, or drop it when the queue is
+/// full and the layer drops rather than waits. `Err` gives the record back when it must wait:
+/// a fail-closed write, or a full queue.
+fn queue_now(config: &Config, record: Box<AuditRecord>) -> Result<bool, Box<AuditRecord>> {
+    let Some((queue, drop_when_full)) = &config.buffer else {
+        return Err(record);
+    };
+    match queue.try_send(*record) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(record)) if !drop_when_full => {
+            return Err(Box::new(record));
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            config.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::decision("audit", "dropped");
+            tracing::warn!(layer = "audit", "audit buffer full; a record was dropped");
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => writer_gone(config),
+    }
+    crate::metrics::audit_queue_depth(queue.max_capacity() - queue.capacity());
+    Ok(true)
+}
+
+/// The waiting half of [`deliver`]: a fail-closed write until it is durable, or a place in a
+/// full queue (back-pressure).
+async fn deliver_waiting<Si: AuditSink>(config: &Config, sink: &Si, record: AuditRecord) -> bool {
     match &config.buffer {
         None => match timed(sink, record).await {
             Ok(()) => {
@@ -191,25 +229,23 @@ async fn deliver<Si: AuditSink>(config: &Config, sink: &Si, record: AuditRecord)
                 false
             }
         },
-        Some((queue, drop_when_full)) => {
-            if *drop_when_full {
-                if queue.try_send(record).is_err() {
-                    config.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    crate::metrics::decision("audit", "dropped");
-                    tracing::warn!(layer = "audit", "audit buffer full; a record was dropped");
-                }
-            } else if queue.send(record).await.is_err() {
-                config.counters.failed.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::decision("audit", "failed");
-                tracing::error!(
-                    layer = "audit",
-                    "the audit writer is gone; a record is lost"
-                );
+        Some((queue, _)) => {
+            if queue.send(record).await.is_err() {
+                writer_gone(config);
             }
             crate::metrics::audit_queue_depth(queue.max_capacity() - queue.capacity());
             true
         }
     }
+}
+
+fn writer_gone(config: &Config) {
+    config.counters.failed.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::decision("audit", "failed");
+    tracing::error!(
+        layer = "audit",
+        "the audit writer is gone; a record is lost"
+    );
 }
 
 /// A write, timed for the metrics.
@@ -293,11 +329,11 @@ fn start<B>(
 
 /// The fields the answer tells: status, who (the principal an inner auth layer copied to the
 /// response), which policy refused, how long it took.
-fn finish<B>(mut record: AuditRecord, began: Instant, response: &Response<B>) -> AuditRecord {
+fn finish<B>(record: &mut AuditRecord, began: Instant, response: &Response<B>) {
     record.status = response.status().as_u16();
     record.latency_us = elapsed(began);
     if let Some(principal) = response.extensions().get::<Principal>() {
-        record.actor = Some(principal.id.to_string());
+        record.actor = Some(String::from(&*principal.id));
         record.actor_kind = Some(
             match principal.kind {
                 PrincipalKind::User => "user",
@@ -312,7 +348,6 @@ fn finish<B>(mut record: AuditRecord, began: Instant, response: &Response<B>) ->
         .extensions()
         .get::<Rejection>()
         .map(|r| r.error.to_string());
-    record
 }
 
 /// The path and its query, every value redacted but the allowed ones: a query string can hold

@@ -112,7 +112,8 @@ impl EntityTag {
     /// The tag as a header value.
     #[must_use]
     pub fn to_header_value(&self) -> HeaderValue {
-        let mut bytes = Vec::with_capacity(self.tag.len() + 4);
+        // Exactly the length: a full Vec becomes `Bytes` without a second allocation.
+        let mut bytes = Vec::with_capacity(self.tag.len() + 2 + if self.weak { 2 } else { 0 });
         if self.weak {
             bytes.extend_from_slice(b"W/");
         }
@@ -120,8 +121,9 @@ impl EntityTag {
         bytes.extend_from_slice(&self.tag);
         bytes.push(b'"');
         // Every etagc byte is valid in a header value; a failure cannot happen, and an empty
-        // strong tag is the harmless fallback.
-        HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+        // strong tag is the harmless fallback. The buffer becomes the value without a copy.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
     }
 }
 

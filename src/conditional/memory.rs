@@ -85,6 +85,14 @@ impl MemoryValidatorStore {
             None => Visit::Done(None),
         })
     }
+
+    fn snapshot(&self, resource: &str) -> Snapshot {
+        self.visit(resource, false, |entry, now| Snapshot {
+            validators: known(entry, now),
+            generation: entry.generation,
+        })
+        .unwrap_or_default()
+    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -99,12 +107,11 @@ fn known(entry: &Entry, now: u64) -> Option<StoredValidators> {
 
 impl ValidatorStore for MemoryValidatorStore {
     async fn get(&self, resource: &str) -> Result<Snapshot, StoreError> {
-        Ok(self
-            .visit(resource, false, |entry, now| Snapshot {
-                validators: known(entry, now),
-                generation: entry.generation,
-            })
-            .unwrap_or_default())
+        Ok(self.snapshot(resource))
+    }
+
+    fn get_immediately(&self, resource: &str) -> Option<Result<Snapshot, StoreError>> {
+        Some(Ok(self.snapshot(resource)))
     }
 
     async fn learn(

@@ -17,7 +17,7 @@ use tower_service::Service;
 use super::etag::EntityTag;
 use super::layer::{CompiledRule, Config, Current, Resource};
 use super::precondition::{Evaluation, Preconditions, Validators, evaluate};
-use super::store::{Locked, StoredValidators, Update, ValidatorStore};
+use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, Collected, collect};
 use crate::future::ResponseFuture;
@@ -139,14 +139,33 @@ where
             preconditions,
             target,
         };
-        // The ready instance is the one to call; a clone takes its place.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
         let (store, config) = (self.store.clone(), self.config.clone());
-        let future: crate::gate::BoxFuture<_> = if safe {
-            Box::pin(read(store, config, plan, inner, request))
+        let immediate = match &plan.target {
+            Some(target) if safe => store
+                .get_immediately(&target.resource.path)
+                .map(|got| known_or_warn(&store, got)),
+            _ => safe.then_some(None),
+        };
+        let future: crate::gate::BoxFuture<_> = if let Some(snapshot) = immediate {
+            // The store answered without waiting: the handler is called now, and the future
+            // holds only what the answer needs (not the service, nor the request).
+            if let Some(response) = fast_not_modified(&plan, snapshot.as_ref(), &method) {
+                return ResponseFuture::answered(response);
+            }
+            let context = shadow_for_412(&plan, &request);
+            let called = self.inner.call(request);
+            Box::pin(answer_read(
+                store, config, plan, snapshot, method, context, called,
+            ))
         } else {
-            Box::pin(update(store, config, plan, inner, request))
+            // The ready instance is the one to call, later; a clone takes its place.
+            let clone = self.inner.clone();
+            let inner = mem::replace(&mut self.inner, clone);
+            if safe {
+                Box::pin(read(store, config, plan, inner, request))
+            } else {
+                Box::pin(update(store, config, plan, inner, request))
+            }
         };
         ResponseFuture::Working { future }
     }
@@ -177,44 +196,82 @@ where
     ResBody: Body<Data = Bytes> + Unpin,
     ResBody::Error: Into<BoxError>,
 {
-    let method = request.method().clone();
-    // What the store knows before the handler runs: the fast path's answer, and the generation
-    // a response learned from this read must still find.
     let snapshot = match &plan.target {
-        Some(target) => match store.get(&target.resource.path).await {
-            Ok(snapshot) => Some(snapshot),
-            Err(error) => {
-                tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
-                    "validator store failed; answering without it");
-                None
-            }
-        },
+        Some(target) => known_or_warn(&store, store.get(&target.resource.path).await),
         None => None,
     };
-    if let (Some(target), Some(known)) = (
-        &plan.target,
-        snapshot.as_ref().and_then(|s| s.validators.as_ref()),
-    ) && target.fast_not_modified
-        && plan.preconditions.if_none_match.is_some()
-        && evaluate(&method, &plan.preconditions, Some(view(known)), None)
-            == Evaluation::NotModified
-    {
-        let mut headers = HeaderMap::new();
-        write_validators(&mut headers, known);
-        if let Some(value) = &target.cache_control {
-            headers.insert(CACHE_CONTROL, value.clone());
-        }
-        let mut response = Response::new(PolicyBody::empty());
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-        *response.headers_mut() = headers;
-        crate::metrics::decision("conditional", "not_modified");
+    if let Some(response) = fast_not_modified(&plan, snapshot.as_ref(), request.method()) {
         return Ok(response);
     }
-    // Kept for a 412, which only `If-Match` or `If-Unmodified-Since` can bring about.
-    let context = (plan.preconditions.if_match.is_some()
-        || plan.preconditions.if_unmodified_since.is_some())
-    .then(|| RequestShadow::of(&request));
-    let response = inner.call(request).await?;
+    let (method, context) = (request.method().clone(), shadow_for_412(&plan, &request));
+    let called = inner.call(request);
+    answer_read(store, config, plan, snapshot, method, context, called).await
+}
+
+/// What the store knows of a resource before the handler runs: the fast path's answer, and the
+/// generation a response learned from this read must still find. A failed store is answered
+/// without.
+fn known_or_warn<St: ValidatorStore>(
+    store: &St,
+    got: Result<Snapshot, crate::error::StoreError>,
+) -> Option<Snapshot> {
+    got.map_err(|error| {
+        tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
+            "validator store failed; answering without it");
+    })
+    .ok()
+}
+
+/// The 304 the known validators allow without running the handler, when the rule permits it.
+fn fast_not_modified<B>(
+    plan: &Plan,
+    snapshot: Option<&Snapshot>,
+    method: &Method,
+) -> Option<Response<PolicyBody<B>>> {
+    let target = plan.target.as_ref()?;
+    let known = snapshot?.validators.as_ref()?;
+    if !(target.fast_not_modified
+        && plan.preconditions.if_none_match.is_some()
+        && evaluate(method, &plan.preconditions, Some(view(known)), None)
+            == Evaluation::NotModified)
+    {
+        return None;
+    }
+    let mut headers = HeaderMap::new();
+    write_validators(&mut headers, known);
+    if let Some(value) = &target.cache_control {
+        headers.insert(CACHE_CONTROL, value.clone());
+    }
+    let mut response = Response::new(PolicyBody::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    *response.headers_mut() = headers;
+    crate::metrics::decision("conditional", "not_modified");
+    Some(response)
+}
+
+/// Kept for a 412, which only `If-Match` or `If-Unmodified-Since` can bring about.
+fn shadow_for_412<B>(plan: &Plan, request: &Request<B>) -> Option<RequestShadow> {
+    (plan.preconditions.if_match.is_some() || plan.preconditions.if_unmodified_since.is_some())
+        .then(|| RequestShadow::of(request))
+}
+
+/// The handler's answer to a read, with its validators, judged against the preconditions.
+async fn answer_read<St, F, ResBody, E>(
+    store: St,
+    config: Arc<Config>,
+    plan: Plan,
+    snapshot: Option<Snapshot>,
+    method: Method,
+    context: Option<RequestShadow>,
+    called: F,
+) -> Result<Response<PolicyBody<ResBody>>, E>
+where
+    St: ValidatorStore,
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody::Error: Into<BoxError>,
+{
+    let response = called.await?;
     if response.status() != StatusCode::OK {
         return Ok(response.map(PolicyBody::inner));
     }
@@ -223,7 +280,10 @@ where
     } else {
         Digest::Yes
     };
-    let (mut response, validators) = with_validators(response, config.max_body_bytes, digest).await;
+    // Boxed: its own future is large, and inline it would make every read's future too large
+    // for the allocator's fast path.
+    let (mut response, validators) =
+        Box::pin(with_validators(response, config.max_body_bytes, digest)).await;
     if let Some(target) = &plan.target {
         if let Some(value) = &target.cache_control
             && !response.headers().contains_key(CACHE_CONTROL)
@@ -236,14 +296,14 @@ where
             && known != Some(&validators)
         {
             // Awaited, so an update sent right after this answer finds the validators.
-            if let Err(error) = store
-                .learn(
-                    &target.resource.path,
-                    &validators,
-                    snapshot.generation,
-                    config.validator_ttl,
-                )
-                .await
+            // Boxed: a rare wait, kept out of the future every read allocates.
+            if let Err(error) = Box::pin(store.learn(
+                &target.resource.path,
+                &validators,
+                snapshot.generation,
+                config.validator_ttl,
+            ))
+            .await
             {
                 tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
                     "could not record validators");

@@ -64,6 +64,14 @@ pub trait ValidatorStore: Clone + Send + Sync + 'static {
     /// The resource's validators, when known, and its generation.
     fn get(&self, resource: &str) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
 
+    /// The snapshot, when this store can read it without waiting (the memory store can): the
+    /// layer then calls the handler at once and keeps a smaller future. `None` (the default)
+    /// sends the read through [`get`](Self::get).
+    fn get_immediately(&self, resource: &str) -> Option<Result<Snapshot, StoreError>> {
+        let _ = resource;
+        None
+    }
+
     /// Records the resource's validators, learned from a response to a read that began at
     /// `seen` generation, for `ttl`. Ignored (`false`) when an update completed since (the
     /// generation moved) or holds the resource's lock now: that update decides what is current.

@@ -24,8 +24,7 @@ pub enum Source {
 /// The version in a leading path segment that reads `v{N}`: `/v2/...` or `/api/v2/...`. Only
 /// the first two segments count, so an id like `/users/v7` is not a version.
 pub(crate) fn from_path(path: &str) -> Option<ApiVersion> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
+    crate::route::segments(path)
         .take(2)
         .filter(|s| s.len() > 1 && s.len() <= 10)
         .find(|s| {
