@@ -104,10 +104,11 @@ where
             config: config.clone(),
         };
         let request_id = started.request_id;
-        // Called here rather than inside the future, and every rarely taken wait boxed: the
-        // future holds one record and the inner future, not the inner service and a copy of the
-        // record per await, which keeps it small to allocate and move.
-        let called = self.inner.call(request);
+        // Called here rather than inside the future, the inner future boxed, every rarely taken
+        // wait boxed: an async block keeps an awaited value twice (where it was captured, and
+        // where it is polled), and inline the whole stack's future would be held twice in an
+        // allocation too large for the allocator's fast path. Two small boxes cost less.
+        let called = Box::pin(self.inner.call(request));
         let future = async move {
             let outcome = called.await;
             let Some(mut record) = pending.record.take() else {

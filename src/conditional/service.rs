@@ -153,7 +153,9 @@ where
                 return ResponseFuture::answered(response);
             }
             let context = shadow_for_412(&plan, &request);
-            let called = self.inner.call(request);
+            // Boxed: an async fn keeps an awaited argument twice, and inline this future would
+            // outgrow the allocator's fast path (see the audit layer).
+            let called = Box::pin(self.inner.call(request));
             Box::pin(answer_read(
                 store, config, plan, snapshot, method, context, called,
             ))

@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::room::{HeaderRoom, SLOT_FIELDS};
 use crate::body::PolicyBody;
 use crate::future::ResponseFuture;
 
@@ -61,6 +62,8 @@ pub struct PolicyStack<A = Skip, J = Skip, R = Skip, V = Skip, I = Skip, C = Ski
     versioning: V,
     idempotency: I,
     conditional: C,
+    /// Header fields each slot may add, by slot (see [`SLOT_FIELDS`]): none for a skipped one.
+    room: [usize; 6],
 }
 
 impl Default for PolicyStack {
@@ -79,11 +82,19 @@ impl PolicyStack {
             versioning: Skip,
             idempotency: Skip,
             conditional: Skip,
+            room: [0; 6],
         }
     }
 }
 
 impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
+    /// The room with slot `slot` holding a layer.
+    fn room_with(room: [usize; 6], slot: usize) -> [usize; 6] {
+        let mut room = room;
+        room[slot] = SLOT_FIELDS[slot];
+        room
+    }
+
     /// The outermost slot: the PHI audit trail ([`crate::audit::AuditLayer`]).
     pub fn audit<L>(self, layer: L) -> PolicyStack<L, J, R, V, I, C> {
         PolicyStack {
@@ -93,6 +104,7 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
             versioning: self.versioning,
             idempotency: self.idempotency,
             conditional: self.conditional,
+            room: Self::room_with(self.room, 0),
         }
     }
 
@@ -105,6 +117,7 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
             versioning: self.versioning,
             idempotency: self.idempotency,
             conditional: self.conditional,
+            room: Self::room_with(self.room, 1),
         }
     }
 
@@ -117,6 +130,7 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
             versioning: self.versioning,
             idempotency: self.idempotency,
             conditional: self.conditional,
+            room: Self::room_with(self.room, 2),
         }
     }
 
@@ -129,6 +143,7 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
             versioning: layer,
             idempotency: self.idempotency,
             conditional: self.conditional,
+            room: Self::room_with(self.room, 3),
         }
     }
 
@@ -141,6 +156,7 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
             versioning: self.versioning,
             idempotency: layer,
             conditional: self.conditional,
+            room: Self::room_with(self.room, 4),
         }
     }
 
@@ -153,6 +169,7 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
             versioning: self.versioning,
             idempotency: self.idempotency,
             conditional: layer,
+            room: Self::room_with(self.room, 5),
         }
     }
 
@@ -189,7 +206,7 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
 
 impl<S, A, J, R, V, I, C> Layer<S> for PolicyStack<A, J, R, V, I, C>
 where
-    C: Layer<S>,
+    C: Layer<HeaderRoom<S>>,
     I: Layer<C::Service>,
     V: Layer<I::Service>,
     R: Layer<V::Service>,
@@ -199,6 +216,7 @@ where
     type Service = A::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let inner = HeaderRoom::new(inner, self.room.iter().sum());
         let inner = self.conditional.layer(inner);
         let inner = self.idempotency.layer(inner);
         let inner = self.versioning.layer(inner);

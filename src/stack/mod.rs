@@ -30,9 +30,11 @@
 mod backend;
 mod compose;
 mod config;
+mod room;
 
 pub use backend::StackBackend;
 pub use compose::{Maybe, MaybeFuture, MaybeService, PolicyStack, Skip, Skipped, StackBody};
 pub use config::{
     ApiKeyConfig, AuthSlot, BackendConfig, BackendKind, CallersConfig, ConfiguredStack, StackConfig,
 };
+pub use room::{HeaderRoom, HeaderRoomFuture};
