@@ -7,13 +7,14 @@
 #   bash scripts/loadtest.sh                 # every configuration, 10 s each, 32 connections
 #   DURATION=20 CONNECTIONS=64 STACKS="bare full" bash scripts/loadtest.sh
 #
+# Each configuration runs just after a bare one, and its `vs bare` is against that run.
 # Needs wrk (apt-get install wrk) and taskset; `full_redis` needs Redis at REDIS_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
-STACKS=${STACKS:-"bare jwt rate_limit tower_governor versioning idempotency conditional audit full full_redis"}
+STACKS=${STACKS:-"empty_stack jwt rate_limit rate_limit_github tower_governor versioning idempotency conditional audit full full_redis"}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PORT=${PORT:-3100}
 WORK=$(mktemp -d /tmp/api-policy-loadtest.XXXXXX)
@@ -34,8 +35,9 @@ cpu_ns() { # the run time of every thread of process $1, in nanoseconds
   echo "$total"
 }
 
-printf '%-15s %10s %9s %9s %12s %8s\n' stack "req/s" "p50" "p99" "cpu us/req" "non-2xx"
-for stack in $STACKS; do
+# Runs one configuration; sets rps, p50, p99, cpu (us per request) and errors.
+measure() {
+  local stack=$1 before after requests
   taskset -c 0 "$BIN" --stack "$stack" --addr "127.0.0.1:$PORT" --redis "$REDIS_URL" \
     --audit-log "$WORK/$stack/audit.log" >"$WORK/$stack.server" 2>&1 &
   SERVER=$!
@@ -54,5 +56,20 @@ for stack in $STACKS; do
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$stack.wrk")
   errors=$(awk '/Non-2xx/ {print $NF}' "$WORK/$stack.wrk")
   cpu=$(awk -v ns=$((after - before)) -v n="$requests" 'BEGIN {printf "%.2f", ns / n / 1000}')
-  printf '%-15s %10s %9s %9s %12s %8s\n' "$stack" "$rps" "$p50" "$p99" "$cpu" "${errors:-0}"
+}
+
+# A shared VM's speed drifts over minutes, so each configuration is compared with a bare run
+# made just before it (PAIRED=0 runs each configuration once, against the last bare run).
+printf '%-17s %10s %9s %9s %11s %8s %8s\n' stack "req/s" "p50" "p99" "cpu us/req" "vs bare" "non-2xx"
+bare_rps=""
+for stack in $STACKS; do
+  if [ "$stack" != bare ] && [ "${PAIRED:-1}" = 1 ]; then
+    measure bare
+    bare_rps=$rps
+    printf '%-17s %10s %9s %9s %11s %8s %8s\n' "  (bare)" "$rps" "$p50" "$p99" "$cpu" "" "${errors:-0}"
+  fi
+  measure "$stack"
+  [ "$stack" = bare ] && bare_rps=$rps
+  ratio=$(awk -v a="$rps" -v b="${bare_rps:-0}" 'BEGIN {if (b > 0) printf "%.2f", a / b}')
+  printf '%-17s %10s %9s %9s %11s %8s %8s\n' "$stack" "$rps" "$p50" "$p99" "$cpu" "$ratio" "${errors:-0}"
 done
