@@ -47,7 +47,7 @@ struct Started {
 impl<Si, S, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<Si, S>
 where
     Si: AuditSink,
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send,
     S::Error: Send,
     ReqBody: Send + 'static,
