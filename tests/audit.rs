@@ -60,6 +60,38 @@ async fn concurrent_writes_share_fsyncs_and_chain() {
     assert_eq!(check(&path), Ok(500));
 }
 
+/// The head file is rewritten in place after every commit, and whatever was longer in it is
+/// cut, so it always holds one line naming the log's last record.
+#[tokio::test]
+async fn the_head_file_follows_every_commit() {
+    let path = scratch("head");
+    let mut head_path = path.clone().into_os_string();
+    head_path.push(".head");
+    {
+        let sink = FileSink::builder(&path).open().unwrap();
+        for n in 0..3 {
+            sink.write(record(n)).await.unwrap();
+            assert_eq!(FileSink::head(&path).map(|h| h.next_seq), Some(n + 1));
+        }
+    }
+    // A line padded past what the next one needs, as a hand edit might leave it.
+    let padded = std::fs::read_to_string(&head_path)
+        .unwrap()
+        .trim_end()
+        .to_string();
+    std::fs::write(&head_path, format!("{padded}{}\n", " ".repeat(200))).unwrap();
+    let sink = FileSink::builder(&path).open().unwrap();
+    sink.write(record(3)).await.unwrap();
+    let text = std::fs::read_to_string(&head_path).unwrap();
+    assert!(
+        text.starts_with("4 ") && text.len() == 2 + 64 + 1,
+        "{text:?}"
+    );
+    let last = verify(&FileSink::files(&path).unwrap(), None).unwrap();
+    assert_eq!(FileSink::head(&path).map(|h| h.head), Some(last.head));
+    assert_eq!(check(&path), Ok(4));
+}
+
 #[tokio::test]
 async fn rotation_keeps_one_chain_across_files() {
     let path = scratch("rotate");

@@ -240,9 +240,11 @@ impl FileSinkBuilder {
         let healthy = Arc::new(AtomicBool::new(true));
         let counters = Arc::new(Counters::default());
         let size = file.metadata()?.len();
+        let head = HeadFile::open(&self.path)?;
         let writer = Writer {
             path: self.path.clone(),
             file,
+            head,
             size,
             position,
             day: day_of(self.clock.now_micros() / 1_000_000),
@@ -263,6 +265,47 @@ impl FileSinkBuilder {
             counters,
             path: self.path.into(),
         })
+    }
+}
+
+/// The head file, kept open and rewritten in place: opening, truncating and closing it on
+/// every commit cost more than the commit's own write.
+struct HeadFile {
+    file: File,
+    len: u64,
+}
+
+impl HeadFile {
+    fn open(log: &Path) -> io::Result<HeadFile> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(head_path(log))?;
+        let len = file.metadata()?.len();
+        Ok(HeadFile { file, len })
+    }
+
+    fn record(&mut self, position: &Position) -> io::Result<()> {
+        let mut line = [0u8; 20 + 1 + 64 + 1];
+        let mut seq = itoa::Buffer::new();
+        let digits = seq.format(position.next_seq).as_bytes();
+        let mut end = digits.len();
+        line[..end].copy_from_slice(digits);
+        line[end] = b' ';
+        end += 1;
+        hex::encode_to_slice(position.head, &mut line[end..end + 64]).map_err(io::Error::other)?;
+        end += 64;
+        line[end] = b'\n';
+        end += 1;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(&line[..end])?;
+        // Sequence numbers only grow, so this is rare: a longer line left by an older file.
+        if (end as u64) < self.len {
+            self.file.set_len(end as u64)?;
+        }
+        self.len = end as u64;
+        Ok(())
     }
 }
 
@@ -376,6 +419,7 @@ struct Writer {
     file: File,
     size: u64,
     position: Position,
+    head: HeadFile,
     day: u64,
     rotate_bytes: Option<u64>,
     rotate_daily: bool,
@@ -461,8 +505,7 @@ impl Writer {
         self.size += buffer.len() as u64;
         self.position = position;
         // Best effort, after the log is durable: a head that lags is fine, one that leads is not.
-        let head = format!("{} {}\n", position.next_seq, hex::encode(position.head));
-        if let Err(error) = std::fs::write(head_path(&self.path), head) {
+        if let Err(error) = self.head.record(&position) {
             tracing::warn!(layer = "audit", %error, "could not update the audit head file");
         }
         Ok(())
