@@ -297,16 +297,63 @@ async fn finish<St: IdempotencyStore>(
     match store.complete(record, &owner, &outcome, &terms).await {
         Ok(true) => true,
         Ok(false) => {
-            tracing::warn!(layer = "idempotency", backend = store.backend_name(), key = %key,
-                "the lock was gone when the request finished (its lease ended and another attempt may have taken it over, or the store lost it); raise the lease above the handler's running time");
+            lock_gone(&store, &key);
             false
         }
         Err(error) => {
-            tracing::error!(layer = "idempotency", backend = store.backend_name(), key = %key, %error,
-                "could not store the outcome; a retry after the lease will run the handler again");
+            tracing::warn!(layer = "idempotency", backend = store.backend_name(), key = %key, %error,
+                "could not store the outcome; trying again until the lock's lease ends");
+            // The answer goes out now; the outcome follows when the store is back.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(keep_completing(store, scope, key, owner, outcome, terms));
+            }
             false
         }
     }
+}
+
+/// Stores an outcome the store refused, until it takes it or the lock's lease ends. The lock
+/// stays ours until then (the store checks the owner), so a store that blinks does not lose
+/// the outcome, and a retry finds a replay instead of running the handler a second time.
+async fn keep_completing<St: IdempotencyStore>(
+    store: St,
+    scope: String,
+    key: String,
+    owner: OwnerToken,
+    outcome: Outcome,
+    terms: Terms,
+) {
+    let record = RecordKey {
+        scope: &scope,
+        key: &key,
+    };
+    let deadline = tokio::time::Instant::now() + terms.lease;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        tokio::time::sleep(
+            pause.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
+        match store.complete(record, &owner, &outcome, &terms).await {
+            Ok(true) => {
+                tracing::info!(layer = "idempotency", backend = store.backend_name(), key = %key,
+                    "stored the outcome once the store answered again");
+                return;
+            }
+            Ok(false) => return lock_gone(&store, &key),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                tracing::error!(layer = "idempotency", backend = store.backend_name(), key = %key, %error,
+                    "could not store the outcome before the lease ended; a retry will run the handler again");
+                return;
+            }
+            Err(_) => pause = (pause * 2).min(Duration::from_secs(1)),
+        }
+    }
+}
+
+fn lock_gone<St: IdempotencyStore>(store: &St, key: &str) {
+    tracing::warn!(layer = "idempotency", backend = store.backend_name(), key = %key,
+        "the lock was gone when the request finished (its lease ended and another attempt may have taken it over, or the store lost it); raise the lease above the handler's running time");
 }
 
 impl<St: IdempotencyStore> Drop for Lock<St> {

@@ -81,6 +81,26 @@ impl RedisProcess {
     /// Starts redis-server on `port` and waits until it answers. Without the binary: `None` on a
     /// laptop (with a loud message), a failure in CI.
     pub async fn start(port: u16) -> Option<Self> {
+        Self::start_with(port, &["--appendonly", "no"]).await
+    }
+
+    /// As [`start`](Self::start), persisting every write to an append-only file in `dir` before
+    /// answering it (`appendfsync always`), so a restart on the same `dir` loses nothing it
+    /// acknowledged.
+    pub async fn start_persistent(port: u16, dir: &std::path::Path) -> Option<Self> {
+        let dir = dir.to_str().expect("a UTF-8 directory");
+        let args = [
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            dir,
+        ];
+        Self::start_with(port, &args).await
+    }
+
+    async fn start_with(port: u16, extra: &[&str]) -> Option<Self> {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -89,9 +109,8 @@ impl RedisProcess {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn();
         let process = match child {
@@ -117,6 +136,26 @@ impl RedisProcess {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         panic!("redis-server on port {port} did not answer within 5 s");
+    }
+}
+
+impl RedisProcess {
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
     }
 }
 
