@@ -24,6 +24,7 @@
 //! |---|---|---|
 //! | `memory` | yes | [`backend::MemoryBackend`] and the in-memory stores |
 //! | `redis` | no | [`backend::RedisBackend`] and the Redis stores |
+//! | `cluster` | no | `RedisBackend::cluster`: the same stores on a Redis Cluster (implies `redis`) |
 //! | `axum` | no | reads axum's `ConnectInfo` as the peer address; `Principal`, `Option<Principal>`, `Claims<T>` and `Access` as axum extractors |
 //! | `jwt` | no | `auth`: the JWT layer with static keys (pulls `jsonwebtoken` with `aws-lc-rs`) |
 //! | `jwks` | no | `auth::Jwks`: keys from JWKS URLs and OIDC discovery (pulls `reqwest` with rustls) |

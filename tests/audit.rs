@@ -635,6 +635,38 @@ async fn the_verify_program_reports_and_exits_accordingly() {
     assert_eq!(run(&path.with_extension("nothing")).status.code(), Some(2));
 }
 
+/// On a Redis Cluster, the stream, its head and its turn share a slot: instances appending at
+/// once still keep one chain.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stream_keeps_one_chain_on_a_cluster() {
+    use api_policy::audit::RedisStreamSink;
+    use api_policy::backend::RedisBackend;
+    let Some(urls) = common::redis_cluster_or_skip("audit_stream_cluster").await else {
+        return;
+    };
+    let prefix = common::unique_prefix("audit_stream_cluster");
+    let sink = || {
+        let backend = RedisBackend::cluster(urls.clone())
+            .prefix(prefix.clone())
+            .build()
+            .unwrap();
+        RedisStreamSink::new(&backend, "phi")
+    };
+    let sinks = [sink(), sink(), sink()];
+    let tasks: Vec<_> = (0..120u64)
+        .map(|n| {
+            let sink = sinks[n as usize % 3].clone();
+            tokio::spawn(async move { sink.write(record(n)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let verified = sinks[2].verify().await.unwrap().unwrap();
+    assert_eq!((verified.records, verified.next_seq), (120, 120));
+}
+
 /// Several instances (connections) appending to one Redis stream keep one chain; deleting an
 /// entry breaks it at that entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -232,10 +232,8 @@ fn memory(clock: &ManualClock) -> MemoryRateLimitStore {
     MemoryRateLimitStore::new(&common::memory_backend(clock))
 }
 
-async fn redis(test: &str, clock: &ManualClock) -> Option<RedisRateLimitStore> {
-    Some(RedisRateLimitStore::new(
-        &common::redis_backend(test, clock).await?,
-    ))
+fn redis(backend: &api_policy::backend::RedisBackend) -> RedisRateLimitStore {
+    RedisRateLimitStore::new(backend)
 }
 
 on_both_backends!(
@@ -469,6 +467,20 @@ async fn redis_revocation_conformance() {
         return;
     };
     let backend = RedisBackend::builder(url)
+        .prefix(common::unique_prefix("revocation"))
+        .build()
+        .unwrap();
+    revocation_scenario(api_policy::auth::RedisRevocationStore::new(&backend)).await;
+}
+
+#[cfg(all(feature = "jwt", feature = "cluster"))]
+#[tokio::test]
+async fn redis_cluster_revocation_conformance() {
+    let Some(urls) = common::redis_cluster_or_skip("redis_cluster_revocation_conformance").await
+    else {
+        return;
+    };
+    let backend = RedisBackend::cluster(urls)
         .prefix(common::unique_prefix("revocation"))
         .build()
         .unwrap();
@@ -715,10 +727,8 @@ mod idempotency {
         MemoryIdempotencyStore::new(&common::memory_backend(clock))
     }
 
-    async fn redis(test: &str, clock: &ManualClock) -> Option<RedisIdempotencyStore> {
-        Some(RedisIdempotencyStore::new(
-            &common::redis_backend(test, clock).await?,
-        ))
+    fn redis(backend: &api_policy::backend::RedisBackend) -> RedisIdempotencyStore {
+        RedisIdempotencyStore::new(backend)
     }
 
     on_both_backends!(
@@ -988,10 +998,8 @@ mod validators {
         MemoryValidatorStore::new(&common::memory_backend(clock))
     }
 
-    async fn redis(test: &str, clock: &ManualClock) -> Option<RedisValidatorStore> {
-        Some(RedisValidatorStore::new(
-            &common::redis_backend(test, clock).await?,
-        ))
+    fn redis(backend: &api_policy::backend::RedisBackend) -> RedisValidatorStore {
+        RedisValidatorStore::new(backend)
     }
 
     on_both_backends!(
@@ -1010,7 +1018,7 @@ mod version_pins {
         ApiVersion, MemoryVersionPinStore, RedisVersionPinStore, VersionPinStore,
     };
 
-    use super::{T0, common};
+    use super::T0;
 
     fn v(text: &str) -> ApiVersion {
         ApiVersion::parse(text).unwrap()
@@ -1074,10 +1082,8 @@ mod version_pins {
         MemoryVersionPinStore::new(&Default::default())
     }
 
-    async fn redis(test: &str, clock: &ManualClock) -> Option<RedisVersionPinStore> {
-        Some(RedisVersionPinStore::new(
-            &common::redis_backend(test, clock).await?,
-        ))
+    fn redis(backend: &api_policy::backend::RedisBackend) -> RedisVersionPinStore {
+        RedisVersionPinStore::new(backend)
     }
 
     on_both_backends!(pins, usage);

@@ -601,10 +601,8 @@ fn memory(clock: &api_policy::clock::ManualClock) -> MemoryValidatorStore {
     MemoryValidatorStore::new(&common::memory_backend(clock))
 }
 
-async fn redis(test: &str, clock: &api_policy::clock::ManualClock) -> Option<RedisValidatorStore> {
-    Some(RedisValidatorStore::new(
-        &common::redis_backend(test, clock).await?,
-    ))
+fn redis(backend: &api_policy::backend::RedisBackend) -> RedisValidatorStore {
+    RedisValidatorStore::new(backend)
 }
 
 const T0: u64 = 1_800_000_000_000_000;

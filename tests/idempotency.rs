@@ -609,10 +609,8 @@ fn memory(clock: &ManualClock) -> MemoryIdempotencyStore {
     MemoryIdempotencyStore::new(&common::memory_backend(clock))
 }
 
-async fn redis(test: &str, clock: &ManualClock) -> Option<RedisIdempotencyStore> {
-    Some(RedisIdempotencyStore::new(
-        &common::redis_backend(test, clock).await?,
-    ))
+fn redis(backend: &api_policy::backend::RedisBackend) -> RedisIdempotencyStore {
+    RedisIdempotencyStore::new(backend)
 }
 
 on_both_backends!(

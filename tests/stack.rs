@@ -217,6 +217,22 @@ async fn a_configured_stack_runs_every_policy_on_redis() {
     every_layer_acts(app(&config, &backend), &log).await;
 }
 
+/// The same configuration on a Redis Cluster, named by `backend.cluster`.
+#[cfg(feature = "cluster")]
+#[tokio::test]
+async fn a_configured_stack_runs_every_policy_on_a_redis_cluster() {
+    let Some(nodes) = common::redis_cluster_or_skip("stack_on_cluster").await else {
+        return;
+    };
+    let log = audit_log("stack-cluster");
+    let mut config = full_config(&log, "4/min");
+    config.backend.kind = BackendKind::Redis;
+    config.backend.cluster = Some(nodes);
+    config.backend.prefix = Some(common::unique_prefix("stack"));
+    let backend = config.backend.redis().expect("redis cluster backend");
+    every_layer_acts(app(&config, &backend), &log).await;
+}
+
 #[tokio::test]
 async fn sections_left_out_leave_their_slots_empty() {
     let config: StackConfig = toml::from_str(
@@ -525,6 +541,18 @@ fn broken_configurations_name_the_entry_at_fault() {
             "[backend]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\nmax_keys = 10",
             "backend.max_keys",
         ),
+        (
+            "[backend]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\ncluster = [\"redis://127.0.0.1:7000\"]",
+            "backend.cluster",
+        ),
+        (
+            "[backend]\nkind = \"redis\"\ncluster = []",
+            "backend.cluster",
+        ),
+        (
+            "[backend]\nkind = \"redis\"\ncluster = [\"redis://127.0.0.1:7000\", \"nonsense\"]",
+            "backend.cluster",
+        ),
     ] {
         let config: StackConfig = toml::from_str(text).expect("parses");
         let error = config.backend.redis().expect_err(text);
@@ -537,6 +565,13 @@ fn broken_configurations_name_the_entry_at_fault() {
         .memory()
         .expect_err("a Redis key on memory");
     assert_eq!(error.field, "backend.url");
+    let memory_with_cluster: StackConfig =
+        toml::from_str("[backend]\ncluster = [\"redis://127.0.0.1:7000\"]").expect("parses");
+    let error = memory_with_cluster
+        .backend
+        .memory()
+        .expect_err("a cluster on memory");
+    assert_eq!(error.field, "backend.cluster");
 }
 
 /// Mistakes serde catches name the key and the line: a typo, a wrong type, a wrong name.

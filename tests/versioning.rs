@@ -379,10 +379,8 @@ fn memory(_clock: &ManualClock) -> MemoryVersionPinStore {
     MemoryVersionPinStore::new(&Default::default())
 }
 
-async fn redis(test: &str, clock: &ManualClock) -> Option<RedisVersionPinStore> {
-    Some(RedisVersionPinStore::new(
-        &common::redis_backend(test, clock).await?,
-    ))
+fn redis(backend: &api_policy::backend::RedisBackend) -> RedisVersionPinStore {
+    RedisVersionPinStore::new(backend)
 }
 
 on_both_backends!(

@@ -74,6 +74,9 @@ pub struct BackendConfig {
     pub kind: BackendKind,
     /// The Redis URL (`redis://host:6379/0`), with `kind = "redis"`.
     pub url: Option<String>,
+    /// Instead of `url`, with `kind = "redis"`: the URLs of some nodes of a Redis Cluster
+    /// (`["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`). Needs the `cluster` feature.
+    pub cluster: Option<Vec<String>>,
     /// The prefix of every Redis key (default `api-policy:`): one per application sharing a Redis.
     pub prefix: Option<String>,
     /// How long a Redis command may take before the layer's failure policy applies, in ms
@@ -218,6 +221,7 @@ impl BackendConfig {
         }
         for (set, field) in [
             (self.url.is_some(), "backend.url"),
+            (self.cluster.is_some(), "backend.cluster"),
             (self.prefix.is_some(), "backend.prefix"),
             (self.timeout_ms.is_some(), "backend.timeout_ms"),
         ] {
@@ -245,19 +249,36 @@ impl BackendConfig {
                 "this section configures memory",
             ));
         }
-        let Some(url) = &self.url else {
-            return Err(ConfigError::new(
-                "backend.url",
-                "Redis needs a URL: redis://host:6379",
-            ));
-        };
         if self.max_keys.is_some() {
             return Err(ConfigError::new(
                 "backend.max_keys",
                 "only for kind = \"memory\"",
             ));
         }
-        let mut builder = crate::backend::RedisBackend::builder(url.as_str());
+        let mut builder = match (&self.url, &self.cluster) {
+            (Some(url), None) => crate::backend::RedisBackend::builder(url.as_str()),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "backend.cluster",
+                    "give either `url` (one Redis) or `cluster` (its nodes), not both",
+                ));
+            }
+            #[cfg(feature = "cluster")]
+            (None, Some(nodes)) => crate::backend::RedisBackend::cluster(nodes.iter().cloned()),
+            #[cfg(not(feature = "cluster"))]
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "backend.cluster",
+                    "Redis Cluster needs the crate's `cluster` feature",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "backend.url",
+                    "Redis needs a URL: redis://host:6379 (or `cluster`, its nodes' URLs)",
+                ));
+            }
+        };
         if let Some(prefix) = &self.prefix {
             builder = builder.prefix(prefix.as_str());
         }
@@ -268,6 +289,7 @@ impl BackendConfig {
             let field = match &*e.field {
                 "redis.prefix" => "backend.prefix",
                 "redis.timeout" => "backend.timeout_ms",
+                "redis.cluster" => "backend.cluster",
                 _ => "backend.url",
             };
             e.at(field)

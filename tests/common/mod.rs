@@ -166,6 +166,67 @@ impl Drop for RedisProcess {
     }
 }
 
+/// The Redis Cluster the tests use: `REDIS_CLUSTER_URLS` (node URLs, comma-separated), or the
+/// three local nodes `scripts/redis-cluster.sh` starts.
+pub fn redis_cluster_urls() -> Vec<String> {
+    std::env::var("REDIS_CLUSTER_URLS")
+        .unwrap_or_else(|_| {
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".to_string()
+        })
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// Some(node URLs) when every node reports `cluster_state:ok`. Without a cluster: panics in CI,
+/// else prints a loud skip.
+pub async fn redis_cluster_or_skip(test: &str) -> Option<Vec<String>> {
+    let urls = redis_cluster_urls();
+    let state = |url: String| async move {
+        let client = redis::Client::open(url.as_str())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async::<String>(&mut connection)
+            .await
+    };
+    let mut why = None;
+    for url in &urls {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), state(url.clone())).await {
+            Ok(Ok(info)) if info.contains("cluster_state:ok") => {}
+            Ok(Ok(_)) => why = Some(format!("{url}: cluster_state is not ok")),
+            Ok(Err(e)) => why = Some(format!("{url}: {e}")),
+            Err(_) => why = Some(format!("{url}: no answer within 2 s")),
+        }
+    }
+    let Some(why) = why else { return Some(urls) };
+    assert!(
+        !redis_required(),
+        "{test}: a Redis Cluster is required here (CI) but {why}; start one with scripts/redis-cluster.sh"
+    );
+    eprintln!(
+        "\n!!! SKIPPED {test} on Redis Cluster ({why}). Run scripts/redis-cluster.sh or set REDIS_CLUSTER_URLS. !!!\n"
+    );
+    None
+}
+
+/// A backend on the Redis Cluster under a prefix of the test's own, deciding by `clock`.
+#[cfg(feature = "cluster")]
+pub async fn redis_cluster_backend(
+    test: &str,
+    clock: &api_policy::clock::ManualClock,
+) -> Option<api_policy::backend::RedisBackend> {
+    let urls = redis_cluster_or_skip(test).await?;
+    Some(
+        api_policy::backend::RedisBackend::cluster(urls)
+            .prefix(unique_prefix(test))
+            .clock(clock.clone())
+            .build()
+            .expect("redis cluster backend"),
+    )
+}
+
 /// A memory backend reading `clock`.
 pub fn memory_backend(
     clock: &api_policy::clock::ManualClock,
@@ -192,9 +253,10 @@ pub async fn redis_backend(
     )
 }
 
-/// Runs each scenario, an `async fn(store, ManualClock)`, on both backends: the invoking module
-/// provides `fn memory(&ManualClock) -> Store`, `async fn redis(&str, &ManualClock) ->
-/// Option<Store>` and the start time `T0` (microseconds). Several worker threads, so concurrent
+/// Runs each scenario, an `async fn(store, ManualClock)`, on every backend: the invoking module
+/// provides `fn memory(&ManualClock) -> Store`, `fn redis(&RedisBackend) -> Store` and the start
+/// time `T0` (microseconds). Redis runs as one server and, with the `cluster` feature, as a
+/// three-master Redis Cluster (`scripts/redis-cluster.sh`). Several worker threads, so concurrent
 /// scenarios really race.
 #[allow(unused_macros)]
 macro_rules! on_both_backends {
@@ -213,8 +275,21 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let clock = api_policy::clock::ManualClock::at_micros(super::T0);
-                    let Some(store) = super::redis(stringify!($scenario), &clock).await else { return };
-                    super::$scenario(store, clock).await;
+                    let test = stringify!($scenario);
+                    let Some(backend) = crate::common::redis_backend(test, &clock).await else { return };
+                    super::$scenario(super::redis(&backend), clock).await;
+                }
+            )*
+        }
+        #[cfg(feature = "cluster")]
+        mod redis_cluster_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let clock = api_policy::clock::ManualClock::at_micros(super::T0);
+                    let test = stringify!($scenario);
+                    let Some(backend) = crate::common::redis_cluster_backend(test, &clock).await else { return };
+                    super::$scenario(super::redis(&backend), clock).await;
                 }
             )*
         }
