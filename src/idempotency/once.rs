@@ -264,14 +264,14 @@ impl<St: IdempotencyStore> Lock<St> {
         let Some(owner) = self.owner.take() else {
             return;
         };
-        let task = finish(
-            self.store.clone(),
-            std::mem::take(&mut self.scope),
-            std::mem::take(&mut self.key),
+        let task = finish(Completion {
+            store: self.store.clone(),
+            scope: std::mem::take(&mut self.scope),
+            key: std::mem::take(&mut self.key),
             owner,
             outcome,
-            self.terms,
-        );
+            terms: self.terms,
+        });
         let completed = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime.spawn(task).await.unwrap_or(false),
             Err(_) => task.await,
@@ -282,30 +282,45 @@ impl<St: IdempotencyStore> Lock<St> {
     }
 }
 
-async fn finish<St: IdempotencyStore>(
+/// An outcome on its way to the store, for the lock `owner` holds.
+struct Completion<St> {
     store: St,
     scope: String,
     key: String,
     owner: OwnerToken,
     outcome: Outcome,
     terms: Terms,
-) -> bool {
-    let record = RecordKey {
-        scope: &scope,
-        key: &key,
-    };
-    match store.complete(record, &owner, &outcome, &terms).await {
-        Ok(true) => true,
-        Ok(false) => {
-            lock_gone(&store, &key);
-            false
+}
+
+impl<St: IdempotencyStore> Completion<St> {
+    async fn attempt(&self) -> Result<bool, crate::error::StoreError> {
+        let record = RecordKey {
+            scope: &self.scope,
+            key: &self.key,
+        };
+        let stored = self
+            .store
+            .complete(record, &self.owner, &self.outcome, &self.terms)
+            .await;
+        if matches!(stored, Ok(false)) {
+            tracing::warn!(layer = "idempotency", backend = self.store.backend_name(), key = %self.key,
+                "the lock was gone when the request finished (its lease ended and another attempt may have taken it over, or the store lost it); raise the lease above the handler's running time");
         }
+        stored
+    }
+}
+
+/// One attempt to store the outcome; whether it is stored. A store that failed gets it later,
+/// in the background ([`keep_completing`]): the answer goes out now.
+async fn finish<St: IdempotencyStore>(completion: Completion<St>) -> bool {
+    match completion.attempt().await {
+        Ok(stored) => stored,
         Err(error) => {
-            tracing::warn!(layer = "idempotency", backend = store.backend_name(), key = %key, %error,
+            tracing::warn!(layer = "idempotency", backend = completion.store.backend_name(),
+                key = %completion.key, %error,
                 "could not store the outcome; trying again until the lock's lease ends");
-            // The answer goes out now; the outcome follows when the store is back.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(keep_completing(store, scope, key, owner, outcome, terms));
+                runtime.spawn(keep_completing(completion));
             }
             false
         }
@@ -315,45 +330,30 @@ async fn finish<St: IdempotencyStore>(
 /// Stores an outcome the store refused, until it takes it or the lock's lease ends. The lock
 /// stays ours until then (the store checks the owner), so a store that blinks does not lose
 /// the outcome, and a retry finds a replay instead of running the handler a second time.
-async fn keep_completing<St: IdempotencyStore>(
-    store: St,
-    scope: String,
-    key: String,
-    owner: OwnerToken,
-    outcome: Outcome,
-    terms: Terms,
-) {
-    let record = RecordKey {
-        scope: &scope,
-        key: &key,
-    };
-    let deadline = tokio::time::Instant::now() + terms.lease;
+async fn keep_completing<St: IdempotencyStore>(completion: Completion<St>) {
+    let deadline = tokio::time::Instant::now() + completion.terms.lease;
     let mut pause = Duration::from_millis(50);
     loop {
         tokio::time::sleep(
             pause.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
         )
         .await;
-        match store.complete(record, &owner, &outcome, &terms).await {
+        match completion.attempt().await {
             Ok(true) => {
-                tracing::info!(layer = "idempotency", backend = store.backend_name(), key = %key,
-                    "stored the outcome once the store answered again");
+                tracing::info!(layer = "idempotency", backend = completion.store.backend_name(),
+                    key = %completion.key, "stored the outcome once the store answered again");
                 return;
             }
-            Ok(false) => return lock_gone(&store, &key),
+            Ok(false) => return,
             Err(error) if tokio::time::Instant::now() >= deadline => {
-                tracing::error!(layer = "idempotency", backend = store.backend_name(), key = %key, %error,
+                tracing::error!(layer = "idempotency", backend = completion.store.backend_name(),
+                    key = %completion.key, %error,
                     "could not store the outcome before the lease ended; a retry will run the handler again");
                 return;
             }
             Err(_) => pause = (pause * 2).min(Duration::from_secs(1)),
         }
     }
-}
-
-fn lock_gone<St: IdempotencyStore>(store: &St, key: &str) {
-    tracing::warn!(layer = "idempotency", backend = store.backend_name(), key = %key,
-        "the lock was gone when the request finished (its lease ended and another attempt may have taken it over, or the store lost it); raise the lease above the handler's running time");
 }
 
 impl<St: IdempotencyStore> Drop for Lock<St> {
@@ -369,15 +369,14 @@ impl<St: IdempotencyStore> Drop for Lock<St> {
             None => self.store.release_detached(scope, key, owner, self.terms),
             Some(status) => {
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    let outcome = Outcome::NotKept { status };
-                    runtime.spawn(finish(
-                        self.store.clone(),
+                    runtime.spawn(finish(Completion {
+                        store: self.store.clone(),
                         scope,
                         key,
                         owner,
-                        outcome,
-                        self.terms,
-                    ));
+                        outcome: Outcome::NotKept { status },
+                        terms: self.terms,
+                    }));
                 }
             }
         }
