@@ -95,7 +95,7 @@ impl VerifiedCache {
     /// offers no randomness for the digest key.
     pub(crate) fn new(max_entries: usize) -> Option<Self> {
         Some(Self {
-            table: SlotTable::new(max_entries),
+            table: SlotTable::new(max_entries, usize::MAX),
             key: DigestKey::random().ok()?,
             epoch: AtomicU64::new(0),
         })

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::backend::MemoryBackend;
-use crate::backend::memory::{PINNED, Slot, SlotTable, Visit};
+use crate::backend::memory::{PINNED, Slot, SlotTable, Visit, allocated};
 use crate::clock::SharedClock;
 use crate::error::StoreError;
 use crate::owner::OwnerToken;
@@ -40,6 +40,20 @@ impl Slot for EntrySlot {
             _ => entry.known_until.saturating_sub(now),
         }
     }
+
+    fn heap_bytes(&self) -> usize {
+        let entry = self.lock();
+        let tag = entry
+            .validators
+            .as_ref()
+            .and_then(|v| v.etag.as_ref())
+            .map_or(0, |etag| allocated(etag.tag().len()));
+        let owner = entry
+            .lock
+            .as_ref()
+            .map_or(0, |(owner, _)| allocated(owner.as_str().len()));
+        tag + owner
+    }
 }
 
 /// Resources' validators and write locks in this process. Clones share every entry.
@@ -62,12 +76,12 @@ impl MemoryValidatorStore {
     #[must_use]
     pub fn new(backend: &MemoryBackend) -> Self {
         Self {
-            table: Arc::new(SlotTable::new(backend.max_keys())),
+            table: Arc::new(SlotTable::for_backend(backend)),
             clock: backend.clock().clone(),
         }
     }
 
-    /// Runs `f` on the resource's entry, creating it when `create`.
+    /// Runs `f` on the resource's entry to change it, creating it when `create`.
     fn visit<R>(
         &self,
         resource: &str,
@@ -76,7 +90,8 @@ impl MemoryValidatorStore {
     ) -> Option<R> {
         let now = self.clock.now_micros();
         self.table.with(resource, "", now, |slot| match slot {
-            Some(slot) => Visit::Done(Some(f(&mut slot.lock(), now))),
+            // A new tag or lock owner grows the entry: it is counted again.
+            Some(slot) => Visit::Reweigh(Some(f(&mut slot.lock(), now))),
             None if create => {
                 let mut entry = Entry::default();
                 let r = f(&mut entry, now);
@@ -87,11 +102,18 @@ impl MemoryValidatorStore {
     }
 
     fn snapshot(&self, resource: &str) -> Snapshot {
-        self.visit(resource, false, |entry, now| Snapshot {
-            validators: known(entry, now),
-            generation: entry.generation,
-        })
-        .unwrap_or_default()
+        let now = self.clock.now_micros();
+        self.table
+            .with(resource, "", now, |slot| {
+                Visit::Done(slot.map(|slot| {
+                    let entry = slot.lock();
+                    Snapshot {
+                        validators: known(&entry, now),
+                        generation: entry.generation,
+                    }
+                }))
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -2,11 +2,13 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use http::{HeaderName, HeaderValue};
+
 use super::fingerprint::Fingerprint;
 use super::record::Outcome;
 use super::store::{Begin, IdempotencyStore, RecordKey, Terms};
 use crate::backend::MemoryBackend;
-use crate::backend::memory::{PINNED, Slot, SlotTable, Visit};
+use crate::backend::memory::{PINNED, Slot, SlotTable, Visit, allocated};
 use crate::clock::SharedClock;
 use crate::error::StoreError;
 use crate::owner::OwnerToken;
@@ -52,14 +54,43 @@ impl Slot for RecordSlot {
             Record::Finished { expires_at, .. } => expires_at.saturating_sub(now),
         }
     }
+
+    fn heap_bytes(&self) -> usize {
+        match &*self.lock() {
+            Record::InFlight { owner, .. } => allocated(owner.as_str().len()),
+            Record::Finished { outcome, .. } => outcome_bytes(outcome),
+        }
+    }
+}
+
+/// What a kept outcome holds on the heap: its allocation (with the `Arc`'s two counts), and a
+/// response's body and headers.
+fn outcome_bytes(outcome: &Outcome) -> usize {
+    let kept = match outcome {
+        Outcome::Response(response) => {
+            let headers: usize = response
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    size_of::<(HeaderName, HeaderValue)>()
+                        + allocated(name.as_str().len())
+                        + allocated(value.len())
+                })
+                .sum();
+            allocated(response.body.len()) + headers
+        }
+        Outcome::NotKept { .. } => 0,
+    };
+    allocated(size_of::<Outcome>() + 2 * size_of::<usize>()) + kept
 }
 
 /// Idempotency records in this process. Clones share every record.
 ///
-/// Bounded by the backend's `max_keys`: when full, the finished records closest to the end of
-/// their retention go first; locks of requests still running are never evicted. A replay
-/// forgotten that way lets a late retry run the handler again, so size `max_keys` above the keyed
-/// requests one retention period brings, or use Redis.
+/// Bounded by the backend's `max_keys` and `max_bytes` (kept responses counted by their size):
+/// when full, the finished records closest to the end of their retention go first; locks of
+/// requests still running are never evicted. A replay forgotten that way lets a late retry run the
+/// handler again, so size both above what the keyed requests of one retention period bring, or use
+/// Redis.
 #[derive(Clone)]
 pub struct MemoryIdempotencyStore {
     table: Arc<SlotTable<RecordSlot>>,
@@ -79,7 +110,7 @@ impl MemoryIdempotencyStore {
     #[must_use]
     pub fn new(backend: &MemoryBackend) -> Self {
         Self {
-            table: Arc::new(SlotTable::new(backend.max_keys())),
+            table: Arc::new(SlotTable::for_backend(backend)),
             clock: backend.clock().clone(),
         }
     }
@@ -94,6 +125,13 @@ impl MemoryIdempotencyStore {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes held now, kept responses included, as counted against the backend's
+    /// [`max_bytes`](crate::backend::MemoryBackend::max_bytes).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.table.bytes()
     }
 
     fn begin_now(&self, key: RecordKey<'_>, fingerprint: &Fingerprint, terms: &Terms) -> Begin {
@@ -172,7 +210,8 @@ impl MemoryIdempotencyStore {
             match &*record {
                 Record::InFlight { owner: o, .. } if o == owner => {
                     f(&mut record, now);
-                    Visit::Done(true)
+                    // A completion grows the record by its outcome.
+                    Visit::Reweigh(true)
                 }
                 _ => Visit::Done(false),
             }

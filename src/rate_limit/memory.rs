@@ -8,7 +8,7 @@ use super::quota::{Algorithm, Quota};
 use super::store::{BucketKey, Decision, RateLimitStore};
 use super::verdict::{Window, gcra, sliding_window};
 use crate::backend::MemoryBackend;
-use crate::backend::memory::{Slot, SlotTable, Visit};
+use crate::backend::memory::{Slot, SlotTable, Visit, allocated};
 use crate::clock::SharedClock;
 use crate::error::StoreError;
 
@@ -34,6 +34,13 @@ impl Slot for RateSlot {
                     .saturating_mul(state.period_us)
                     .saturating_sub(now)
             }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            RateSlot::Gcra { .. } => 0,
+            RateSlot::SlidingWindow(_) => allocated(size_of::<Mutex<Window>>()),
         }
     }
 }
@@ -77,7 +84,7 @@ impl MemoryRateLimitStore {
     pub fn new(backend: &MemoryBackend) -> Self {
         Self {
             inner: Arc::new(Inner {
-                table: SlotTable::new(backend.max_keys()),
+                table: SlotTable::for_backend(backend),
                 overrides: RwLock::new(HashMap::new()),
                 override_count: AtomicUsize::new(0),
                 clock: backend.clock().clone(),
@@ -89,6 +96,13 @@ impl MemoryRateLimitStore {
     #[must_use]
     pub fn len(&self) -> usize {
         self.inner.table.len()
+    }
+
+    /// Bytes held now, as counted against the backend's
+    /// [`max_bytes`](crate::backend::MemoryBackend::max_bytes).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.inner.table.bytes()
     }
 
     /// Whether no bucket is held.

@@ -84,6 +84,9 @@ pub struct BackendConfig {
     pub timeout_ms: Option<u64>,
     /// The most keys each in-memory store holds (default 100,000).
     pub max_keys: Option<usize>,
+    /// The most bytes each in-memory store holds, its keys and kept responses counted (default
+    /// 64 MiB, at least 65,536).
+    pub max_bytes: Option<usize>,
 }
 
 /// Which backend.
@@ -210,7 +213,8 @@ impl BackendConfig {
     /// The in-memory backend this section describes.
     ///
     /// # Errors
-    /// A [`ConfigError`] when the section names Redis or sets a Redis key, or a zero `max_keys`.
+    /// A [`ConfigError`] when the section names Redis or sets a Redis key, a zero `max_keys`, or
+    /// a `max_bytes` under [`MIN_BYTES`](crate::backend::memory::MIN_BYTES).
     #[cfg(feature = "memory")]
     pub fn memory(&self) -> Result<crate::backend::MemoryBackend, ConfigError> {
         if self.kind != BackendKind::Memory {
@@ -233,13 +237,20 @@ impl BackendConfig {
         if let Some(max) = self.max_keys {
             builder = builder.max_keys(max);
         }
-        builder.build().map_err(|e| e.at("backend.max_keys"))
+        if let Some(max) = self.max_bytes {
+            builder = builder.max_bytes(max);
+        }
+        builder.build().map_err(|e| {
+            let field = format!("backend.{}", e.field.trim_start_matches("memory."));
+            e.at(field)
+        })
     }
 
     /// The Redis backend this section describes (it connects lazily).
     ///
     /// # Errors
-    /// A [`ConfigError`] when the section names memory or sets `max_keys`, has no URL, or a URL,
+    /// A [`ConfigError`] when the section names memory or sets `max_keys` or `max_bytes`, has no
+    /// URL, or a URL,
     /// prefix or timeout that cannot work.
     #[cfg(feature = "redis")]
     pub fn redis(&self) -> Result<crate::backend::RedisBackend, ConfigError> {
@@ -249,11 +260,13 @@ impl BackendConfig {
                 "this section configures memory",
             ));
         }
-        if self.max_keys.is_some() {
-            return Err(ConfigError::new(
-                "backend.max_keys",
-                "only for kind = \"memory\"",
-            ));
+        for (set, field) in [
+            (self.max_keys.is_some(), "backend.max_keys"),
+            (self.max_bytes.is_some(), "backend.max_bytes"),
+        ] {
+            if set {
+                return Err(ConfigError::new(field, "only for kind = \"memory\""));
+            }
         }
         let mut builder = match (&self.url, &self.cluster) {
             (Some(url), None) => crate::backend::RedisBackend::builder(url.as_str()),

@@ -60,7 +60,7 @@ impl MemoryRevocationStore {
     #[must_use]
     pub fn new(backend: &MemoryBackend) -> Self {
         Self {
-            table: Arc::new(SlotTable::new(backend.max_keys())),
+            table: Arc::new(SlotTable::for_backend(backend)),
             clock: backend.clock().clone(),
         }
     }
