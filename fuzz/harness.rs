@@ -138,7 +138,7 @@ optional = true
 
 [rate_limit]
 [rate_limit.tiers]
-default = "1000000000/d"
+default = "1000000/s"
 
 [versioning]
 default = "2"
