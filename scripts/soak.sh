@@ -40,7 +40,7 @@ PATIENT=$(mint --role patient --sub pat_1 --tier pro)
 # The demo's policies with quotas a soak's traffic does not exhaust (anonymous callers keep
 # theirs, and booking its 5/min), and a fresh Redis key prefix, so earlier runs' keys do not
 # replay.
-sed -e 's|^pro = .*|pro = "100000000/min"|' -e 's|^free = .*|free = "100000000/min"|' \
+sed -e 's|^pro = .*|pro = "1000000/s"|' -e 's|^free = .*|free = "1000000/s"|' \
   -e "s|^kind = \"memory\"|kind = \"redis\"\nurl = \"$REDIS_URL\"\nprefix = \"soak-$$-$(date +%s):\"|" \
   examples/server.toml >"$WORK/soak.toml"
 
@@ -83,7 +83,7 @@ add(1, "POST", "/api/v2/appointments", {Authorization = doctor, ["Content-Type"]
   '{"slot_id":"slot_2026_12_03_1100","patient_id":"pat_3","reason":"soak"}')
 
 local counter = 0
-local statuses = {}
+statuses = {}
 local thread_id = 0
 function setup(thread)
   thread_id = thread_id + 1
