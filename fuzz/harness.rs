@@ -20,8 +20,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 
+/// A fuzz target: it panics on what it finds.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name, each with its function.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("idempotency_key", idempotency_key),
     ("entity_tags", entity_tags),
     ("preconditions", preconditions),
@@ -219,10 +222,10 @@ pub fn version_headers(data: &[u8]) {
         (http::header::ACCEPT, accept),
         (HeaderName::from_static("api-version"), version),
     ]);
-    if let Ok(text) = std::str::from_utf8(version) {
-        if let Ok(parsed) = ApiVersion::parse(text) {
-            assert_eq!(ApiVersion::parse(&parsed.to_string()), Ok(parsed));
-        }
+    if let Ok(text) = std::str::from_utf8(version)
+        && let Ok(parsed) = ApiVersion::parse(text)
+    {
+        assert_eq!(ApiVersion::parse(&parsed.to_string()), Ok(parsed));
     }
 }
 
