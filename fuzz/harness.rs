@@ -34,9 +34,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
 ];
 
-const SECRET: &[u8] = b"api-policy-fuzz-secret-0123456789abcdef";
-const ISSUER: &str = "api-policy-fuzz";
-const AUDIENCE: &str = "fuzz-api";
+// The credentials of tests/data/hostile_stack.toml.
+const SECRET: &[u8] = b"api-policy-demo-secret-change-me-0123";
 
 /// Splits the input into `N` fields at NUL bytes (which no header value may hold); missing
 /// fields are empty.
@@ -126,35 +125,12 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// The stack with optional JWT (so garbage is judged, not merely absent), versioning by header and
-/// vendor type, and a rate limit too generous to answer 429.
+/// The stack of `tests/data/hostile_stack.toml`, which `tests/hostile_input.rs` also drives.
 fn app() -> &'static axum::Router {
     static APP: OnceLock<axum::Router> = OnceLock::new();
     APP.get_or_init(|| {
-        let text = format!(
-            r#"
-[jwt]
-issuer = ["{ISSUER}"]
-audience = ["{AUDIENCE}"]
-hs256_secret = "{secret}"
-optional = true
-
-[rate_limit]
-[rate_limit.tiers]
-default = "1000000/s"
-
-[versioning]
-default = "2"
-header = "Api-Version"
-accept_vendor = "application/vnd.example"
-[[versioning.versions]]
-version = "1"
-[[versioning.versions]]
-version = "2"
-"#,
-            secret = String::from_utf8_lossy(SECRET)
-        );
-        let config: StackConfig = match toml::from_str(&text) {
+        let text = include_str!("../tests/data/hostile_stack.toml");
+        let config: StackConfig = match toml::from_str(text) {
             Ok(config) => config,
             Err(e) => panic!("the configuration parses: {e}"),
         };

@@ -81,6 +81,62 @@ const MIB: usize = 1 << 20;
 /// evictions and chunks taken since. The live heap, counted exactly, is held to the bound itself.
 const ALLOCATOR_SLACK: usize = MIB / 2;
 
+/// What a store and the process hold while a spray runs, against the store's byte bound.
+struct Footprint {
+    max_bytes: usize,
+    resident_before: usize,
+    heap_before: usize,
+    peak_counted: usize,
+    peak_heap_growth: usize,
+}
+
+impl Footprint {
+    fn start(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            resident_before: resident_bytes(),
+            heap_before: live_heap_bytes(),
+            peak_counted: 0,
+            peak_heap_growth: 0,
+        }
+    }
+
+    /// Notes the store's count of its bytes now, and the live heap's growth.
+    fn observe(&mut self, counted: usize) {
+        self.peak_counted = self.peak_counted.max(counted);
+        let growth = live_heap_bytes().saturating_sub(self.heap_before);
+        self.peak_heap_growth = self.peak_heap_growth.max(growth);
+    }
+
+    /// Reports the peaks, and holds the count and the live heap to the bound, and resident
+    /// memory to the bound and the allocator's slack.
+    fn check(&self, what: &str) {
+        let max = self.max_bytes;
+        let resident_growth = resident_bytes().saturating_sub(self.resident_before);
+        println!(
+            "{what}: {:.1} MiB counted at peak (bound {} MiB), live heap grew {:.1} MiB at peak, resident memory grew {:.1} MiB",
+            self.peak_counted as f64 / MIB as f64,
+            max / MIB,
+            self.peak_heap_growth as f64 / MIB as f64,
+            resident_growth as f64 / MIB as f64
+        );
+        assert!(
+            self.peak_counted <= max,
+            "counted {} bytes",
+            self.peak_counted
+        );
+        assert!(
+            self.peak_heap_growth <= max,
+            "the live heap grew {} bytes, over the {max}-byte bound",
+            self.peak_heap_growth
+        );
+        assert!(
+            resident_growth <= max + ALLOCATOR_SLACK,
+            "resident memory grew {resident_growth} bytes, over the {max}-byte bound and the allocator's slack"
+        );
+    }
+}
+
 fn backend(max_bytes: usize, clock: &ManualClock) -> MemoryBackend {
     MemoryBackend::builder()
         // Far above what the bytes allow, so the byte bound is the one that binds.
@@ -111,10 +167,7 @@ fn a_million_new_keys_stay_within_max_bytes_and_spare_the_limited_caller() {
     }
     assert!(!store.decide_now(victim, &quota, 1).allowed);
 
-    let resident_before = resident_bytes();
-    let heap_before = live_heap_bytes();
-    let mut peak_bytes = 0;
-    let mut peak_heap_growth = 0;
+    let mut footprint = Footprint::start(MAX_BYTES);
     let mut caller = String::with_capacity(64);
     for i in 0..SPRAY {
         use std::fmt::Write;
@@ -127,8 +180,7 @@ fn a_million_new_keys_stay_within_max_bytes_and_spare_the_limited_caller() {
             overridable: true,
         };
         assert!(store.decide_now(key, &quota, 1).allowed);
-        peak_bytes = peak_bytes.max(store.bytes());
-        peak_heap_growth = peak_heap_growth.max(live_heap_bytes().saturating_sub(heap_before));
+        footprint.observe(store.bytes());
         if i % 1000 == 999 {
             // A millisecond per thousand keys: the spray takes one second of the clock, far
             // less than the victim's minute.
@@ -142,28 +194,11 @@ fn a_million_new_keys_stay_within_max_bytes_and_spare_the_limited_caller() {
             );
         }
     }
-    let resident_growth = resident_bytes().saturating_sub(resident_before);
-    println!(
-        "{SPRAY} new keys: {} held, {:.1} MiB counted at peak (bound {} MiB), live heap grew {:.1} MiB at peak, resident memory grew {:.1} MiB",
-        store.len(),
-        peak_bytes as f64 / MIB as f64,
-        MAX_BYTES / MIB,
-        peak_heap_growth as f64 / MIB as f64,
-        resident_growth as f64 / MIB as f64
-    );
-    assert!(peak_bytes <= MAX_BYTES, "counted {peak_bytes} bytes");
-    assert!(
-        peak_heap_growth <= MAX_BYTES,
-        "the live heap grew {peak_heap_growth} bytes, over the {MAX_BYTES}-byte bound"
-    );
+    footprint.check(&format!("{SPRAY} new keys, {} held", store.len()));
     assert!(
         store.len() < SPRAY / 2,
         "{} keys held: the bound evicted little",
         store.len()
-    );
-    assert!(
-        resident_growth <= MAX_BYTES + ALLOCATOR_SLACK,
-        "resident memory grew {resident_growth} bytes, over the {MAX_BYTES}-byte bound and the allocator's slack"
     );
     assert!(!store.decide_now(victim, &quota, 1).allowed);
 }
@@ -207,12 +242,9 @@ async fn kept_responses() {
         assert!(matches!(begun, Ok(Begin::Started { .. })), "{begun:?}");
     }
 
-    let resident_before = resident_bytes();
-    let heap_before = live_heap_bytes();
+    let mut footprint = Footprint::start(MAX_BYTES);
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
-    let mut peak_bytes = 0;
-    let mut peak_heap_growth = 0;
     for i in 0..RECORDS {
         let key = format!("payment-{i}");
         let Ok(Begin::Started { owner, .. }) =
@@ -225,32 +257,17 @@ async fn kept_responses() {
         let completed = store.complete(record(&key), &owner, &outcome, &terms).await;
         assert!(matches!(completed, Ok(true)), "{key}: {completed:?}");
         drop((key, outcome));
-        peak_bytes = peak_bytes.max(store.bytes());
-        peak_heap_growth = peak_heap_growth.max(live_heap_bytes().saturating_sub(heap_before));
+        footprint.observe(store.bytes());
         // Later records have more retention left, so the earliest go first.
         clock.advance(Duration::from_secs(1));
     }
-    let resident_growth = resident_bytes().saturating_sub(resident_before);
-    println!(
-        "{RECORDS} responses of {} KiB: {} records held, {:.1} MiB counted at peak (bound {} MiB), live heap grew {:.1} MiB at peak, resident memory grew {:.1} MiB",
+    footprint.check(&format!(
+        "{RECORDS} responses of {} KiB, {} records held",
         BODY / 1024,
-        store.len(),
-        peak_bytes as f64 / MIB as f64,
-        MAX_BYTES / MIB,
-        peak_heap_growth as f64 / MIB as f64,
-        resident_growth as f64 / MIB as f64
-    );
-    assert!(peak_bytes <= MAX_BYTES, "counted {peak_bytes} bytes");
-    assert!(
-        peak_heap_growth <= MAX_BYTES,
-        "the live heap grew {peak_heap_growth} bytes, over the {MAX_BYTES}-byte bound"
-    );
+        store.len()
+    ));
     // 1,000 x 64 KiB is 64 MiB: held only in part, by their bytes, far under any key bound.
     assert!(store.len() < RECORDS / 4, "{} records held", store.len());
-    assert!(
-        resident_growth <= MAX_BYTES + ALLOCATOR_SLACK,
-        "resident memory grew {resident_growth} bytes, over the {MAX_BYTES}-byte bound and the allocator's slack"
-    );
     for i in 0..20 {
         let key = format!("running-{i}");
         let begun = store.begin(record(&key), &fingerprint(), &terms).await;

@@ -162,33 +162,10 @@ proptest! {
     }
 }
 
-/// The stack with JWT (optional, so garbage is judged rather than merely absent), versioning by
-/// path, header and vendor type, and a rate limit.
+/// The stack of `tests/data/hostile_stack.toml`, which the fuzz targets also drive.
 fn app() -> Router {
-    let config: StackConfig = toml::from_str(&format!(
-        r#"
-[jwt]
-issuer = ["{DEMO_ISSUER}"]
-audience = ["{DEMO_AUDIENCE}"]
-hs256_secret = "{secret}"
-optional = true
-
-[rate_limit]
-[rate_limit.tiers]
-default = "1000000/s"
-
-[versioning]
-default = "2"
-header = "Api-Version"
-accept_vendor = "application/vnd.example"
-[[versioning.versions]]
-version = "1"
-[[versioning.versions]]
-version = "2"
-"#,
-        secret = String::from_utf8_lossy(DEMO_SECRET)
-    ))
-    .unwrap_or_else(|e| panic!("the configuration parses: {e}"));
+    let config: StackConfig = toml::from_str(include_str!("data/hostile_stack.toml"))
+        .unwrap_or_else(|e| panic!("the configuration parses: {e}"));
     let stack = config
         .build(&MemoryBackend::new())
         .unwrap_or_else(|e| panic!("the configuration builds: {e}"));

@@ -5,8 +5,6 @@
 //! a hostile client would, to an axum server behind the composed stack.
 #![cfg(all(feature = "memory", feature = "jwt", feature = "axum"))]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,7 +13,6 @@ use api_policy::backend::MemoryBackend;
 use api_policy::stack::StackConfig;
 use axum::Router;
 use axum::routing::post;
-use common::{DEMO_AUDIENCE, DEMO_ISSUER, DEMO_SECRET};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -24,22 +21,12 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// How long any answer here may take: every refusal is immediate.
 const PROMPT: Duration = Duration::from_secs(5);
 
-/// A server on a free loopback port: JWT (optional) and idempotency keys on `POST /orders`,
-/// whose handler counts its runs.
+/// A server on a free loopback port: the stack the hostile-input tests drive (JWT optional, a rate
+/// limit, versioning), with idempotency keys on `POST /orders`, whose handler counts its runs.
 async fn serve() -> (String, Arc<AtomicUsize>) {
     let config: StackConfig = toml::from_str(&format!(
-        r#"
-[jwt]
-issuer = ["{DEMO_ISSUER}"]
-audience = ["{DEMO_AUDIENCE}"]
-hs256_secret = "{secret}"
-optional = true
-
-[idempotency]
-require = ["POST /orders"]
-max_request_bytes = {BODY_LIMIT}
-"#,
-        secret = String::from_utf8_lossy(DEMO_SECRET)
+        "{}\n[idempotency]\nrequire = [\"POST /orders\"]\nmax_request_bytes = {BODY_LIMIT}\n",
+        include_str!("data/hostile_stack.toml")
     ))
     .unwrap_or_else(|e| panic!("the configuration parses: {e}"));
     let stack = config
