@@ -873,7 +873,8 @@ mod validators {
         assert_eq!(held(&store, &a).await, Some(v("v1", Some(1_700_000_000))));
         assert!(matches!(
             store.lock(R, &b, LEASE).await.unwrap(),
-            Locked::Busy { lease_left } if lease_left == LEASE
+            Locked::Busy { lease_left, current }
+                if lease_left == LEASE && current == Some(v("v1", Some(1_700_000_000)))
         ));
         // A response learned meanwhile does not overwrite what the update will decide.
         assert!(!store.learn(R, &v("stale", None), 0, TTL).await.unwrap());

@@ -216,6 +216,16 @@ async fn read_item(State(items): State<Items>, Path(id): Path<String>) -> Respon
     }
 }
 
+/// The item, with the modification date its store knows.
+async fn read_dated_item(state: State<Items>, id: Path<String>) -> Response {
+    let mut response = read_item(state, id).await;
+    response.headers_mut().insert(
+        http::header::LAST_MODIFIED,
+        HeaderValue::from_static(MODIFIED),
+    );
+    response
+}
+
 async fn write_item(State(items): State<Items>, Path(id): Path<String>, name: String) -> Response {
     items.handled.fetch_add(1, Ordering::SeqCst);
     if !items.delay.is_zero() {
@@ -249,6 +259,10 @@ fn configure<St: ValidatorStore>(store: St) -> ConditionalBuilder<St> {
                 .require_preconditions(),
         )
         .resource("/fast/{id}", ResourceRule::resource().fast_not_modified())
+        .resource(
+            "/dated/{id}",
+            ResourceRule::resource().require_preconditions(),
+        )
         .max_body_bytes(64 * 1024)
 }
 
@@ -259,6 +273,7 @@ fn app<St: ValidatorStore>(layer: ConditionalLayer<St>, items: Items) -> Router 
             get(read_item).put(write_item).delete(delete_item),
         )
         .route("/fast/{id}", get(read_item).put(write_item))
+        .route("/dated/{id}", get(read_dated_item).put(write_item))
         .route(
             "/tagged",
             get(|| async {
@@ -574,6 +589,50 @@ async fn concurrent_updates_one_wins<St: ValidatorStore>(
     assert_eq!(items.version("a"), Some(2), "one write");
 }
 
+/// A precondition the current validators already fail is refused at once, even while another
+/// update holds the resource's lock; one they pass waits for that update, and is judged after it.
+async fn a_failed_precondition_does_not_wait_for_the_lock<St: ValidatorStore>(
+    store: St,
+    _clock: api_policy::clock::ManualClock,
+) {
+    let items = Items {
+        delay: Duration::from_millis(400),
+        ..Items::with(&[("a", "apple")])
+    };
+    let app = app(configure(store).build().unwrap(), items.clone());
+    let etag = send(&app, "GET", "/items/a", &[], "").await.etag();
+    let slow = {
+        let (app, etag) = (app.clone(), etag.clone());
+        tokio::spawn(
+            async move { send(&app, "PUT", "/items/a", &[("if-match", &etag)], "first").await },
+        )
+    };
+    // The slow update holds the lock once its handler has started.
+    while items.handled.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked = std::time::Instant::now();
+    let stale = send(&app, "PUT", "/items/a", &[("if-match", "\"stale\"")], "x").await;
+    let waited = asked.elapsed();
+    assert_eq!(
+        (stale.status, stale.error().as_str()),
+        (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+    );
+    assert!(
+        waited < Duration::from_millis(200),
+        "the stale If-Match waited {waited:?} for the lock"
+    );
+    assert!(
+        !slow.is_finished(),
+        "the slow update ended before the test could race it"
+    );
+    // The tag the slow update was given still matches now: this one must wait, then fail.
+    let same = send(&app, "PUT", "/items/a", &[("if-match", &etag)], "second").await;
+    assert_eq!(same.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(slow.await.expect("the slow update").status, StatusCode::OK);
+    assert_eq!(items.version("a"), Some(2), "one write");
+}
+
 /// The fast path answers 304 from the known validators without calling the handler.
 async fn fast_not_modified_skips_the_handler<St: ValidatorStore>(
     store: St,
@@ -607,10 +666,42 @@ fn redis(backend: &api_policy::backend::RedisBackend) -> RedisValidatorStore {
 
 const T0: u64 = 1_800_000_000_000_000;
 
+/// SEMANTICS 7: a resource with a modification date still requires a precondition of an update;
+/// only there does `If-Unmodified-Since` stand in for `If-Match`.
+async fn dated_resources_still_require_a_precondition<St: ValidatorStore>(
+    store: St,
+    _clock: api_policy::clock::ManualClock,
+) {
+    let items = Items::with(&[("a", "apple")]);
+    let app = app(configure(store).build().unwrap(), items.clone());
+    let read = send(&app, "GET", "/dated/a", &[], "").await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.headers["last-modified"], MODIFIED);
+    let handled = items.handled.load(Ordering::SeqCst);
+    let none = send(&app, "PUT", "/dated/a", &[], "avocado").await;
+    assert_eq!(
+        (none.status, none.error().as_str()),
+        (StatusCode::PRECONDITION_REQUIRED, "precondition_required")
+    );
+    assert_eq!(items.handled.load(Ordering::SeqCst), handled);
+    let unmodified = send(
+        &app,
+        "PUT",
+        "/dated/a",
+        &[("if-unmodified-since", MODIFIED)],
+        "avocado",
+    )
+    .await;
+    assert_eq!(unmodified.status, StatusCode::OK);
+    assert_eq!(items.version("a"), Some(2));
+}
+
 on_both_backends!(
     etags_and_revalidation,
     updates_are_decided_before_the_handler,
+    dated_resources_still_require_a_precondition,
     concurrent_updates_one_wins,
+    a_failed_precondition_does_not_wait_for_the_lock,
     fast_not_modified_skips_the_handler,
 );
 

@@ -165,6 +165,7 @@ impl ValidatorStore for MemoryValidatorStore {
         let locked = self.visit(resource, true, |entry, now| match &entry.lock {
             Some((_, until)) if *until > now => Locked::Busy {
                 lease_left: Duration::from_micros(until - now),
+                current: known(entry, now),
             },
             _ => {
                 entry.lock = Some((owner.clone(), now.saturating_add(micros(lease))));

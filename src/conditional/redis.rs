@@ -130,13 +130,18 @@ impl ValidatorStore for RedisValidatorStore {
         let Value::Array(items) = &reply else {
             return Err(bad());
         };
+        let validators = |raw: Option<&Value>| match raw {
+            Some(Value::BulkString(raw)) => Ok(Snapshot::decode(raw)?.validators),
+            None | Some(Value::Nil) => Ok(None),
+            Some(_) => Err(bad()),
+        };
         match (items.first(), items.get(1)) {
-            (Some(Value::Int(1)), Some(Value::BulkString(raw))) => Ok(Locked::Held {
-                current: Snapshot::decode(raw)?.validators,
+            (Some(Value::Int(1)), raw) => Ok(Locked::Held {
+                current: validators(raw)?,
             }),
-            (Some(Value::Int(1)), _) => Ok(Locked::Held { current: None }),
             (Some(Value::Int(0)), Some(Value::Int(left))) => Ok(Locked::Busy {
                 lease_left: Duration::from_micros(u64::try_from(*left).map_err(|_| bad())?),
+                current: validators(items.get(2))?,
             }),
             _ => Err(bad()),
         }

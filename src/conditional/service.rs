@@ -376,6 +376,22 @@ where
     let known = loop {
         match store.lock(&resource.path, &owner, config.lease).await {
             Ok(Locked::Held { current }) => break current,
+            // The update under way has not changed the validators yet: a precondition they
+            // fail now fails for a request ordered before that update, so it need not wait.
+            // (A lookup's validators are the application's, read only under the lock.)
+            Ok(Locked::Busy { current, .. })
+                if config.lookup.is_none()
+                    && evaluate(
+                        request.method(),
+                        &plan.preconditions,
+                        current.as_ref().map(view),
+                        None,
+                    ) == Evaluation::PreconditionFailed =>
+            {
+                lock.disarm();
+                crate::metrics::decision("conditional", "precondition_failed");
+                return refuse(precondition_failed(&current.unwrap_or_default()), &request);
+            }
             Ok(Locked::Busy { .. }) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));

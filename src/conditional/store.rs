@@ -30,6 +30,9 @@ pub enum Locked {
     Busy {
         /// When its lease ends at the latest.
         lease_left: Duration,
+        /// The validators known now, before the holder's update ends (`None`: not known): a
+        /// precondition they already fail can be refused without waiting for the lock.
+        current: Option<StoredValidators>,
     },
 }
 
