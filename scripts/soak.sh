@@ -151,7 +151,7 @@ read -r warm last peak < <(awk -v w="$warm_until" '
 growth=$(awk -v a="$warm" -v b="$peak" 'BEGIN {printf "%.1f", (b - a) * 100 / a}')
 echo "resident memory: $((warm / 1024)) MiB after warm-up, $((last / 1024)) MiB at the end, $((peak / 1024)) MiB at most (+$growth%)"
 echo "samples (seconds since start, MiB):"
-awk -v s="$start" '{printf "  %4d %6.1f\n", $1 - s, $2 / 1024}' "$WORK/rss" | paste -sd' ' | fold -w 100
+awk -v s="$start" '{printf "  %4d s %5.1f", $1 - s, $2 / 1024; if (NR % 6 == 0) print ""} END {print ""}' "$WORK/rss"
 
 status=0
 if [ "$server_errors" -gt 0 ]; then

@@ -748,12 +748,10 @@ async fn two_stacks_sharing_redis_one_update_wins() {
     }
 }
 
-/// With a lookup (a version column), updates are decided from the application's own truth.
-#[tokio::test]
-async fn a_lookup_supplies_the_validators() {
-    let items = Items::with(&[("a", "apple")]);
+/// A layer whose validators come from the items' versions, as from a version column.
+fn with_lookup(items: &Items) -> ConditionalLayer<MemoryValidatorStore> {
     let source = items.clone();
-    let layer = configure(MemoryValidatorStore::new(&MemoryBackend::new()))
+    configure(MemoryValidatorStore::new(&MemoryBackend::new()))
         .lookup(move |resource| {
             let version = resource.param("id").and_then(|id| source.version(id));
             async move {
@@ -767,7 +765,14 @@ async fn a_lookup_supplies_the_validators() {
             }
         })
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// With a lookup (a version column), updates are decided from the application's own truth.
+#[tokio::test]
+async fn a_lookup_supplies_the_validators() {
+    let items = Items::with(&[("a", "apple")]);
+    let layer = with_lookup(&items);
     let app = app(layer, items.clone());
     let stale = send(&app, "PUT", "/items/a", &[("if-match", "\"v0\"")], "x").await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
@@ -789,4 +794,42 @@ async fn a_lookup_supplies_the_validators() {
         StatusCode::NOT_FOUND,
         "a DELETE of a missing resource is its 404"
     );
+}
+
+/// With a lookup too, an update whose preconditions the application's validators already fail is
+/// refused while another holds the lock, without waiting; one they pass waits for it.
+#[tokio::test]
+async fn a_lookup_refuses_a_stale_update_without_waiting() {
+    let items = Items {
+        delay: Duration::from_millis(400),
+        ..Items::with(&[("a", "apple")])
+    };
+    let app = app(with_lookup(&items), items.clone());
+    let slow = {
+        let app = app.clone();
+        tokio::spawn(
+            async move { send(&app, "PUT", "/items/a", &[("if-match", "\"v1\"")], "x").await },
+        )
+    };
+    while items.handled.load(Ordering::SeqCst) < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked = std::time::Instant::now();
+    let stale = send(&app, "PUT", "/items/a", &[("if-match", "\"v0\"")], "y").await;
+    let waited = asked.elapsed();
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(stale.etag(), "\"v1\"");
+    assert!(
+        waited < Duration::from_millis(200),
+        "the stale If-Match waited {waited:?} for the lock"
+    );
+    assert!(
+        !slow.is_finished(),
+        "the slow update ended before the test could race it"
+    );
+    let same = send(&app, "PUT", "/items/a", &[("if-match", "\"v1\"")], "z").await;
+    assert_eq!(same.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(same.etag(), "\"v2\"", "judged after the slow update");
+    assert_eq!(slow.await.expect("the slow update").status, StatusCode::OK);
+    assert_eq!(items.version("a"), Some(2), "one write");
 }

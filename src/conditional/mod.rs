@@ -18,9 +18,9 @@
 //!   two updates carrying the same `If-Match` cannot both succeed, even on two instances sharing
 //!   Redis, as long as each finishes within the lock's lease (30 s by default:
 //!   [`lock`](ConditionalBuilder::lock)). An update that finds the lock held waits for it,
-//!   unless the validators known then already fail its preconditions (a stale `If-Match`):
-//!   that one is `412` at once, as if it had come just before the update under way (with a
-//!   `lookup`, whose validators are read under the lock, it waits);
+//!   unless the validators of now (the store's, or the lookup's, asked once) already fail its
+//!   preconditions (a stale `If-Match`): that one is `412` at once, as if it had come just
+//!   before the update under way (or, when the lookup sees its change, just after);
 //! - with [`require_preconditions`](ResourceRule::require_preconditions), answers an update
 //!   without `If-Match`/`If-Unmodified-Since` with `428`.
 //!

@@ -373,32 +373,32 @@ where
     };
     let deadline = tokio::time::Instant::now() + config.lock_wait;
     let mut pause = Duration::from_millis(2);
+    let mut judged_while_busy = false;
     let known = loop {
         match store.lock(&resource.path, &owner, config.lease).await {
             Ok(Locked::Held { current }) => break current,
-            // The update under way has not changed the validators yet: a precondition they
-            // fail now fails for a request ordered before that update, so it need not wait.
-            // (A lookup's validators are the application's, read only under the lock.)
-            Ok(Locked::Busy { current, .. })
-                if config.lookup.is_none()
-                    && evaluate(
-                        request.method(),
-                        &plan.preconditions,
-                        current.as_ref().map(view),
-                        None,
-                    ) == Evaluation::PreconditionFailed =>
-            {
-                lock.disarm();
-                crate::metrics::decision("conditional", "precondition_failed");
-                return refuse(precondition_failed(&current.unwrap_or_default()), &request);
-            }
-            Ok(Locked::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+            Ok(Locked::Busy { current, .. }) => {
+                // A precondition that the validators of now already fail fails for a request
+                // ordered before the update under way (or, when a lookup sees that update's
+                // change, after it): either way it need not wait. Judged once, as a lookup may
+                // cost a query; one that passes waits, and is judged again under the lock.
+                if !judged_while_busy {
+                    judged_while_busy = true;
+                    if let Ok(current) = current_validators(&config, &resource, current).await
+                        && judge(request.method(), &plan.preconditions, current.as_ref())
+                            == Evaluation::PreconditionFailed
+                    {
+                        lock.disarm();
+                        crate::metrics::decision("conditional", "precondition_failed");
+                        return refuse(precondition_failed(&named(current)), &request);
+                    }
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    lock.disarm();
+                    return refuse(busy(), &request);
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
-            }
-            Ok(Locked::Busy { .. }) => {
-                lock.disarm();
-                return refuse(busy(), &request);
             }
             Err(error) => {
                 tracing::error!(layer = "conditional", backend = store.backend_name(), %error,
@@ -408,37 +408,22 @@ where
             }
         }
     };
-    let current = match (&config.lookup, known) {
-        (Some(lookup), _) => match lookup(resource.clone()).await {
-            Ok(current) => Some(current),
-            Err(error) => {
-                tracing::error!(layer = "conditional", %error,
-                    "the validator lookup failed; answering 503");
-                lock.unlock(Update::Keep).await;
-                return refuse(unavailable(), &request);
-            }
-        },
-        (None, Some(validators)) => Some(Current::Exists(validators)),
-        // Not known: judged as a representation whose tags nobody knows (see the module docs).
-        (None, None) => None,
+    let current = match current_validators(&config, &resource, known).await {
+        Ok(current) => current,
+        Err(error) => {
+            tracing::error!(layer = "conditional", %error,
+                "the validator lookup failed; answering 503");
+            lock.unlock(Update::Keep).await;
+            return refuse(unavailable(), &request);
+        }
     };
-    // Missing, or not known: either way no tag can match, so `If-Match` fails safe (412) and
-    // `If-None-Match: *` lets the handler create.
-    let validators = match &current {
-        Some(Current::Exists(v)) => Some(view(v)),
-        _ => None,
-    };
-    // A DELETE or PATCH of what is known to be missing is the handler's 404, whatever its
-    // preconditions.
-    let unconditional = (matches!(current, Some(Current::Missing))
-        && matches!(*request.method(), Method::DELETE | Method::PATCH))
-    .then_some(StatusCode::NOT_FOUND);
     // `If-Unmodified-Since` guards nothing on a resource without a modification date (RFC 9110
     // ignores it there), so alone it does not satisfy a required precondition.
+    let dated = matches!(&current, Some(Current::Exists(v)) if v.last_modified.is_some());
     if target.require_preconditions
         && plan.preconditions.if_match.is_none()
         && plan.preconditions.if_none_match.is_none()
-        && validators.and_then(|v| v.last_modified).is_none()
+        && !dated
         && matches!(
             *request.method(),
             Method::PUT | Method::PATCH | Method::DELETE
@@ -448,23 +433,13 @@ where
         lock.unlock(Update::Keep).await;
         return refuse(precondition_required(), &request);
     }
-    let verdict = evaluate(
-        request.method(),
-        &plan.preconditions,
-        validators,
-        unconditional,
-    );
-    match verdict {
+    match judge(request.method(), &plan.preconditions, current.as_ref()) {
         Evaluation::Proceed => crate::metrics::decision("conditional", "proceed"),
         _ => {
             crate::metrics::decision("conditional", "precondition_failed");
-            let stored = match &current {
-                Some(Current::Exists(v)) => v.clone(),
-                _ => StoredValidators::default(),
-            };
             // What was learned stays: nothing changed.
             lock.unlock(Update::Keep).await;
-            return refuse(precondition_failed(&stored), &request);
+            return refuse(precondition_failed(&named(current)), &request);
         }
     }
     let method = request.method().clone();
@@ -562,6 +537,43 @@ where
             last_modified,
         },
     )
+}
+
+/// The resource's validators for an update: the lookup's answer when there is one, else what
+/// the store knows (`None`: not known, judged as a representation whose tags nobody knows; see
+/// the module docs).
+async fn current_validators(
+    config: &Config,
+    resource: &Resource,
+    known: Option<StoredValidators>,
+) -> Result<Option<Current>, crate::error::StoreError> {
+    match &config.lookup {
+        Some(lookup) => lookup(resource.clone()).await.map(Some),
+        None => Ok(known.map(Current::Exists)),
+    }
+}
+
+/// An update's preconditions judged against its resource. Missing, or not known: either way no
+/// tag can match, so `If-Match` fails safe (412) and `If-None-Match: *` lets the handler create;
+/// a `DELETE` or `PATCH` of what is known to be missing is the handler's 404, whatever its
+/// preconditions.
+fn judge(method: &Method, preconditions: &Preconditions, current: Option<&Current>) -> Evaluation {
+    let validators = match current {
+        Some(Current::Exists(v)) => Some(view(v)),
+        _ => None,
+    };
+    let unconditional = (matches!(current, Some(Current::Missing))
+        && matches!(*method, Method::DELETE | Method::PATCH))
+    .then_some(StatusCode::NOT_FOUND);
+    evaluate(method, preconditions, validators, unconditional)
+}
+
+/// The validators a 412 names: the current ones, or none.
+fn named(current: Option<Current>) -> StoredValidators {
+    match current {
+        Some(Current::Exists(v)) => v,
+        _ => StoredValidators::default(),
+    }
 }
 
 fn view(validators: &StoredValidators) -> Validators<'_> {
