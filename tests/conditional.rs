@@ -589,6 +589,41 @@ async fn concurrent_updates_one_wins<St: ValidatorStore>(
     assert_eq!(items.version("a"), Some(2), "one write");
 }
 
+/// Starts a PUT of item `a` with `If-Match: held`, which holds the lock while its handler takes
+/// the items' delay, and meanwhile sends one with `If-Match: stale`. Checks that the stale one was
+/// 412 without waiting for the lock, while the slow one still ran; returns it and the slow one.
+async fn stale_update_during_a_slow_one(
+    app: &Router,
+    items: &Items,
+    held: &str,
+    stale: &str,
+) -> (Answer, tokio::task::JoinHandle<Answer>) {
+    let handled = items.handled.load(Ordering::SeqCst);
+    let slow = {
+        let (app, held) = (app.clone(), held.to_string());
+        tokio::spawn(
+            async move { send(&app, "PUT", "/items/a", &[("if-match", &held)], "slow").await },
+        )
+    };
+    // The slow update holds the lock once its handler has started.
+    while items.handled.load(Ordering::SeqCst) == handled {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked = std::time::Instant::now();
+    let answer = send(app, "PUT", "/items/a", &[("if-match", stale)], "stale").await;
+    let waited = asked.elapsed();
+    assert_eq!(answer.status, StatusCode::PRECONDITION_FAILED);
+    assert!(
+        waited < Duration::from_millis(200),
+        "the stale If-Match waited {waited:?} for the lock"
+    );
+    assert!(
+        !slow.is_finished(),
+        "the slow update ended before the test could race it"
+    );
+    (answer, slow)
+}
+
 /// A precondition the current validators already fail is refused at once, even while another
 /// update holds the resource's lock; one they pass waits for that update, and is judged after it.
 async fn a_failed_precondition_does_not_wait_for_the_lock<St: ValidatorStore>(
@@ -601,31 +636,8 @@ async fn a_failed_precondition_does_not_wait_for_the_lock<St: ValidatorStore>(
     };
     let app = app(configure(store).build().unwrap(), items.clone());
     let etag = send(&app, "GET", "/items/a", &[], "").await.etag();
-    let slow = {
-        let (app, etag) = (app.clone(), etag.clone());
-        tokio::spawn(
-            async move { send(&app, "PUT", "/items/a", &[("if-match", &etag)], "first").await },
-        )
-    };
-    // The slow update holds the lock once its handler has started.
-    while items.handled.load(Ordering::SeqCst) < 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let asked = std::time::Instant::now();
-    let stale = send(&app, "PUT", "/items/a", &[("if-match", "\"stale\"")], "x").await;
-    let waited = asked.elapsed();
-    assert_eq!(
-        (stale.status, stale.error().as_str()),
-        (StatusCode::PRECONDITION_FAILED, "precondition_failed")
-    );
-    assert!(
-        waited < Duration::from_millis(200),
-        "the stale If-Match waited {waited:?} for the lock"
-    );
-    assert!(
-        !slow.is_finished(),
-        "the slow update ended before the test could race it"
-    );
+    let (stale, slow) = stale_update_during_a_slow_one(&app, &items, &etag, "\"stale\"").await;
+    assert_eq!(stale.error(), "precondition_failed");
     // The tag the slow update was given still matches now: this one must wait, then fail.
     let same = send(&app, "PUT", "/items/a", &[("if-match", &etag)], "second").await;
     assert_eq!(same.status, StatusCode::PRECONDITION_FAILED);
@@ -805,28 +817,8 @@ async fn a_lookup_refuses_a_stale_update_without_waiting() {
         ..Items::with(&[("a", "apple")])
     };
     let app = app(with_lookup(&items), items.clone());
-    let slow = {
-        let app = app.clone();
-        tokio::spawn(
-            async move { send(&app, "PUT", "/items/a", &[("if-match", "\"v1\"")], "x").await },
-        )
-    };
-    while items.handled.load(Ordering::SeqCst) < 1 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let asked = std::time::Instant::now();
-    let stale = send(&app, "PUT", "/items/a", &[("if-match", "\"v0\"")], "y").await;
-    let waited = asked.elapsed();
-    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    let (stale, slow) = stale_update_during_a_slow_one(&app, &items, "\"v1\"", "\"v0\"").await;
     assert_eq!(stale.etag(), "\"v1\"");
-    assert!(
-        waited < Duration::from_millis(200),
-        "the stale If-Match waited {waited:?} for the lock"
-    );
-    assert!(
-        !slow.is_finished(),
-        "the slow update ended before the test could race it"
-    );
     let same = send(&app, "PUT", "/items/a", &[("if-match", "\"v1\"")], "z").await;
     assert_eq!(same.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(same.etag(), "\"v2\"", "judged after the slow update");
