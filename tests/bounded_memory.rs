@@ -287,3 +287,43 @@ async fn kept_responses() {
         "the oldest response should have gone first: {oldest:?}"
     );
 }
+
+#[test]
+fn an_expired_response_that_gives_way_to_a_new_attempt_is_no_longer_counted() {
+    let _alone = ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let terms = Terms {
+        lease: Duration::from_secs(60),
+        retention: Duration::from_secs(3600),
+    };
+    let clock = ManualClock::at_secs(1_700_000_000);
+    let store = MemoryIdempotencyStore::new(&backend(8 * MIB, &clock));
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+        .block_on(async {
+            let Ok(Begin::Started { owner, .. }) =
+                store.begin(record("reused"), &fingerprint(), &terms).await
+            else {
+                panic!("the first attempt did not start");
+            };
+            let body = Bytes::from(vec![b'r'; 256 * 1024]);
+            let outcome =
+                Outcome::Response(StoredResponse::new(StatusCode::OK, &HeaderMap::new(), body));
+            let completed = store
+                .complete(record("reused"), &owner, &outcome, &terms)
+                .await;
+            assert!(matches!(completed, Ok(true)), "{completed:?}");
+            assert!(store.bytes() > 256 * 1024, "{} bytes", store.bytes());
+            // Past its retention, the key starts a new attempt in the same slot.
+            clock.advance(Duration::from_secs(3601));
+            let again = store.begin(record("reused"), &fingerprint(), &terms).await;
+            assert!(matches!(again, Ok(Begin::Started { .. })), "{again:?}");
+            assert!(
+                store.bytes() < 64 * 1024,
+                "{} bytes still counted for the response that gave way",
+                store.bytes()
+            );
+        });
+}

@@ -220,6 +220,8 @@ const fn shard_index(hash: u64) -> usize {
     (hash >> SHARD_SHIFT) as usize % SHARDS
 }
 const MIN_SWEEP: usize = 64;
+/// How many other shards a write over `max_bytes` asks to give up bytes, before its own.
+const RELIEF_SHARDS: usize = 8;
 /// The debt of a slot that must not be evicted while it is in use.
 pub(crate) const PINNED: u64 = u64::MAX;
 
@@ -384,14 +386,17 @@ impl<V: Slot> SlotTable<V> {
         r
     }
 
-    /// Brings the store back under `max_bytes` when it is over: evicts from the shards after
+    /// Brings the store back under `max_bytes` when it is over: evicts from the few shards after
     /// the caller's (those free to lock at once), then from the caller's own `shard` (locked by
     /// the caller), which holds the slot just written. Each gives at most an eighth of its slots'
     /// bytes, the slots owing least, so a caller who owes much is not evicted for being in a
     /// shard that happens to be small, nor a large slot for being the newest of its shard.
     fn relieve(&self, hash: u64, shard: &mut Shard<V>, now_us: u64) {
         let own = shard_index(hash);
-        for other in self.shards.iter().cycle().skip(own + 1).take(SHARDS - 1) {
+        // A few shards a write: writes land on every shard alike, so all take their turn, and a
+        // store kept over its bound by slots that cannot go (running requests' locks) costs
+        // each write a few shard scans, not a scan of the whole store.
+        for other in self.shards.iter().cycle().skip(own + 1).take(RELIEF_SHARDS) {
             let Some(excess) = self.excess() else {
                 return;
             };
@@ -506,17 +511,20 @@ fn evict_least_owing<V: Slot>(shard: &mut Shard<V>, now_us: u64, count: usize, b
     let Some(threshold) = threshold else {
         return;
     };
-    // Everything owing less than the threshold goes; of those owing exactly it, as many as are
-    // still needed.
-    let (mut taken, mut freed) = (0, 0);
+    // Everything owing less than the threshold goes, and as many of those owing exactly it as
+    // the prefix holds.
+    let mut ties = debts[..taken]
+        .iter()
+        .filter(|&&(debt, _)| debt == threshold)
+        .count();
     let mut weights = shard.weights;
     shard.table.retain(|e| {
         let debt = e.slot.debt(now_us);
-        let go = debt != PINNED
-            && (debt < threshold || (debt == threshold && (taken < count || freed < bytes)));
+        let go = debt != PINNED && (debt < threshold || (debt == threshold && ties > 0));
         if go {
-            taken += 1;
-            freed += e.weight;
+            if debt == threshold {
+                ties -= 1;
+            }
             weights -= e.weight;
         }
         !go

@@ -132,7 +132,8 @@ impl ValidatorStore for RedisValidatorStore {
         };
         let validators = |raw: Option<&Value>| match raw {
             Some(Value::BulkString(raw)) => Ok(Snapshot::decode(raw)?.validators),
-            None | Some(Value::Nil) => Ok(None),
+            // Lua's false: nil over RESP2, a boolean over RESP3.
+            None | Some(Value::Nil | Value::Boolean(false)) => Ok(None),
             Some(_) => Err(bad()),
         };
         match (items.first(), items.get(1)) {

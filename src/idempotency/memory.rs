@@ -190,7 +190,8 @@ impl MemoryIdempotencyStore {
             };
             let (begin, fresh) = start(attempt);
             *record = fresh;
-            Visit::Done(begin)
+            // An expired response gave way to a lock: its bytes are no longer held.
+            Visit::Reweigh(begin)
         })
     }
 
