@@ -542,6 +542,10 @@ fn broken_configurations_name_the_entry_at_fault() {
             "backend.max_keys",
         ),
         (
+            "[backend]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\nmax_bytes = 1048576",
+            "backend.max_bytes",
+        ),
+        (
             "[backend]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\ncluster = [\"redis://127.0.0.1:7000\"]",
             "backend.cluster",
         ),
@@ -572,6 +576,15 @@ fn broken_configurations_name_the_entry_at_fault() {
         .memory()
         .expect_err("a cluster on memory");
     assert_eq!(error.field, "backend.cluster");
+    let too_few_bytes: StackConfig = toml::from_str("[backend]\nmax_bytes = 1024").expect("parses");
+    let error = too_few_bytes
+        .backend
+        .memory()
+        .expect_err("max_bytes under the least");
+    assert_eq!(error.field, "backend.max_bytes");
+    let bounded: StackConfig = toml::from_str("[backend]\nmax_bytes = 1048576").expect("parses");
+    let backend = bounded.backend.memory().expect("a memory backend");
+    assert_eq!(backend.max_bytes(), 1 << 20);
 }
 
 /// Mistakes serde catches name the key and the line: a typo, a wrong type, a wrong name.

@@ -250,8 +250,7 @@ impl BackendConfig {
     ///
     /// # Errors
     /// A [`ConfigError`] when the section names memory or sets `max_keys` or `max_bytes`, has no
-    /// URL, or a URL,
-    /// prefix or timeout that cannot work.
+    /// URL, or a URL, prefix or timeout that cannot work.
     #[cfg(feature = "redis")]
     pub fn redis(&self) -> Result<crate::backend::RedisBackend, ConfigError> {
         if self.kind != BackendKind::Redis {
