@@ -45,6 +45,10 @@ struct Cli {
     /// Print the bearer token requests should carry, and exit.
     #[arg(long)]
     print_token: bool,
+    /// Runtime worker threads. One by default: the load test pins the server to one core, where
+    /// a second worker only adds thread switches and work stealing between the two.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
 }
 
 fn token() -> Result<String, jsonwebtoken::errors::Error> {
@@ -169,13 +173,20 @@ fn app(cli: &Cli) -> Result<Router, Box<dyn std::error::Error>> {
     })
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     if cli.print_token {
         println!("{}", token()?);
         return Ok(());
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.workers.max(1))
+        .enable_all()
+        .build()?
+        .block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let app = app(&cli)?;
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
     println!("{} on {}", cli.stack, listener.local_addr()?);

@@ -242,7 +242,7 @@ pub(crate) fn rfc3339_micros(micros: u64) -> String {
     put_digits(&mut text[17..19], of_day % 60);
     put_digits(&mut text[20..26], micros % 1_000_000);
     // Only ASCII digits and separators were written.
-    String::from_utf8_lossy(&text).into_owned()
+    std::str::from_utf8(&text).unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]

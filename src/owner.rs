@@ -17,6 +17,22 @@ static SEED: LazyLock<u64> = LazyLock::new(|| {
     hasher.finish()
 });
 
+/// 32 lowercase hex digits no other call, in this process or another, returns: a random
+/// per-process seed and a counter. Written by hand: the formatting machinery costs more than the
+/// rest of a token.
+pub(crate) fn unique_hex() -> [u8; 32] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut text = [0u8; 32];
+    for (i, word) in [*SEED, n].into_iter().enumerate() {
+        for (j, digit) in text[i * 16..(i + 1) * 16].iter_mut().enumerate() {
+            let nibble = (word >> (60 - 4 * j)) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+    }
+    text
+}
+
 /// Identifies the request holding a lock, so only it can complete or release it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OwnerToken(Box<str>);
@@ -26,17 +42,8 @@ impl OwnerToken {
     /// and a counter. It need not be secret, only unique: it is never shown to clients.
     #[must_use]
     pub fn new() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // Hex written by hand: the formatting machinery costs more than the rest of a token.
-        let mut text = [0u8; 32];
-        for (i, word) in [*SEED, n].into_iter().enumerate() {
-            for (j, digit) in text[i * 16..(i + 1) * 16].iter_mut().enumerate() {
-                let nibble = (word >> (60 - 4 * j)) & 0xf;
-                *digit = b"0123456789abcdef"[nibble as usize];
-            }
-        }
-        Self(String::from_utf8_lossy(&text).into())
+        let text = unique_hex();
+        Self(std::str::from_utf8(&text).unwrap_or_default().into())
     }
 
     /// The token as text.

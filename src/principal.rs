@@ -241,7 +241,10 @@ where
     }
 }
 
-impl ApiKeyResolver for HashMap<String, Principal> {
+impl<S> ApiKeyResolver for HashMap<String, Principal, S>
+where
+    S: std::hash::BuildHasher + Send + Sync + 'static,
+{
     fn resolve(&self, key: &str) -> Option<Principal> {
         self.get(key).cloned()
     }

@@ -112,10 +112,22 @@ impl Field<'_> {
 /// short escape or `\u00xx`, everything else (DEL, non-ASCII) as it is.
 fn json_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// Bytes looked at together when looking for one to escape: a branch-free test of a whole
+    /// block compiles to vector instructions, and almost every block of a record needs none.
+    const BLOCK: usize = 16;
+    out.reserve(text.len() + 2);
     out.push(b'"');
     let bytes = text.as_bytes();
-    let mut plain = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
+    let (mut plain, mut at) = (0, 0);
+    while at < bytes.len() {
+        if let Some(block) = bytes.get(at..at + BLOCK)
+            && !block.iter().fold(false, |any, &b| any | needs_escape(b))
+        {
+            at += BLOCK;
+            continue;
+        }
+        let byte = bytes[at];
+        at += 1;
         let escape: &[u8] = match byte {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -134,12 +146,16 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
             ],
             _ => continue,
         };
-        out.extend_from_slice(&bytes[plain..at]);
+        out.extend_from_slice(&bytes[plain..at - 1]);
         out.extend_from_slice(escape);
-        plain = at + 1;
+        plain = at;
     }
     out.extend_from_slice(&bytes[plain..]);
     out.push(b'"');
+}
+
+const fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
 #[cfg(test)]

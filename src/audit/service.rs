@@ -15,7 +15,6 @@ use super::record::AuditRecord;
 use super::sink::AuditSink;
 use crate::body::PolicyBody;
 use crate::future::ResponseFuture;
-use crate::owner::OwnerToken;
 use crate::principal::{Principal, PrincipalKind};
 use crate::rejection::{Rejection, RequestShadow};
 
@@ -278,7 +277,7 @@ fn start<B>(
         .filter(|v| v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic))
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(OwnerToken::new().as_str())
+            HeaderValue::from_bytes(&crate::owner::unique_hex())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
         });
     request

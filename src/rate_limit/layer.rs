@@ -172,6 +172,10 @@ impl Limit {
     }
 }
 
+/// Quotas by tier name. The names are the configuration's, looked up on every request and never
+/// inserted by a client, so a fast hasher is safe.
+pub(crate) type TierMap = HashMap<Box<str>, Arc<Limit>, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 pub(crate) enum CompiledRule {
     Exempt,
@@ -180,14 +184,14 @@ pub(crate) enum CompiledRule {
     },
     Own {
         default: Arc<Limit>,
-        by_tier: HashMap<Box<str>, Arc<Limit>>,
+        by_tier: TierMap,
         cost: u32,
     },
 }
 
 #[derive(Debug)]
 pub(crate) struct Config {
-    pub tiers: HashMap<Box<str>, Arc<Limit>>,
+    pub tiers: TierMap,
     pub default_tier: Arc<Limit>,
     pub anonymous_tier: Box<str>,
     pub routes: RouteMatcher<CompiledRule>,
@@ -351,7 +355,7 @@ impl<St: RateLimitStore> RateLimitBuilder<St> {
             .first()
             .ok_or_else(|| ConfigError::new("rate_limit.tiers", "add at least one tier"))?;
         let default_tier = self.default_tier.clone().unwrap_or_else(|| first.0.clone());
-        let mut tiers = HashMap::new();
+        let mut tiers = TierMap::default();
         for (name, quota) in &self.tiers {
             let limit = Limit::tier(name, *quota, &format!("rate_limit.tiers.{name}"))?;
             tiers.insert(Box::<str>::from(name.as_str()), Arc::new(limit));

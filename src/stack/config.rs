@@ -327,7 +327,9 @@ impl CallersConfig {
                 ));
             }
             (Some(header), _) => {
-                let mut keys = HashMap::new();
+                // Looked up on every request; the keys are the configuration's, so a fast
+                // hasher is safe (a client's key can be looked up, never inserted).
+                let mut keys = HashMap::with_hasher(foldhash::fast::RandomState::default());
                 for (i, entry) in self.api_keys.iter().enumerate() {
                     let field = format!("callers.api_keys[{i}]");
                     let (key, principal) = entry.resolve(&field)?;
