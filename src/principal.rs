@@ -36,10 +36,18 @@ pub enum PrincipalKind {
 
 /// An authenticated (or explicitly anonymous) caller.
 ///
-/// Cheap to clone: every field is reference counted.
+/// Cheap to clone: one reference count for the whole. Its fields are those of
+/// [`PrincipalFields`], read through it (`principal.id`, `principal.tier`); the builders set them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal(Arc<PrincipalFields>);
+
+/// What a [`Principal`] is made of.
+///
+/// A principal is cloned by every layer that reads it, so its fields share one allocation and
+/// one count rather than one count each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Principal {
+pub struct PrincipalFields {
     /// Stable identifier: the token subject or the API key's id (never the secret key itself).
     pub id: Arc<str>,
     /// User, service or anonymous.
@@ -54,16 +62,42 @@ pub struct Principal {
     pub session_id: Option<Arc<str>>,
 }
 
+impl std::ops::Deref for Principal {
+    type Target = PrincipalFields;
+
+    fn deref(&self) -> &PrincipalFields {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("tier", &self.tier)
+            .field("scopes", &self.scopes)
+            .field("roles", &self.roles)
+            .field("session_id", &self.session_id)
+            .finish()
+    }
+}
+
 impl Principal {
     fn new(id: impl Into<Arc<str>>, kind: PrincipalKind) -> Self {
-        Self {
+        Self(Arc::new(PrincipalFields {
             id: id.into(),
             kind,
             tier: None,
             scopes: Arc::from([]),
             roles: Arc::from([]),
             session_id: None,
-        }
+        }))
+    }
+
+    /// The fields, to change; copied first only if another clone shares them.
+    fn fields_mut(&mut self) -> &mut PrincipalFields {
+        Arc::make_mut(&mut self.0)
     }
 
     /// A person.
@@ -87,7 +121,7 @@ impl Principal {
     /// Sets the tier.
     #[must_use]
     pub fn with_tier(mut self, tier: impl Into<Arc<str>>) -> Self {
-        self.tier = Some(tier.into());
+        self.fields_mut().tier = Some(tier.into());
         self
     }
 
@@ -98,7 +132,7 @@ impl Principal {
         I: IntoIterator<Item = T>,
         T: Into<Arc<str>>,
     {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self.fields_mut().scopes = scopes.into_iter().map(Into::into).collect();
         self
     }
 
@@ -109,14 +143,14 @@ impl Principal {
         I: IntoIterator<Item = T>,
         T: Into<Arc<str>>,
     {
-        self.roles = roles.into_iter().map(Into::into).collect();
+        self.fields_mut().roles = roles.into_iter().map(Into::into).collect();
         self
     }
 
     /// Sets the session identifier.
     #[must_use]
     pub fn with_session(mut self, session_id: impl Into<Arc<str>>) -> Self {
-        self.session_id = Some(session_id.into());
+        self.fields_mut().session_id = Some(session_id.into());
         self
     }
 
@@ -619,7 +653,7 @@ mod tests {
             .route("/me", get(|p: Principal| async move { p.id.to_string() }))
             .route(
                 "/maybe",
-                get(|p: Option<Principal>| async move { format!("{:?}", p.map(|p| p.id)) }),
+                get(|p: Option<Principal>| async move { format!("{:?}", p.map(|p| p.id.clone())) }),
             );
         let request = |path: &str, principal: Option<Principal>| {
             let mut request = http::Request::get(path)

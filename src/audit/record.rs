@@ -49,6 +49,13 @@ impl AuditRecord {
     /// present (absent ones as `null`). What the hash chain covers.
     #[must_use]
     pub fn canonical(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.append_canonical(&mut out);
+        out
+    }
+
+    /// Appends the record's [canonical](Self::canonical) bytes to `out`.
+    pub(crate) fn append_canonical(&self, out: &mut Vec<u8>) {
         use Field::{Number, Optional, Text};
         // Written by hand rather than through serde: a record is serialised on every PHI
         // request. The bytes are serde_json's compact form, field for field (a test holds them
@@ -72,14 +79,14 @@ impl AuditRecord {
             .iter()
             .map(|(name, value)| name.len() + value.text_len() + 8)
             .sum();
-        let mut out = Vec::with_capacity(text + 2);
+        out.reserve(text + 2);
         for (at, (name, value)) in fields.iter().enumerate() {
             out.extend_from_slice(if at == 0 { b"{\"" } else { b",\"" });
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"\":");
             match value {
-                Text(text) => json_string(&mut out, text),
-                Optional(Some(text)) => json_string(&mut out, text),
+                Text(text) => json_string(out, text),
+                Optional(Some(text)) => json_string(out, text),
                 Optional(None) => out.extend_from_slice(b"null"),
                 Number(number) => {
                     out.extend_from_slice(itoa::Buffer::new().format(*number).as_bytes())
@@ -87,7 +94,6 @@ impl AuditRecord {
             }
         }
         out.push(b'}');
-        out
     }
 }
 

@@ -92,9 +92,9 @@ impl ClaimNames {
         if let Some(session) = self.text(claims, self.session.as_deref()) {
             principal = principal.with_session(session);
         }
-        principal.scopes = words(claims, &self.scopes).into();
-        principal.roles = words(claims, &self.roles).into();
-        Ok(principal)
+        Ok(principal
+            .with_scopes(words(claims, &self.scopes))
+            .with_roles(words(claims, &self.roles)))
     }
 
     fn text<'a>(&self, claims: &'a RawClaims, name: Option<&str>) -> Option<&'a str> {

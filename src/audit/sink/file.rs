@@ -52,8 +52,35 @@ struct Counters {
 /// One write: a record, or a batch from `write_many`, acknowledged together (a batch lands in
 /// one commit, so its records share their outcome).
 struct Job {
-    records: Vec<Vec<u8>>,
+    /// The records' canonical bytes, one after the other: one allocation for the batch, made on
+    /// the caller's thread and freed on the writer's, rather than one per record.
+    canonical: Vec<u8>,
+    /// Where each record's bytes end in `canonical`.
+    ends: Vec<usize>,
     done: oneshot::Sender<Result<(), String>>,
+}
+
+impl Job {
+    fn new(records: &[AuditRecord], done: oneshot::Sender<Result<(), String>>) -> Self {
+        let mut job = Self {
+            canonical: Vec::with_capacity(records.len() * 512),
+            ends: Vec::with_capacity(records.len()),
+            done,
+        };
+        for record in records {
+            record.append_canonical(&mut job.canonical);
+            job.ends.push(job.canonical.len());
+        }
+        job
+    }
+
+    /// Each record's canonical bytes, in order.
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .filter_map(|(start, &end)| self.canonical.get(start..end))
+    }
 }
 
 /// A hash-chained JSON-lines audit log; cheap to clone (clones share the writer).
@@ -130,10 +157,7 @@ impl AuditSink for FileSink {
     async fn write(&self, record: AuditRecord) -> Result<(), SinkError> {
         let (done, acknowledged) = oneshot::channel();
         self.jobs
-            .send(Job {
-                records: vec![record.canonical()],
-                done,
-            })
+            .send(Job::new(std::slice::from_ref(&record), done))
             .await
             .map_err(|_| SinkError::Closed)?;
         match acknowledged.await {
@@ -148,10 +172,7 @@ impl AuditSink for FileSink {
         // share one outcome.
         let count = records.len();
         let (done, acknowledged) = oneshot::channel();
-        let job = Job {
-            records: records.iter().map(AuditRecord::canonical).collect(),
-            done,
-        };
+        let job = Job::new(&records, done);
         let outcome: Result<(), Option<String>> = match self.jobs.send(job).await {
             Err(_) => Err(None),
             Ok(()) => match acknowledged.await {
@@ -437,12 +458,12 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut buffer = Vec::new();
         while let Some(first) = queue.blocking_recv() {
-            let mut records = first.records.len();
+            let mut records = first.ends.len();
             batch.push(first);
             while records < self.max_batch {
                 match queue.try_recv() {
                     Ok(job) => {
-                        records += job.records.len();
+                        records += job.ends.len();
                         batch.push(job);
                     }
                     Err(_) => break,
@@ -482,7 +503,7 @@ impl Writer {
         }
         buffer.clear();
         let mut position = self.position;
-        for canonical in batch.iter().flat_map(|job| &job.records) {
+        for canonical in batch.iter().flat_map(Job::records) {
             let hash = link(&position.head, canonical);
             append_line(buffer, position.next_seq, &position.head, &hash, canonical);
             position = Position {
