@@ -553,6 +553,19 @@ mod axum_extractors {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_clone_changed_by_a_builder_leaves_the_original_alone() {
+        let original = Principal::user("u1")
+            .with_tier("free")
+            .with_roles(["nurse"]);
+        let changed = original.clone().with_tier("pro");
+        assert_eq!(original.tier.as_deref(), Some("free"));
+        assert_eq!(changed.tier.as_deref(), Some("pro"));
+        assert_eq!((&*changed.id, changed.has_role("nurse")), ("u1", true));
+        assert_ne!(original, changed);
+        assert_eq!(original, original.clone());
+    }
+
     fn xff(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {

@@ -29,6 +29,11 @@ const SEGMENT: &AsciiSet = &CONTROLS
 
 /// A path segment as the handler sees it (axum decodes them).
 fn decoded(part: &str) -> Cow<'_, str> {
+    // Nearly every segment has nothing to decode, and is already UTF-8: the decoder's lossy
+    // check would only read it again.
+    if !part.as_bytes().contains(&b'%') {
+        return Cow::Borrowed(part);
+    }
     percent_decode_str(part).decode_utf8_lossy()
 }
 

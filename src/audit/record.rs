@@ -221,4 +221,30 @@ mod tests {
             serde_json::to_string(&record).unwrap()
         );
     }
+
+    /// Strings are scanned a block at a time: an escape must be found wherever it falls, at a
+    /// block's first byte, its last, or in a short tail after the last whole block.
+    #[test]
+    fn escapes_are_found_at_every_position_of_a_block() {
+        for length in 0..48 {
+            for at in 0..length {
+                for escaped in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+                    let mut text: Vec<char> =
+                        "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP"
+                            .chars()
+                            .take(length)
+                            .collect();
+                    text[at] = escaped;
+                    let text: String = text.into_iter().collect();
+                    let mut ours = Vec::new();
+                    json_string(&mut ours, &text);
+                    assert_eq!(
+                        String::from_utf8(ours).unwrap(),
+                        serde_json::to_string(&text).unwrap(),
+                        "{text:?}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -56,12 +56,16 @@ pub(crate) fn announcement(deprecation: &Deprecation) -> Announcement {
     headers.into()
 }
 
+/// By version. The versions are the configuration's, looked up on every request and never
+/// inserted by a client, so a fast hasher is safe.
+pub(crate) type VersionMap<V> = HashMap<ApiVersion, V, foldhash::fast::RandomState>;
+
 pub(crate) struct Config {
-    pub(crate) versions: HashMap<ApiVersion, VersionStatus>,
+    pub(crate) versions: VersionMap<VersionStatus>,
     /// Per served version: its echo value, and its deprecation's headers.
-    pub(crate) served: HashMap<ApiVersion, (HeaderValue, Option<Announcement>)>,
+    pub(crate) served: VersionMap<(HeaderValue, Option<Announcement>)>,
     /// The major version a dated version revises: a path's `v2` accepts the dates of `v2`.
-    pub(crate) families: HashMap<ApiVersion, u32>,
+    pub(crate) families: VersionMap<u32>,
     pub(crate) path: bool,
     pub(crate) explicit: Vec<Explicit>,
     pub(crate) pins: bool,
@@ -334,7 +338,7 @@ impl<St: VersionPinStore> VersioningBuilder<St> {
         if let Some(error) = self.invalid {
             return Err(error);
         }
-        let mut versions = HashMap::new();
+        let mut versions = VersionMap::default();
         for (version, status) in self.versions {
             let field = format!("versioning.versions.{version}");
             if let VersionStatus::Deprecated(d) = &status {
@@ -353,7 +357,7 @@ impl<St: VersionPinStore> VersioningBuilder<St> {
             }
             Some(_) => {}
         }
-        let mut families = HashMap::new();
+        let mut families = VersionMap::default();
         for (version, major) in self.families {
             if matches!(version, ApiVersion::Major(_)) || !versions.contains_key(&version) {
                 return Err(ConfigError::new(
