@@ -45,8 +45,7 @@ struct Cli {
     /// Print the bearer token requests should carry, and exit.
     #[arg(long)]
     print_token: bool,
-    /// Runtime worker threads. One by default: the load test pins the server to one core, where
-    /// a second worker only adds thread switches and work stealing between the two.
+    /// Runtime worker threads. One by default: the load test pins the server to one core.
     #[arg(long, default_value_t = 1)]
     workers: usize,
 }
