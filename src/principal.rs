@@ -72,14 +72,8 @@ impl std::ops::Deref for Principal {
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Principal")
-            .field("id", &self.id)
-            .field("kind", &self.kind)
-            .field("tier", &self.tier)
-            .field("scopes", &self.scopes)
-            .field("roles", &self.roles)
-            .field("session_id", &self.session_id)
-            .finish()
+        // The fields' own form: a field added there is never left out here.
+        fmt::Debug::fmt(&*self.0, f)
     }
 }
 

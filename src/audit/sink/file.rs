@@ -63,7 +63,7 @@ struct Job {
 impl Job {
     fn new(records: &[AuditRecord], done: oneshot::Sender<Result<(), String>>) -> Self {
         let mut job = Self {
-            canonical: Vec::with_capacity(records.len() * 512),
+            canonical: Vec::with_capacity(records.len().saturating_mul(512)),
             ends: Vec::with_capacity(records.len()),
             done,
         };
