@@ -42,46 +42,26 @@ pub(crate) fn policy_value(name: &str, quota: &Quota) -> HeaderValue {
 }
 
 /// Writes the fields for a decision; `ietf` adds `RateLimit-Policy` and `RateLimit`.
-///
-/// The changing values are written into one buffer and each field is a slice of it, so a
-/// decision costs one allocation for all its numbers instead of one per field.
 pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, limit: &Limit, ietf: bool) {
     // Grow the map once, not once per field as it fills.
     headers.reserve(4 + usize::from(decision.retry_after_us.is_some()) + 2 * usize::from(ietf));
     let same_quota = decision.quota == limit.quota;
-    let mut text = Fields::with_capacity(64 + if ietf { limit.quoted.len() + 32 } else { 0 });
-    let capacity = (!same_quota).then(|| text.number(decision.limit()));
-    let remaining = text.number(decision.remaining);
-    let used = text.number(decision.used());
-    let reset = text.number(ceil_secs(decision.now_us + decision.reset_after_us));
-    let retry = decision
-        .retry_after_us
-        .map(|retry| text.number(ceil_secs(retry).max(1)));
-    let current = ietf.then(|| {
-        let begin = text.0.len();
-        text.0.extend_from_slice(limit.quoted.as_bytes());
-        text.0.extend_from_slice(b";r=");
-        text.push_number(decision.remaining);
-        text.0.extend_from_slice(b";t=");
-        text.push_number(ceil_secs(decision.reset_after_us));
-        begin..text.0.len()
-    });
-    let text = Bytes::from(text.0);
-    let field = |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(text.slice(range));
     headers.insert(
         LIMIT.clone(),
-        match capacity.map(field) {
-            Some(Ok(value)) => value,
-            _ => limit.capacity.clone(),
+        if same_quota {
+            limit.capacity.clone()
+        } else {
+            HeaderValue::from(decision.limit())
         },
     );
-    for (name, range) in [(&REMAINING, remaining), (&USED, used), (&RESET, reset)] {
-        if let Ok(value) = field(range) {
-            headers.insert(name.clone(), value);
-        }
-    }
-    if let Some(Ok(value)) = retry.map(field) {
-        headers.insert(RETRY_AFTER, value);
+    headers.insert(REMAINING.clone(), HeaderValue::from(decision.remaining));
+    headers.insert(USED.clone(), HeaderValue::from(decision.used()));
+    headers.insert(
+        RESET.clone(),
+        HeaderValue::from(ceil_secs(decision.now_us + decision.reset_after_us)),
+    );
+    if let Some(retry) = decision.retry_after_us {
+        headers.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));
     }
     if ietf {
         let policy = if same_quota {
@@ -90,30 +70,19 @@ pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, limit: &Limit,
             policy_value(&limit.name, &decision.quota)
         };
         headers.insert(POLICY.clone(), policy);
-        if let Some(Ok(value)) = current.map(field) {
+        let mut current = Vec::with_capacity(limit.quoted.len() + 48);
+        current.extend_from_slice(limit.quoted.as_bytes());
+        current.extend_from_slice(b";r=");
+        current.extend_from_slice(itoa::Buffer::new().format(decision.remaining).as_bytes());
+        current.extend_from_slice(b";t=");
+        current.extend_from_slice(
+            itoa::Buffer::new()
+                .format(ceil_secs(decision.reset_after_us))
+                .as_bytes(),
+        );
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(current)) {
             headers.insert(RATELIMIT.clone(), value);
         }
-    }
-}
-
-/// The text of a decision's fields, one after the other.
-struct Fields(Vec<u8>);
-
-impl Fields {
-    fn with_capacity(bytes: usize) -> Self {
-        Self(Vec::with_capacity(bytes))
-    }
-
-    fn push_number(&mut self, value: u64) {
-        self.0
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-    }
-
-    /// Appends `value` and says where it is.
-    fn number(&mut self, value: u64) -> std::ops::Range<usize> {
-        let begin = self.0.len();
-        self.push_number(value);
-        begin..self.0.len()
     }
 }
 
