@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Stacks: `bare`, `jwt`, `rate_limit` (GitHub's `X-RateLimit-*` and the IETF fields),
-//! `rate_limit_github` (GitHub's fields only), `tower_governor` (tower_governor 0.8 with its
-//! headers, keyed by the same API key, for comparison with the rate limits), `versioning`, `idempotency`,
+//! `rate_limit_github` (GitHub's fields only), `rate_limit_layer` (the same limit as a
+//! `RateLimitLayer` on the router, as tower_governor is, outside a `PolicyStack`),
+//! `tower_governor` (tower_governor 0.8 with its headers, keyed by the same API key, for
+//! comparison with the rate limits), `versioning`, `idempotency`,
 //! `conditional`, `audit` (buffered), `empty_stack` (a `PolicyStack` with every slot empty),
 //! `full` (all of them, built from a configuration by
 //! `StackConfig`), and `full_redis` (the same on Redis, `--redis URL`). Every request should
@@ -120,6 +122,21 @@ fn with_stack<B: StackBackend>(
     ))
 }
 
+/// The rate limit of `rate_limit_github` as a layer of its own, applied as tower_governor is.
+fn rate_limit_layer(memory: &MemoryBackend) -> Result<Router, Box<dyn std::error::Error>> {
+    let keys = std::collections::HashMap::from([(
+        "k_load".to_string(),
+        api_policy::principal::Principal::service("load").with_tier("default"),
+    )]);
+    let layer = api_policy::rate_limit::RateLimitLayer::builder(
+        api_policy::rate_limit::MemoryRateLimitStore::new(memory),
+    )
+    .tier("default", "1000000/s".parse()?)
+    .key_extractor(api_policy::principal::KeyExtractor::new().api_key_header("x-api-key", keys)?)
+    .build()?;
+    Ok(handler().layer(layer))
+}
+
 /// tower_governor keyed by the API key header, as `rate_limit` is.
 #[derive(Clone)]
 struct ApiKeyHeader;
@@ -158,6 +175,7 @@ fn app(cli: &Cli) -> Result<Router, Box<dyn std::error::Error>> {
                 .ok_or("governor config")?;
             handler().layer(tower_governor::GovernorLayer::new(config))
         }
+        "rate_limit_layer" => rate_limit_layer(&memory)?,
         "full" => with_stack(FULL, cli, &memory)?,
         // Every slot empty: what the composition itself costs.
         "empty_stack" => with_stack(&[], cli, &memory)?,

@@ -8,13 +8,19 @@
 #   DURATION=20 CONNECTIONS=64 STACKS="bare full" bash scripts/loadtest.sh
 #
 # Each configuration runs just after a bare one, and its `vs bare` is against that run.
+# ROUNDS=N runs bare and every configuration in turn N times instead, and prints the median of
+# each figure: on a machine whose speed drifts from minute to minute, the medians of interleaved
+# runs compare configurations better than one pair does.
+#
+#   ROUNDS=8 DURATION=5 STACKS="full rate_limit_layer tower_governor" bash scripts/loadtest.sh
+#
 # Needs wrk (apt-get install wrk) and taskset; `full_redis` needs Redis at REDIS_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
-STACKS=${STACKS:-"empty_stack jwt rate_limit rate_limit_github tower_governor versioning idempotency conditional audit full full_redis"}
+STACKS=${STACKS:-"empty_stack jwt rate_limit rate_limit_github rate_limit_layer tower_governor versioning idempotency conditional audit full full_redis"}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PORT=${PORT:-3100}
 WORK=$(mktemp -d /tmp/api-policy-loadtest.XXXXXX)
@@ -50,6 +56,7 @@ measure() {
     "http://127.0.0.1:$PORT/api/v2/patients/pat_1" >"$WORK/$stack.wrk"
   after=$(cpu_ns "$SERVER")
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+  rm -rf "${WORK:?}/$stack" # the audit log: gigabytes over many rounds
   requests=$(awk '/requests in/ {print $1}' "$WORK/$stack.wrk")
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$stack.wrk")
   p50=$(awk '$1 == "50%" {print $2}' "$WORK/$stack.wrk")
@@ -57,6 +64,35 @@ measure() {
   errors=$(awk '/Non-2xx/ {print $NF}' "$WORK/$stack.wrk")
   cpu=$(awk -v ns=$((after - before)) -v n="$requests" 'BEGIN {printf "%.2f", ns / n / 1000}')
 }
+
+# wrk's latency (`812.00us`, `1.36ms`, `2.00s`) in microseconds.
+to_us() {
+  awk -v t="$1" 'BEGIN {v = t + 0; if (t ~ /ms$/) v *= 1000; else if (t ~ /[0-9]s$/) v *= 1000000; print v}'
+}
+
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+if [ "${ROUNDS:-1}" -gt 1 ]; then
+  declare -A runs
+  for _ in $(seq "$ROUNDS"); do
+    for stack in bare $STACKS; do
+      measure "$stack"
+      # p50 and p99 in microseconds, whatever unit wrk printed them in.
+      runs[$stack]+="$rps $(to_us "$p50") $(to_us "$p99") $cpu ${errors:-0}"$'\n'
+    done
+  done
+  printf '%-17s %10s %9s %9s %11s %8s %8s   (medians of %s runs)\n' stack "req/s" "p50 us" "p99 us" \
+    "cpu us/req" "vs bare" "non-2xx" "$ROUNDS"
+  bare_rps=$(printf '%s' "${runs[bare]}" | awk 'NF {print $1}' | median)
+  for stack in bare $STACKS; do
+    column() { printf '%s' "${runs[$stack]}" | awk -v c="$1" 'NF {print $c}' | median; }
+    rps=$(column 1)
+    printf '%-17s %10.0f %9.0f %9.0f %11.2f %8.2f %8d\n' "$stack" "$rps" "$(column 2)" \
+      "$(column 3)" "$(column 4)" "$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN {print a / b}')" \
+      "$(column 5)"
+  done
+  exit 0
+fi
 
 # A shared VM's speed drifts over minutes, so each configuration is compared with a bare run
 # made just before it (PAIRED=0 runs each configuration once, against the last bare run).
