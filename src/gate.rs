@@ -75,6 +75,7 @@ where
     }
 
     /// Calls the (ready) inner service now.
+    #[inline]
     pub(crate) fn call(inner: &mut S, request: Request<ReqBody>, stamp: Option<G::Stamp>) -> Self {
         Self::Calling {
             future: inner.call(request),

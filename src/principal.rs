@@ -60,6 +60,9 @@ pub struct PrincipalFields {
     pub roles: Arc<[Arc<str>]>,
     /// Session identifier, where the credential carries one.
     pub session_id: Option<Arc<str>>,
+    /// The caller's storage key (`s:<id>`), made once with the principal: every rate-limit
+    /// decision needs it, and an API key's or a cached token's principal serves many requests.
+    storage_key: Arc<str>,
 }
 
 impl std::ops::Deref for Principal {
@@ -79,8 +82,13 @@ impl fmt::Debug for Principal {
 
 impl Principal {
     fn new(id: impl Into<Arc<str>>, kind: PrincipalKind) -> Self {
+        let id = id.into();
+        let mut storage_key = String::with_capacity(2 + id.len());
+        storage_key.push_str(kind_prefix(kind));
+        storage_key.push_str(&id);
         Self(Arc::new(PrincipalFields {
-            id: id.into(),
+            storage_key: storage_key.into(),
+            id,
             kind,
             tier: None,
             scopes: Arc::from([]),
@@ -318,14 +326,16 @@ impl Caller {
     /// to equal a service's id shares nothing with it.
     #[must_use]
     pub fn key(&self) -> String {
+        self.key_ref().into_owned()
+    }
+
+    /// The [`key`](Self::key), borrowed where it can be: a principal's is made once, with the
+    /// principal, so a decision per request costs no allocation for it.
+    #[must_use]
+    pub fn key_ref(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Caller::Principal(p) => {
-                let mut key = String::with_capacity(2 + p.id.len());
-                key.push_str(kind_prefix(p.kind));
-                key.push_str(&p.id);
-                key
-            }
-            Caller::Ip(ip) => format!("ip:{ip}"),
+            Caller::Principal(p) => std::borrow::Cow::Borrowed(&p.storage_key),
+            Caller::Ip(ip) => std::borrow::Cow::Owned(format!("ip:{ip}")),
         }
     }
 }
@@ -341,7 +351,7 @@ fn kind_prefix(kind: PrincipalKind) -> &'static str {
 /// Writes the caller as its storage [`key`](Caller::key).
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key())
+        f.write_str(&self.key_ref())
     }
 }
 
@@ -629,6 +639,23 @@ mod tests {
             Caller::Principal(Principal::service("u1")).key(),
             found.key()
         );
+    }
+
+    #[test]
+    fn a_principals_key_is_made_once_and_lent() {
+        use std::borrow::Cow;
+        let principal = Principal::anonymous("a1")
+            .with_tier("free")
+            .with_roles(["r"]);
+        let caller = Caller::Principal(principal.clone());
+        assert!(matches!(caller.key_ref(), Cow::Borrowed("a:a1")));
+        // A builder's copy keeps the key of its id and kind.
+        let changed = Caller::Principal(principal.with_session("s1"));
+        assert!(matches!(changed.key_ref(), Cow::Borrowed("a:a1")));
+        let ip = Caller::Ip("2001:db8::1".parse().unwrap());
+        assert!(matches!(ip.key_ref(), Cow::Owned(ref key) if key == "ip:2001:db8::1"));
+        assert_eq!(ip.key(), "ip:2001:db8::1");
+        assert_eq!(ip.to_string(), ip.key());
     }
 
     #[test]

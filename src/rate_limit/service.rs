@@ -1,5 +1,6 @@
 //! [`RateLimit`]: the service the layer wraps around yours.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::body::PolicyBody;
 use crate::clock::ceil_secs;
 use crate::error::{FailurePolicy, StoreError};
 use crate::gate::{Gate, Step};
+use crate::principal::Caller;
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The rate-limiting service; built by [`RateLimitLayer`](super::RateLimitLayer).
@@ -96,6 +98,7 @@ impl Gate for Deciding {
 }
 
 /// What follows a decision: the inner call (with headers to add), or an answer without it.
+#[inline]
 fn decided<S, ReqBody, B>(
     outcome: Result<Decision, StoreError>,
     inner: &mut S,
@@ -157,19 +160,19 @@ where
 }
 
 /// The bucket a request is checked against, and at what cost.
-struct Plan {
-    caller: String,
-    limit: Arc<Limit>,
+struct Plan<'a> {
+    caller: Option<Caller>,
+    limit: &'a Arc<Limit>,
     cost: u32,
 }
 
-enum Planned {
+enum Planned<'a> {
     Exempt,
     Reject(Rejection),
-    Check(Plan),
+    Check(Plan<'a>),
 }
 
-fn plan<B>(config: &Config, request: &Request<B>) -> Planned {
+fn plan<'a, B>(config: &'a Config, request: &Request<B>) -> Planned<'a> {
     let rule = config
         .routes
         .find(request.method(), request.uri().path())
@@ -180,19 +183,15 @@ fn plan<B>(config: &Config, request: &Request<B>) -> Planned {
     let caller = config
         .extractor
         .identify(request.headers(), request.extensions());
-    let caller_key = match (&caller, &config.unidentified) {
-        (Some(caller), _) => caller.key(),
-        (None, Unidentified::SharedAnonymous) => "anonymous".to_string(),
-        (None, Unidentified::Reject { challenge }) => {
-            let rejection = Rejection::new(
-                StatusCode::UNAUTHORIZED,
-                "unidentified_caller",
-                "This API is rate limited per caller and the request does not say who is calling; send credentials.",
-            )
-            .with_header(http::header::WWW_AUTHENTICATE, challenge.clone());
-            return Planned::Reject(rejection);
-        }
-    };
+    if let (None, Unidentified::Reject { challenge }) = (&caller, &config.unidentified) {
+        let rejection = Rejection::new(
+            StatusCode::UNAUTHORIZED,
+            "unidentified_caller",
+            "This API is rate limited per caller and the request does not say who is calling; send credentials.",
+        )
+        .with_header(http::header::WWW_AUTHENTICATE, challenge.clone());
+        return Planned::Reject(rejection);
+    }
     let tier = config.tier_for(caller.as_ref());
     let (limit, cost) = match rule {
         Some(CompiledRule::Own {
@@ -204,8 +203,8 @@ fn plan<B>(config: &Config, request: &Request<B>) -> Planned {
         _ => (tier, 1),
     };
     Planned::Check(Plan {
-        caller: caller_key,
-        limit: limit.clone(),
+        caller,
+        limit,
         cost,
     })
 }
@@ -253,18 +252,21 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let step = match plan(&self.config, &request) {
+        let config = &self.config;
+        let step = match plan(config, &request) {
             Planned::Exempt => Step::call(&mut self.inner, request, None),
             Planned::Reject(rejection) => Step::answer(
-                self.config
+                config
                     .renderer
                     .respond(rejection, &RejectionContext::of(&request)),
             ),
-            Planned::Check(Plan {
-                caller,
-                limit,
-                cost,
-            }) => {
+            Planned::Check(plan) => {
+                let (limit, cost) = (plan.limit, plan.cost);
+                // Only `Unidentified::SharedAnonymous` lets a request without a caller this far.
+                let caller = plan
+                    .caller
+                    .as_ref()
+                    .map_or(Cow::Borrowed("anonymous"), Caller::key_ref);
                 let key = BucketKey {
                     caller: &caller,
                     bucket: &limit.bucket,
@@ -272,16 +274,12 @@ where
                 };
                 match self.store.decide_immediately(key, &limit.quota, cost) {
                     // Decided now: the ready inner service is called now, no clone needed.
-                    Some(outcome) => decided(
-                        outcome,
-                        &mut self.inner,
-                        request,
-                        &limit,
-                        cost,
-                        &self.config,
-                    ),
+                    Some(outcome) => {
+                        decided(outcome, &mut self.inner, request, limit, cost, config)
+                    }
                     None => {
                         let store = self.store.clone();
+                        let caller = caller.into_owned();
                         let for_key = limit.clone();
                         let decision = Box::pin(async move {
                             let key = BucketKey {
@@ -299,9 +297,9 @@ where
                             decided
                         });
                         let gate = Deciding {
-                            limit,
+                            limit: limit.clone(),
                             cost,
-                            config: self.config.clone(),
+                            config: config.clone(),
                         };
                         Step::wait(decision, &mut self.inner, request, gate)
                     }
