@@ -55,6 +55,7 @@ pub mod body;
 mod buffer;
 pub mod clock;
 pub mod conditional;
+mod config_map;
 mod error;
 mod future;
 mod gate;

@@ -172,9 +172,8 @@ impl Limit {
     }
 }
 
-/// Quotas by tier name. The names are the configuration's, looked up on every request and never
-/// inserted by a client, so a fast hasher is safe.
-pub(crate) type TierMap = HashMap<Box<str>, Arc<Limit>, foldhash::fast::RandomState>;
+/// Quotas by tier name.
+pub(crate) type TierMap = crate::config_map::ConfigMap<Box<str>, Arc<Limit>>;
 
 #[derive(Debug)]
 pub(crate) enum CompiledRule {

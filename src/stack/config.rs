@@ -1,7 +1,5 @@
 //! [`StackConfig`]: the whole stack as a configuration file states it.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::backend::StackBackend;
@@ -327,9 +325,7 @@ impl CallersConfig {
                 ));
             }
             (Some(header), _) => {
-                // Looked up on every request; the keys are the configuration's, so a fast
-                // hasher is safe (a client's key can be looked up, never inserted).
-                let mut keys = HashMap::with_hasher(foldhash::fast::RandomState::default());
+                let mut keys = crate::config_map::ConfigMap::default();
                 for (i, entry) in self.api_keys.iter().enumerate() {
                     let field = format!("callers.api_keys[{i}]");
                     let (key, principal) = entry.resolve(&field)?;

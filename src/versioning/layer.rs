@@ -1,6 +1,5 @@
 //! [`VersioningLayer`]: configuration, built once, shared by every clone of the service.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -56,9 +55,8 @@ pub(crate) fn announcement(deprecation: &Deprecation) -> Announcement {
     headers.into()
 }
 
-/// By version. The versions are the configuration's, looked up on every request and never
-/// inserted by a client, so a fast hasher is safe.
-pub(crate) type VersionMap<V> = HashMap<ApiVersion, V, foldhash::fast::RandomState>;
+/// By version.
+pub(crate) type VersionMap<V> = crate::config_map::ConfigMap<ApiVersion, V>;
 
 pub(crate) struct Config {
     pub(crate) versions: VersionMap<VersionStatus>,
