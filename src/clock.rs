@@ -229,6 +229,14 @@ pub(crate) fn parse_instant(text: &str) -> Option<std::time::SystemTime> {
 /// digit, without the formatting machinery: every audit record carries one.
 #[must_use]
 pub(crate) fn rfc3339_micros(micros: u64) -> String {
+    let text = rfc3339_micros_ascii(micros);
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(&text).unwrap_or_default().to_owned()
+}
+
+/// [`rfc3339_micros`] as the ASCII bytes themselves, for a writer that needs no `String`.
+#[must_use]
+pub(crate) fn rfc3339_micros_ascii(micros: u64) -> [u8; 27] {
     let secs = micros / 1_000_000;
     let of_day = secs % 86_400;
     let (year, month, day) = civil_ymd(day_of(secs));
@@ -241,8 +249,7 @@ pub(crate) fn rfc3339_micros(micros: u64) -> String {
     put_digits(&mut text[14..16], of_day / 60 % 60);
     put_digits(&mut text[17..19], of_day % 60);
     put_digits(&mut text[20..26], micros % 1_000_000);
-    // Only ASCII digits and separators were written.
-    std::str::from_utf8(&text).unwrap_or_default().to_owned()
+    text
 }
 
 #[cfg(test)]

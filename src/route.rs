@@ -302,6 +302,21 @@ impl<T> RouteMatcher<T> {
             .map(|(pattern, value)| RouteMatch { pattern, value })
     }
 
+    /// Where among the routes the first one matching the request is (for [`at`](Self::at)
+    /// later, without matching again).
+    pub(crate) fn position(&self, method: &Method, path: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|(p, _)| p.matches(method, path))
+    }
+
+    /// The route at a place [`position`](Self::position) gave.
+    pub(crate) fn at(&self, index: usize) -> Option<RouteMatch<'_, T>> {
+        self.routes
+            .get(index)
+            .map(|(pattern, value)| RouteMatch { pattern, value })
+    }
+
     /// Whether no route was added.
     #[must_use]
     pub fn is_empty(&self) -> bool {

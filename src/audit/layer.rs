@@ -4,10 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderName;
-use tokio::sync::mpsc;
 use tower_layer::Layer;
 
-use super::record::AuditRecord;
+use super::queue::{QueueHandle, RecordQueue};
 use super::service::Audit;
 use super::sink::AuditSink;
 use crate::clock::{Clock, SharedClock, SystemClock};
@@ -32,9 +31,6 @@ pub(crate) fn subject_fault(pattern: &RoutePattern, subject: &str) -> Option<Str
         .then(|| format!("`{subject}` is not a parameter of `{}`", pattern.template()))
 }
 
-/// The most records a buffered layer hands its sink at once.
-const MAX_BATCH: usize = 1024;
-
 /// How long a buffered layer lets a batch fill before handing it to its sink.
 const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -47,8 +43,8 @@ pub enum Durability {
     /// the answer with 503. The default.
     FailClosed,
     /// Records go to a bounded queue and a background writer; the answer does not wait. The
-    /// writer commits what queued in about 2 ms at once (up to 1,024 records), so a record is
-    /// durable a few milliseconds after its answer left. A full queue makes requests wait
+    /// writer commits what queued in about 2 ms at once, so a record is durable a few
+    /// milliseconds after its answer left. A full queue makes requests wait
     /// (back-pressure), or, with `drop_when_full`, drops the record and counts it.
     Buffered {
         /// The queue's capacity, in records.
@@ -83,14 +79,23 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
 }
 
-pub(crate) struct Config {
+/// What is recorded, and of which requests: shared by the layer and every record not yet
+/// written.
+#[derive(Debug)]
+pub(crate) struct Coverage {
     pub(crate) routes: RouteMatcher<PhiRoute>,
     pub(crate) allowed_query: Vec<String>,
+}
+
+pub(crate) struct Config {
+    pub(crate) coverage: Arc<Coverage>,
     pub(crate) request_id: HeaderName,
     pub(crate) proxies: TrustedProxies,
     pub(crate) clock: SharedClock,
     pub(crate) renderer: SharedRenderer,
-    pub(crate) buffer: Option<(mpsc::Sender<AuditRecord>, bool)>,
+    /// The queue of a buffered layer (records as their canonical bytes), and whether a full
+    /// queue drops rather than waits.
+    pub(crate) buffer: Option<(QueueHandle, bool)>,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -271,7 +276,7 @@ impl<Si: AuditSink> AuditBuilder<Si> {
                         "a buffered audit layer must be built inside a Tokio runtime",
                     )
                 })?;
-                let (records, mut queue) = mpsc::channel::<AuditRecord>(capacity);
+                let (records, queue) = RecordQueue::bounded(capacity);
                 let (sink, counters) = (self.sink.clone(), counters.clone());
                 runtime.spawn(async move {
                     // Everything queued is written at once, so a sink that commits in groups
@@ -279,19 +284,9 @@ impl<Si: AuditSink> AuditBuilder<Si> {
                     // the first record, the batch fills for a moment: the answers do not wait
                     // for it, and one commit (one wake-up of the writer, one fsync) every
                     // interval costs far less than one per request.
-                    let mut batch = Vec::new();
-                    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                        if batch.len() < MAX_BATCH {
-                            tokio::time::sleep(COMMIT_INTERVAL).await;
-                            while batch.len() < MAX_BATCH {
-                                match queue.try_recv() {
-                                    Ok(record) => batch.push(record),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
+                    while let Some(records) = queue.next_batch(COMMIT_INTERVAL).await {
                         let began = std::time::Instant::now();
-                        let outcomes = sink.write_many(std::mem::take(&mut batch)).await;
+                        let outcomes = sink.write_batch(records).await;
                         crate::metrics::audit_write(sink.name(), began.elapsed().as_secs_f64());
                         for outcome in outcomes {
                             match outcome {
@@ -315,8 +310,10 @@ impl<Si: AuditSink> AuditBuilder<Si> {
         Ok(AuditLayer {
             sink: self.sink,
             config: Arc::new(Config {
-                routes,
-                allowed_query: self.allowed_query,
+                coverage: Arc::new(Coverage {
+                    routes,
+                    allowed_query: self.allowed_query,
+                }),
                 request_id: self.request_id,
                 proxies: self.proxies,
                 clock: self.clock,

@@ -59,13 +59,17 @@
 //! head in a second system, such as the Redis stream or a SIEM, against that). Records contain
 //! patient identifiers: the log itself is PHI, to be stored and transmitted as such.
 
+mod batch;
 pub mod chain;
 pub mod config;
+mod draft;
 mod layer;
+mod queue;
 mod record;
 mod service;
 pub mod sink;
 
+pub use batch::RecordBatch;
 pub use layer::{AuditBuilder, AuditLayer, AuditStats, Durability};
 pub use record::AuditRecord;
 pub use service::Audit;

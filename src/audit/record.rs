@@ -57,49 +57,49 @@ impl AuditRecord {
     /// Appends the record's [canonical](Self::canonical) bytes to `out`.
     pub(crate) fn append_canonical(&self, out: &mut Vec<u8>) {
         use Field::{Number, Optional, Text};
-        // Written by hand rather than through serde: a record is serialised on every PHI
-        // request. The bytes are serde_json's compact form, field for field (a test holds them
-        // to it), so chains written by either agree.
-        let fields = [
-            ("time", Text(&self.time)),
-            ("request_id", Text(&self.request_id)),
-            ("actor", Optional(self.actor.as_deref())),
-            ("actor_kind", Optional(self.actor_kind.as_deref())),
-            ("session", Optional(self.session.as_deref())),
-            ("action", Text(&self.action)),
-            ("resource", Text(&self.resource)),
-            ("subject", Optional(self.subject.as_deref())),
-            ("status", Number(u64::from(self.status))),
-            ("refused_by", Optional(self.refused_by.as_deref())),
-            ("source_ip", Optional(self.source_ip.as_deref())),
-            ("user_agent", Optional(self.user_agent.as_deref())),
-            ("latency_us", Number(self.latency_us)),
-        ];
-        let text: usize = fields
-            .iter()
-            .map(|(name, value)| name.len() + value.text_len() + 8)
-            .sum();
-        out.reserve(text + 2);
-        for (at, (name, value)) in fields.iter().enumerate() {
-            out.extend_from_slice(if at == 0 { b"{\"" } else { b",\"" });
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            match value {
-                Text(text) => json_string(out, text),
-                Optional(Some(text)) => json_string(out, text),
-                Optional(None) => out.extend_from_slice(b"null"),
-                Number(number) => {
-                    out.extend_from_slice(itoa::Buffer::new().format(*number).as_bytes())
-                }
-            }
-        }
-        out.push(b'}');
+        write_canonical(
+            out,
+            [
+                Text(&self.time),
+                Text(&self.request_id),
+                Optional(self.actor.as_deref()),
+                Optional(self.actor_kind.as_deref()),
+                Optional(self.session.as_deref()),
+                Text(&self.action),
+                Text(&self.resource),
+                Optional(self.subject.as_deref()),
+                Number(u64::from(self.status)),
+                Optional(self.refused_by.as_deref()),
+                Optional(self.source_ip.as_deref()),
+                Optional(self.user_agent.as_deref()),
+                Number(self.latency_us),
+            ],
+        );
     }
 }
 
+/// The names of a record's fields, in canonical order.
+const FIELDS: [&str; 13] = [
+    "time",
+    "request_id",
+    "actor",
+    "actor_kind",
+    "session",
+    "action",
+    "resource",
+    "subject",
+    "status",
+    "refused_by",
+    "source_ip",
+    "user_agent",
+    "latency_us",
+];
+
 /// A value of the canonical form.
-enum Field<'a> {
+pub(crate) enum Field<'a> {
     Text(&'a str),
+    /// Two texts with a space between them, written as one string (`GET /patients/{id}`).
+    Joined(&'a str, &'a str),
     Optional(Option<&'a str>),
     Number(u64),
 }
@@ -109,20 +109,60 @@ impl Field<'_> {
     fn text_len(&self) -> usize {
         match self {
             Self::Text(text) | Self::Optional(Some(text)) => text.len(),
+            Self::Joined(first, second) => first.len() + 1 + second.len(),
             Self::Optional(None) | Self::Number(_) => 20,
         }
     }
 }
 
+/// Appends a record's canonical bytes, its values given in the order of [`FIELDS`]: written by
+/// hand rather than through serde, as a record is serialised on every PHI request. The bytes are
+/// serde_json's compact form, field for field (a test holds them to it), so chains written by
+/// either agree.
+pub(crate) fn write_canonical(out: &mut Vec<u8>, values: [Field<'_>; 13]) {
+    let text: usize = FIELDS
+        .iter()
+        .zip(&values)
+        .map(|(name, value)| name.len() + value.text_len() + 8)
+        .sum();
+    out.reserve(text + 2);
+    for (at, (name, value)) in FIELDS.iter().zip(&values).enumerate() {
+        out.extend_from_slice(if at == 0 { b"{\"" } else { b",\"" });
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        match value {
+            Field::Text(text) | Field::Optional(Some(text)) => json_string(out, text),
+            Field::Joined(first, second) => {
+                out.push(b'"');
+                escaped(out, first);
+                out.push(b' ');
+                escaped(out, second);
+                out.push(b'"');
+            }
+            Field::Optional(None) => out.extend_from_slice(b"null"),
+            Field::Number(number) => {
+                out.extend_from_slice(itoa::Buffer::new().format(*number).as_bytes());
+            }
+        }
+    }
+    out.push(b'}');
+}
+
 /// A JSON string as serde_json writes it: `"` and `\\` escaped, control characters as their
 /// short escape or `\u00xx`, everything else (DEL, non-ASCII) as it is.
 fn json_string(out: &mut Vec<u8>, text: &str) {
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    escaped(out, text);
+    out.push(b'"');
+}
+
+/// The inside of a [`json_string`]: `text`, escaped.
+fn escaped(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     /// Bytes looked at together when looking for one to escape: a branch-free test of a whole
     /// block compiles to vector instructions, and almost every block of a record needs none.
     const BLOCK: usize = 16;
-    out.reserve(text.len() + 2);
-    out.push(b'"');
     let bytes = text.as_bytes();
     let (mut plain, mut at) = (0, 0);
     while at < bytes.len() {
@@ -157,7 +197,6 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
         plain = at;
     }
     out.extend_from_slice(&bytes[plain..]);
-    out.push(b'"');
 }
 
 const fn needs_escape(byte: u8) -> bool {

@@ -1,5 +1,7 @@
 //! [`Audit`]: the service the layer wraps around the whole stack.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -7,15 +9,16 @@ use std::time::Instant;
 
 use http::header::{RETRY_AFTER, USER_AGENT};
 use http::{HeaderValue, Request, Response, StatusCode};
-use tokio::sync::mpsc;
 use tower_service::Service;
 
-use super::layer::{Config, PhiRoute};
-use super::record::AuditRecord;
+use super::batch::RecordBatch;
+use super::draft::Draft;
+use super::layer::Config;
+use super::queue::Refused;
 use super::sink::AuditSink;
 use crate::body::PolicyBody;
 use crate::future::ResponseFuture;
-use crate::principal::{Principal, PrincipalKind};
+use crate::principal::Principal;
 use crate::rejection::{Rejection, RequestShadow};
 
 /// The audit service; built by [`AuditLayer`](super::AuditLayer).
@@ -38,9 +41,8 @@ impl<Si, S> Audit<Si, S> {
 
 /// What a record knows before the inner service answers.
 struct Started {
-    record: AuditRecord,
+    draft: Box<Draft>,
     began: Instant,
-    request_id: HeaderValue,
 }
 
 impl<Si, S, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<Si, S>
@@ -62,25 +64,29 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = self.config.clone();
-        let Some(hit) = config.routes.find(request.method(), request.uri().path()) else {
+        let Some(route) = config
+            .coverage
+            .routes
+            .position(request.method(), request.uri().path())
+        else {
             return ResponseFuture::Passing {
                 future: self.inner.call(request),
             };
         };
-        let started = start(&config, hit.pattern, hit.value, &mut request);
+        let Started { mut draft, began } = start(&config, route, &mut request);
         let fail_closed = config.buffer.is_none();
         if fail_closed && !self.sink.is_healthy() {
             // The data must not leave unrecorded: refuse before the handler runs.
             let shadow = RequestShadow::of(&request);
-            let response = unavailable(&config, &shadow, &started.request_id);
-            let mut record = started.record;
-            record.status = response.status().as_u16();
-            record.refused_by = Some("audit_unavailable".into());
+            let response = unavailable(&config, &shadow, &draft.request_id);
+            draft.status = response.status().as_u16();
+            draft.refused_by = Some(Cow::Borrowed("audit_unavailable"));
+            let canonical = draft.canonical();
             // Still try: an unhealthy sink may be back by now, and then the refusal is on record.
             let (sink, counters) = (self.sink.clone(), config.counters.clone());
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    let written = sink.write(record).await.is_ok();
+                    let written = write_one(&sink, canonical).await.is_ok();
                     let counter = if written {
                         &counters.written
                     } else {
@@ -93,16 +99,16 @@ where
         }
         // Only a fail-closed answer can be replaced by a 503 rendered for this request.
         let shadow = fail_closed.then(|| RequestShadow::of(&request));
+        let request_id = draft.request_id.clone();
         // Armed from here until the answer is in: a client that hangs up cancels the handler,
         // and the guard then records the request as closed by the client (it may have changed
         // data before it was cancelled).
         let mut pending = Pending {
-            record: Some(Box::new(started.record)),
-            began: started.began,
+            draft: Some(draft),
+            began,
             sink: self.sink.clone(),
             config: config.clone(),
         };
-        let request_id = started.request_id;
         // Called here rather than inside the future, the inner future boxed, every rarely taken
         // wait boxed: an async block keeps an awaited value twice (where it was captured, and
         // where it is polled), and inline the whole stack's future would be held twice in an
@@ -110,30 +116,34 @@ where
         let called = Box::pin(self.inner.call(request));
         let future = async move {
             let outcome = called.await;
-            let Some(mut record) = pending.record.take() else {
+            let Some(mut draft) = pending.draft.take() else {
                 return outcome.map(|r| r.map(PolicyBody::inner));
             };
             let response = match outcome {
                 Ok(response) => response,
                 Err(error) => {
                     // The stack failed rather than answered: that is on record too.
-                    record.status = 500;
-                    record.refused_by = Some("service_error".into());
-                    record.latency_us = elapsed(pending.began);
-                    Box::pin(deliver(&config, &pending.sink, *record)).await;
+                    draft.status = 500;
+                    draft.refused_by = Some(Cow::Borrowed("service_error"));
+                    draft.latency_us = elapsed(pending.began);
+                    Box::pin(deliver(&config, &pending.sink, draft)).await;
                     return Err(error);
                 }
             };
-            finish(&mut record, pending.began, &response);
+            finish(&mut draft, pending.began, &response);
             let mut response = response.map(PolicyBody::inner);
             if !response.headers().contains_key(&config.request_id) {
                 response
                     .headers_mut()
                     .insert(config.request_id.clone(), request_id.clone());
             }
-            let delivered = match queue_now(&config, record) {
-                Ok(delivered) => delivered,
-                Err(record) => Box::pin(deliver_waiting(&config, &pending.sink, *record)).await,
+            let delivered = match queue_now(&config, &draft) {
+                Some(delivered) => delivered,
+                None => {
+                    let canonical = draft.canonical();
+                    drop(draft);
+                    Box::pin(deliver_waiting(&config, &pending.sink, canonical)).await
+                }
             };
             if delivered || config.buffer.is_some() {
                 Ok(response)
@@ -157,7 +167,7 @@ where
 /// request is dropped first.
 struct Pending<Si: AuditSink> {
     /// Boxed, so the future that holds it stays small.
-    record: Option<Box<AuditRecord>>,
+    draft: Option<Box<Draft>>,
     began: Instant,
     sink: Si,
     config: Arc<Config>,
@@ -165,16 +175,16 @@ struct Pending<Si: AuditSink> {
 
 impl<Si: AuditSink> Drop for Pending<Si> {
     fn drop(&mut self) {
-        let Some(mut record) = self.record.take() else {
+        let Some(mut draft) = self.draft.take() else {
             return;
         };
-        record.status = 499;
-        record.refused_by = Some("client_closed_request".into());
-        record.latency_us = elapsed(self.began);
+        draft.status = 499;
+        draft.refused_by = Some(Cow::Borrowed("client_closed_request"));
+        draft.latency_us = elapsed(self.began);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (sink, config) = (self.sink.clone(), self.config.clone());
             runtime.spawn(async move {
-                deliver(&config, &sink, *record).await;
+                deliver(&config, &sink, draft).await;
             });
         }
     }
@@ -182,61 +192,99 @@ impl<Si: AuditSink> Drop for Pending<Si> {
 
 /// Hands the record to the sink (fail-closed: waits until it is durable) or to the buffer;
 /// whether a fail-closed write succeeded.
-async fn deliver<Si: AuditSink>(config: &Config, sink: &Si, record: AuditRecord) -> bool {
-    match queue_now(config, Box::new(record)) {
-        Ok(delivered) => delivered,
-        Err(record) => deliver_waiting(config, sink, *record).await,
+async fn deliver<Si: AuditSink>(config: &Config, sink: &Si, draft: Box<Draft>) -> bool {
+    match queue_now(config, &draft) {
+        Some(delivered) => delivered,
+        None => {
+            let canonical = draft.canonical();
+            // Let go before the wait: the draft shares the request's buffers.
+            drop(draft);
+            deliver_waiting(config, sink, canonical).await
+        }
     }
 }
 
+thread_local! {
+    /// Where a request's record is formatted before it joins the queue: one buffer per thread,
+    /// reused, so a record costs no allocation of its own.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most a thread's [`SCRATCH`] keeps between records: one odd record with a huge URI
+/// should not hold its size for the life of the thread.
+const SCRATCH_KEPT: usize = 16 * 1024;
+
 /// What a buffered layer does without waiting: queue the record, or drop it when the queue is
-/// full and the layer drops rather than waits. `Err` gives the record back when it must wait:
-/// a fail-closed write, or a full queue.
-fn queue_now(config: &Config, record: Box<AuditRecord>) -> Result<bool, Box<AuditRecord>> {
-    let Some((queue, drop_when_full)) = &config.buffer else {
-        return Err(record);
-    };
-    match queue.try_send(*record) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(record)) if !drop_when_full => {
-            return Err(Box::new(record));
+/// full and the layer drops rather than waits. `None` when the record must wait: a fail-closed
+/// write, or a full queue.
+fn queue_now(config: &Config, draft: &Draft) -> Option<bool> {
+    let (queue, drop_when_full) = config.buffer.as_ref()?;
+    let pushed = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            draft.append_canonical(&mut scratch);
+            let pushed = queue.try_push(&scratch);
+            if scratch.capacity() > SCRATCH_KEPT {
+                *scratch = Vec::new();
+            }
+            pushed
         }
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        // Only a record formatted inside another's formatting would find it taken.
+        Err(_) => queue.try_push(&draft.canonical()),
+    });
+    match pushed {
+        Ok(depth) => crate::metrics::audit_queue_depth(depth),
+        Err(Refused::Full) if !drop_when_full => return None,
+        Err(Refused::Full) => {
             config.counters.dropped.fetch_add(1, Ordering::Relaxed);
             crate::metrics::decision("audit", "dropped");
+            crate::metrics::audit_queue_depth(queue.capacity());
             tracing::warn!(layer = "audit", "audit buffer full; a record was dropped");
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => writer_gone(config),
+        Err(Refused::Closed) => writer_gone(config),
     }
-    crate::metrics::audit_queue_depth(queue.max_capacity() - queue.capacity());
-    Ok(true)
+    Some(true)
 }
 
 /// The waiting half of [`deliver`]: a fail-closed write until it is durable, or a place in a
 /// full queue (back-pressure).
-async fn deliver_waiting<Si: AuditSink>(config: &Config, sink: &Si, record: AuditRecord) -> bool {
+async fn deliver_waiting<Si: AuditSink>(config: &Config, sink: &Si, canonical: Vec<u8>) -> bool {
     match &config.buffer {
-        None => match timed(sink, record).await {
-            Ok(()) => {
-                config.counters.written.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::decision("audit", "written");
-                true
+        None => {
+            let began = Instant::now();
+            let written = write_one(sink, canonical).await;
+            crate::metrics::audit_write(sink.name(), began.elapsed().as_secs_f64());
+            match written {
+                Ok(()) => {
+                    config.counters.written.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::decision("audit", "written");
+                    true
+                }
+                Err(error) => {
+                    config.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::decision("audit", "failed");
+                    tracing::error!(layer = "audit", sink = sink.name(), %error, "audit write failed");
+                    false
+                }
             }
-            Err(error) => {
-                config.counters.failed.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::decision("audit", "failed");
-                tracing::error!(layer = "audit", sink = sink.name(), %error, "audit write failed");
-                false
-            }
-        },
+        }
         Some((queue, _)) => {
-            if queue.send(record).await.is_err() {
-                writer_gone(config);
+            match queue.push(&canonical).await {
+                Ok(depth) => crate::metrics::audit_queue_depth(depth),
+                Err(_) => writer_gone(config),
             }
-            crate::metrics::audit_queue_depth(queue.max_capacity() - queue.capacity());
             true
         }
     }
+}
+
+/// One record, given as its canonical bytes, written on its own (a fail-closed write).
+async fn write_one<Si: AuditSink>(sink: &Si, canonical: Vec<u8>) -> Result<(), super::SinkError> {
+    let outcomes = sink.write_batch(RecordBatch::of_canonical(canonical)).await;
+    outcomes
+        .into_iter()
+        .next()
+        .unwrap_or(Err(super::SinkError::Closed))
 }
 
 fn writer_gone(config: &Config) {
@@ -248,29 +296,13 @@ fn writer_gone(config: &Config) {
     );
 }
 
-/// A write, timed for the metrics.
-pub(crate) async fn timed<Si: AuditSink>(
-    sink: &Si,
-    record: AuditRecord,
-) -> Result<(), super::SinkError> {
-    let began = Instant::now();
-    let written = sink.write(record).await;
-    crate::metrics::audit_write(sink.name(), began.elapsed().as_secs_f64());
-    written
-}
-
 fn elapsed(began: Instant) -> u64 {
     u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The record's fields known from the request, and the request id (taken or made, and passed
 /// on to the inner service).
-fn start<B>(
-    config: &Config,
-    pattern: &crate::route::RoutePattern,
-    route: &PhiRoute,
-    request: &mut Request<B>,
-) -> Started {
+fn start<B>(config: &Arc<Config>, route: usize, request: &mut Request<B>) -> Started {
     let request_id = request
         .headers()
         .get(&config.request_id)
@@ -283,101 +315,38 @@ fn start<B>(
     request
         .headers_mut()
         .insert(config.request_id.clone(), request_id.clone());
-    let path = request.uri().path();
-    let template = pattern.template();
-    let action = if template.starts_with('/') || template == "*" {
-        let method = request.method().as_str();
-        let mut action = String::with_capacity(method.len() + 1 + template.len());
-        action.push_str(method);
-        action.push(' ');
-        action.push_str(template);
-        action
-    } else {
-        template.to_string()
-    };
-    let record = AuditRecord {
-        time: AuditRecord::timestamp(config.clock.now_micros()),
-        request_id: request_id.to_str().unwrap_or_default().to_string(),
-        actor: None,
-        actor_kind: None,
-        session: None,
-        action,
-        resource: redacted(path, request.uri().query(), &config.allowed_query),
-        subject: route
-            .subject_param
-            .as_deref()
-            .and_then(|name| pattern.params(path).find(|(n, _)| *n == name))
-            .map(|(_, value)| value.into_owned()),
-        status: 0,
-        refused_by: None,
+    let draft = Draft {
+        coverage: config.coverage.clone(),
+        route,
+        micros: config.clock.now_micros(),
+        request_id,
+        method: request.method().clone(),
+        uri: request.uri().clone(),
         source_ip: config
             .proxies
-            .client_of(request.headers(), request.extensions())
-            .map(|ip| ip.to_string()),
-        user_agent: request
-            .headers()
-            .get(USER_AGENT)
-            .map(|v| shorten(&String::from_utf8_lossy(v.as_bytes()), 256)),
+            .client_of(request.headers(), request.extensions()),
+        user_agent: request.headers().get(USER_AGENT).cloned(),
+        principal: None,
+        status: 0,
+        refused_by: None,
         latency_us: 0,
     };
     Started {
-        record,
+        draft: Box::new(draft),
         began: Instant::now(),
-        request_id,
     }
 }
 
 /// The fields the answer tells: status, who (the principal an inner auth layer copied to the
 /// response), which policy refused, how long it took.
-fn finish<B>(record: &mut AuditRecord, began: Instant, response: &Response<B>) {
-    record.status = response.status().as_u16();
-    record.latency_us = elapsed(began);
-    if let Some(principal) = response.extensions().get::<Principal>() {
-        record.actor = Some(String::from(&*principal.id));
-        record.actor_kind = Some(
-            match principal.kind {
-                PrincipalKind::User => "user",
-                PrincipalKind::Service => "service",
-                _ => "anonymous",
-            }
-            .to_string(),
-        );
-        record.session = principal.session_id.as_deref().map(str::to_string);
-    }
-    record.refused_by = response
+fn finish<B>(draft: &mut Draft, began: Instant, response: &Response<B>) {
+    draft.status = response.status().as_u16();
+    draft.latency_us = elapsed(began);
+    draft.principal = response.extensions().get::<Principal>().cloned();
+    draft.refused_by = response
         .extensions()
         .get::<Rejection>()
-        .map(|r| r.error.to_string());
-}
-
-/// The path and its query, every value redacted but the allowed ones: a query string can hold
-/// PHI (a name, a date of birth) and the record must hold the minimum necessary.
-fn redacted(path: &str, query: Option<&str>, allowed: &[String]) -> String {
-    let Some(query) = query.filter(|q| !q.is_empty()) else {
-        return path.to_string();
-    };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, value)) if allowed.iter().any(|a| a == name) => format!("{name}={value}"),
-            Some((name, _)) => format!("{name}=REDACTED"),
-            // A bare item (`?Ada+Lovelace`) is a value, not a name: nothing of it is kept.
-            None => "REDACTED".to_string(),
-        })
-        .collect();
-    format!("{path}?{}", pairs.join("&"))
-}
-
-/// At most `max` bytes, cut at a character boundary.
-fn shorten(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+        .map(|r| r.error.clone());
 }
 
 fn unavailable<B>(

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditSink, SinkError};
+use crate::audit::batch::RecordBatch;
 use crate::audit::chain::{Position, append_line, link, parse_line};
 use crate::audit::record::AuditRecord;
 use crate::clock::{SharedClock, SystemClock, day_of};
@@ -49,38 +50,13 @@ struct Counters {
     failures: AtomicU64,
 }
 
-/// One write: a record, or a batch from `write_many`, acknowledged together (a batch lands in
-/// one commit, so its records share their outcome).
+/// One write: a record or a batch, acknowledged together (a batch lands in one commit, so its
+/// records share their outcome).
 struct Job {
-    /// The records' canonical bytes, one after the other: one allocation for the batch, made on
-    /// the caller's thread and freed on the writer's, rather than one per record.
-    canonical: Vec<u8>,
-    /// Where each record's bytes end in `canonical`.
-    ends: Vec<usize>,
+    /// The records' canonical bytes: one allocation for the batch, made on the caller's thread
+    /// and freed on the writer's, rather than one per record.
+    batch: RecordBatch,
     done: oneshot::Sender<Result<(), String>>,
-}
-
-impl Job {
-    fn new(records: &[AuditRecord], done: oneshot::Sender<Result<(), String>>) -> Self {
-        let mut job = Self {
-            canonical: Vec::with_capacity(records.len().saturating_mul(512)),
-            ends: Vec::with_capacity(records.len()),
-            done,
-        };
-        for record in records {
-            record.append_canonical(&mut job.canonical);
-            job.ends.push(job.canonical.len());
-        }
-        job
-    }
-
-    /// Each record's canonical bytes, in order.
-    fn records(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(&self.ends)
-            .filter_map(|(start, &end)| self.canonical.get(start..end))
-    }
 }
 
 /// A hash-chained JSON-lines audit log; cheap to clone (clones share the writer).
@@ -155,25 +131,20 @@ impl FileSink {
 
 impl AuditSink for FileSink {
     async fn write(&self, record: AuditRecord) -> Result<(), SinkError> {
-        let (done, acknowledged) = oneshot::channel();
-        self.jobs
-            .send(Job::new(std::slice::from_ref(&record), done))
-            .await
-            .map_err(|_| SinkError::Closed)?;
-        match acknowledged.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(SinkError::Io(error)),
-            Err(_) => Err(SinkError::Closed),
-        }
+        let outcome = self.write_batch(std::iter::once(&record).collect()).await;
+        outcome.into_iter().next().unwrap_or(Err(SinkError::Closed))
     }
 
     async fn write_many(&self, records: Vec<AuditRecord>) -> Vec<Result<(), SinkError>> {
+        self.write_batch(records.iter().collect()).await
+    }
+
+    async fn write_batch(&self, batch: RecordBatch) -> Vec<Result<(), SinkError>> {
         // One job, one acknowledgement: the writer commits the batch at once, so its records
         // share one outcome.
-        let count = records.len();
+        let count = batch.len();
         let (done, acknowledged) = oneshot::channel();
-        let job = Job::new(&records, done);
-        let outcome: Result<(), Option<String>> = match self.jobs.send(job).await {
+        let outcome: Result<(), Option<String>> = match self.jobs.send(Job { batch, done }).await {
             Err(_) => Err(None),
             Ok(()) => match acknowledged.await {
                 Ok(Ok(())) => Ok(()),
@@ -224,7 +195,8 @@ impl FileSinkBuilder {
         self
     }
 
-    /// The most records one commit takes (default 1,024).
+    /// The most records one commit gathers from writes queued apart (default 1,024); a batch
+    /// handed over at once (`write_many`, `write_batch`) is committed whole.
     pub fn max_batch(mut self, records: usize) -> Self {
         self.max_batch = records.max(1);
         self
@@ -458,12 +430,12 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut buffer = Vec::new();
         while let Some(first) = queue.blocking_recv() {
-            let mut records = first.ends.len();
+            let mut records = first.batch.len();
             batch.push(first);
             while records < self.max_batch {
                 match queue.try_recv() {
                     Ok(job) => {
-                        records += job.ends.len();
+                        records += job.batch.len();
                         batch.push(job);
                     }
                     Err(_) => break,
@@ -503,7 +475,7 @@ impl Writer {
         }
         buffer.clear();
         let mut position = self.position;
-        for canonical in batch.iter().flat_map(Job::records) {
+        for canonical in batch.iter().flat_map(|job| job.batch.canonical()) {
             let hash = link(&position.head, canonical);
             append_line(buffer, position.next_seq, &position.head, &hash, canonical);
             position = Position {

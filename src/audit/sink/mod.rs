@@ -12,6 +12,7 @@ pub use file::{FileSink, FileSinkBuilder, FileSinkStats};
 pub use redis_stream::RedisStreamSink;
 pub use tracing_sink::TracingSink;
 
+use super::batch::RecordBatch;
 use super::record::AuditRecord;
 
 /// Why a record could not be written.
@@ -48,6 +49,35 @@ pub trait AuditSink: Clone + Send + Sync + 'static {
             let mut outcomes = Vec::with_capacity(records.len());
             for record in records {
                 outcomes.push(self.write(record).await);
+            }
+            outcomes
+        }
+    }
+
+    /// Writes a batch of records given as their canonical bytes, each with its own outcome, in
+    /// order: what the layer hands its sink. The default reads each record back and calls
+    /// [`write_many`](Self::write_many); a sink that stores the canonical bytes (every sink in
+    /// the crate) takes them as they are, and no record is formatted twice.
+    fn write_batch(
+        &self,
+        batch: RecordBatch,
+    ) -> impl Future<Output = Vec<Result<(), SinkError>>> + Send {
+        async move {
+            let parsed: Vec<_> = batch.records().collect();
+            if parsed.iter().all(Result::is_ok) {
+                return self
+                    .write_many(parsed.into_iter().flatten().collect())
+                    .await;
+            }
+            // Canonical bytes always read back; were one record not to, it alone is refused.
+            let mut outcomes = Vec::with_capacity(parsed.len());
+            for record in parsed {
+                outcomes.push(match record {
+                    Ok(record) => self.write(record).await,
+                    Err(error) => Err(SinkError::Io(format!(
+                        "a record's canonical bytes do not read back: {error}"
+                    ))),
+                });
             }
             outcomes
         }
