@@ -586,6 +586,120 @@ mod layer {
         assert_eq!(check(&path), Ok(40));
         let _ = verify(&FileSink::files(&path).unwrap(), None).unwrap();
     }
+
+    /// Waits up to 5 s for the layer's writer to have written `records`.
+    async fn written(audit: &AuditLayer<FileSink>, records: u64) -> u64 {
+        for _ in 0..500 {
+            if audit.stats().written >= records {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        audit.stats().written
+    }
+
+    /// A full buffer makes requests wait for the writer (back-pressure): with room for two
+    /// records, forty requests at once are all answered and all recorded, in one chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_buffer_makes_requests_wait_and_loses_nothing() {
+        let path = scratch("layer-backpressure");
+        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
+            .phi_route("/patients/*")
+            .durability(Durability::Buffered {
+                capacity: 2,
+                drop_when_full: false,
+            })
+            .commit_interval(Duration::from_millis(5))
+            .build()
+            .unwrap();
+        let app = stack(audit.clone(), &Handled::default());
+        let doctor = token("dr_ok", "doctor");
+        let calls: Vec<_> = (0..40)
+            .map(|i| {
+                let call = app
+                    .clone()
+                    .oneshot(get_with(&format!("/patients/pat_{i}"), Some(&doctor)));
+                tokio::spawn(async move { call.await.unwrap().status() })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), StatusCode::OK);
+        }
+        assert_eq!(written(&audit, 40).await, 40);
+        assert_eq!(audit.stats().dropped, 0);
+        assert_eq!(check(&path), Ok(40));
+    }
+
+    /// With `drop_when_full`, a full buffer drops and counts records rather than make requests
+    /// wait; the records it kept are written, in one chain.
+    #[tokio::test]
+    async fn a_full_buffer_drops_and_counts_when_told_to() {
+        let path = scratch("layer-drop");
+        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
+            .phi_route("/patients/*")
+            .durability(Durability::Buffered {
+                capacity: 1,
+                drop_when_full: true,
+            })
+            // The writer takes nothing for a long while: the first record fills the buffer.
+            .commit_interval(Duration::from_millis(800))
+            .build()
+            .unwrap();
+        let app = stack(audit.clone(), &Handled::default());
+        let doctor = token("dr_ok", "doctor");
+        for i in 0..5 {
+            let answer = app
+                .clone()
+                .oneshot(get_with(&format!("/patients/pat_{i}"), Some(&doctor)))
+                .await
+                .unwrap();
+            assert_eq!(
+                answer.status(),
+                StatusCode::OK,
+                "a dropped record holds no answer back"
+            );
+        }
+        assert_eq!(audit.stats().dropped, 4);
+        assert_eq!(written(&audit, 1).await, 1);
+        assert_eq!(check(&path), Ok(1));
+    }
+
+    /// Records gather for the commit interval, then are written together.
+    #[tokio::test]
+    async fn buffered_records_wait_for_the_commit_interval() {
+        let path = scratch("layer-interval");
+        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
+            .phi_route("/patients/*")
+            .durability(Durability::Buffered {
+                capacity: 64,
+                drop_when_full: false,
+            })
+            .commit_interval(Duration::from_millis(600))
+            .build()
+            .unwrap();
+        let app = stack(audit.clone(), &Handled::default());
+        let doctor = token("dr_ok", "doctor");
+        for i in 0..3 {
+            let uri = format!("/patients/pat_{i}");
+            app.clone()
+                .oneshot(get_with(&uri, Some(&doctor)))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            audit.stats().written,
+            0,
+            "nothing is written before the interval"
+        );
+        assert_eq!(written(&audit, 3).await, 3);
+        assert_eq!(
+            audit.sink().stats().commits,
+            1,
+            "one commit for the interval's records"
+        );
+        assert_eq!(check(&path), Ok(3));
+    }
 }
 
 /// `cargo run --example audit_verify -- PATH`: 0 and `OK` for a sound log, 1 and the place for a

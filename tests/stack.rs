@@ -476,6 +476,16 @@ fn broken_configurations_name_the_entry_at_fault() {
             "1 to",
         ),
         (
+            format!("[audit]\nlog = \"{log}\"\ndurability = \"buffered\"\ncommit_interval_ms = 5000\n[[audit.routes]]\nroute = \"/p\""),
+            "audit.commit_interval_ms",
+            "at most 1000 ms",
+        ),
+        (
+            format!("[audit]\nlog = \"{log}\"\ncommit_interval_ms = 5\n[[audit.routes]]\nroute = \"/p\""),
+            "audit.durability",
+            "need durability = \"buffered\"",
+        ),
+        (
             "[callers]\napi_key_header = \"x-api-key\"\napi_keys = [{ key = \"k\", id = \"a\" }, { key = \"k\", id = \"b\" }]".into(),
             "callers.api_keys[1]",
             "same key",

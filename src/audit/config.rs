@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::layer::{buffer_fault, subject_fault};
+use super::layer::{buffer_fault, commit_interval_fault, subject_fault};
 use super::{AuditBuilder, AuditLayer, Durability, FileSink};
 use crate::error::ConfigError;
 use crate::principal::TrustedProxies;
@@ -48,6 +48,9 @@ pub struct AuditConfig {
     /// When `buffered`, drop (and count) records rather than make requests wait on a full buffer.
     #[serde(default)]
     pub drop_when_full: bool,
+    /// When `buffered`, how long records gather before one commit writes them, in milliseconds
+    /// (default 10, at most 1,000; see [`AuditBuilder::commit_interval`]).
+    pub commit_interval_ms: Option<u64>,
 }
 
 /// An `[[audit.routes]]` entry.
@@ -116,7 +119,15 @@ impl AuditConfig {
         for name in &self.allow_query_params {
             builder = builder.allow_query_param(name);
         }
+        if let Some(interval) = self.commit_interval() {
+            builder = builder.commit_interval(interval);
+        }
         Ok(builder.durability(durability))
+    }
+
+    fn commit_interval(&self) -> Option<std::time::Duration> {
+        self.commit_interval_ms
+            .map(std::time::Duration::from_millis)
     }
 
     /// Everything but the file, checked before the file is touched.
@@ -141,10 +152,14 @@ impl AuditConfig {
             }
         }
         match self.durability {
-            DurabilityName::FailClosed if self.buffer.is_some() || self.drop_when_full => {
+            DurabilityName::FailClosed
+                if self.buffer.is_some()
+                    || self.drop_when_full
+                    || self.commit_interval_ms.is_some() =>
+            {
                 Err(ConfigError::new(
                     "audit.durability",
-                    "`buffer` and `drop_when_full` need durability = \"buffered\"",
+                    "`buffer`, `drop_when_full` and `commit_interval_ms` need durability = \"buffered\"",
                 ))
             }
             DurabilityName::FailClosed => Ok(Durability::FailClosed),
@@ -152,6 +167,9 @@ impl AuditConfig {
                 let capacity = self.buffer.unwrap_or(65_536);
                 if let Some(fault) = buffer_fault(capacity) {
                     return Err(ConfigError::new("audit.buffer", fault));
+                }
+                if let Some(fault) = self.commit_interval().and_then(commit_interval_fault) {
+                    return Err(ConfigError::new("audit.commit_interval_ms", fault));
                 }
                 Ok(Durability::Buffered {
                     capacity,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::HeaderName;
 use tower_layer::Layer;
@@ -31,8 +32,21 @@ pub(crate) fn subject_fault(pattern: &RoutePattern, subject: &str) -> Option<Str
         .then(|| format!("`{subject}` is not a parameter of `{}`", pattern.template()))
 }
 
-/// How long a buffered layer lets a batch fill before handing it to its sink.
-const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long a buffered layer lets a batch fill before handing it to its sink, by default.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The longest a buffered layer may let a batch fill: a record waits that long unwritten.
+const COMMIT_INTERVAL_MAX: Duration = Duration::from_secs(1);
+
+/// Why a buffered layer cannot let its batches fill for `interval`.
+pub(crate) fn commit_interval_fault(interval: Duration) -> Option<String> {
+    (interval > COMMIT_INTERVAL_MAX).then(|| {
+        format!(
+            "at most {} ms: a buffered record waits that long before it is written",
+            COMMIT_INTERVAL_MAX.as_millis()
+        )
+    })
+}
 
 /// When a record must be durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +57,10 @@ pub enum Durability {
     /// the answer with 503. The default.
     FailClosed,
     /// Records go to a bounded queue and a background writer; the answer does not wait. The
-    /// writer commits what queued in about 2 ms at once, so a record is durable a few
-    /// milliseconds after its answer left. A full queue makes requests wait
+    /// writer commits what queued over its commit interval at once (10 ms unless
+    /// [`AuditBuilder::commit_interval`] says otherwise), so a record is durable about that
+    /// long after its answer left, and one commit (one fsync, for the file sink) serves every
+    /// record of the interval. A full queue makes requests wait
     /// (back-pressure), or, with `drop_when_full`, drops the record and counts it.
     Buffered {
         /// The queue's capacity, in records.
@@ -125,6 +141,7 @@ impl<Si: AuditSink> AuditLayer<Si> {
             request_id: HeaderName::from_static("x-request-id"),
             proxies: TrustedProxies::none(),
             durability: Durability::FailClosed,
+            commit_interval: COMMIT_INTERVAL,
             clock: Arc::new(SystemClock),
             renderer: SharedRenderer::default(),
         }
@@ -164,6 +181,7 @@ pub struct AuditBuilder<Si> {
     request_id: HeaderName,
     proxies: TrustedProxies,
     durability: Durability,
+    commit_interval: Duration,
     clock: SharedClock,
     renderer: SharedRenderer,
 }
@@ -173,6 +191,7 @@ impl<Si> std::fmt::Debug for AuditBuilder<Si> {
         f.debug_struct("AuditBuilder")
             .field("routes", &self.routes)
             .field("durability", &self.durability)
+            .field("commit_interval", &self.commit_interval)
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +246,16 @@ impl<Si: AuditSink> AuditBuilder<Si> {
         self
     }
 
+    /// How long a [buffered](Durability::Buffered) layer lets records gather before it hands
+    /// them to the sink in one batch (default 10 ms, at most 1 s; zero hands over whatever has
+    /// gathered as soon as the writer is free). Longer means fewer commits (for the file sink,
+    /// fewer fsyncs and fewer wake-ups of its writer), and records durable later after their
+    /// answers left.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
     /// The clock of the records' `time` (default: the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -270,6 +299,10 @@ impl<Si: AuditSink> AuditBuilder<Si> {
                 if let Some(fault) = buffer_fault(capacity) {
                     return Err(ConfigError::new("audit.durability", fault));
                 }
+                if let Some(fault) = commit_interval_fault(self.commit_interval) {
+                    return Err(ConfigError::new("audit.commit_interval", fault));
+                }
+                let commit_interval = self.commit_interval;
                 let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                     ConfigError::new(
                         "audit.durability",
@@ -284,7 +317,7 @@ impl<Si: AuditSink> AuditBuilder<Si> {
                     // the first record, the batch fills for a moment: the answers do not wait
                     // for it, and one commit (one wake-up of the writer, one fsync) every
                     // interval costs far less than one per request.
-                    while let Some(records) = queue.next_batch(COMMIT_INTERVAL).await {
+                    while let Some(records) = queue.next_batch(commit_interval).await {
                         let began = std::time::Instant::now();
                         let outcomes = sink.write_batch(records).await;
                         crate::metrics::audit_write(sink.name(), began.elapsed().as_secs_f64());
