@@ -10,7 +10,59 @@ use http::HeaderValue;
 pub struct EntityTag {
     weak: bool,
     /// The characters between the quotes (`etagc`: `!`, `#`-`~`, and bytes above 0x7F).
-    tag: Box<[u8]>,
+    tag: TagBytes,
+}
+
+/// An entity tag's characters: held inline up to [`TagBytes::INLINE`] bytes (a digest's 22
+/// fit), so the tags made, stored and copied on every read cost no allocation; longer ones on
+/// the heap.
+#[derive(Clone)]
+enum TagBytes {
+    Inline {
+        len: u8,
+        bytes: [u8; TagBytes::INLINE],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl TagBytes {
+    const INLINE: usize = 30;
+
+    fn new(tag: &[u8]) -> Self {
+        match u8::try_from(tag.len()) {
+            Ok(len) if tag.len() <= Self::INLINE => {
+                let mut bytes = [0; Self::INLINE];
+                bytes[..tag.len()].copy_from_slice(tag);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(tag.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for TagBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for TagBytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for TagBytes {}
+
+impl std::hash::Hash for TagBytes {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
 }
 
 /// Why an entity tag or a list of them did not parse.
@@ -41,7 +93,7 @@ impl EntityTag {
         if tag.iter().all(|&b| is_etagc(b)) {
             Ok(Self {
                 weak,
-                tag: tag.into(),
+                tag: TagBytes::new(tag),
             })
         } else {
             Err(EtagError)
@@ -81,7 +133,7 @@ impl EntityTag {
             .unwrap_or(0);
         Self {
             weak: false,
-            tag: tag[..written].into(),
+            tag: TagBytes::new(&tag[..written]),
         }
     }
 
@@ -316,6 +368,23 @@ mod tests {
         assert!(!a.is_weak());
         assert_eq!(a.tag().len(), 22);
         assert_eq!(EntityTag::parse(a.to_header_value().as_bytes()), Ok(a));
+    }
+
+    /// Short tags are held inline and long ones on the heap: either way a tag keeps exactly its
+    /// characters, and compares by them.
+    #[test]
+    fn tags_of_any_length_keep_their_characters() {
+        for len in [0, 1, 22, 29, 30, 31, 200] {
+            let text = "a".repeat(len);
+            let tag = EntityTag::strong(&text).unwrap();
+            assert_eq!(tag.tag(), text.as_bytes());
+            assert_eq!(
+                EntityTag::parse(tag.to_header_value().as_bytes()),
+                Ok(tag.clone())
+            );
+            assert_ne!(tag, EntityTag::strong(format!("{text}b")).unwrap());
+            assert!(tag.weak_eq(&EntityTag::weak(&text).unwrap()));
+        }
     }
 
     #[test]
