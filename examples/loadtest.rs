@@ -13,8 +13,10 @@
 //! `tower_governor` (tower_governor 0.8 with its headers, keyed by the same API key, for
 //! comparison with the rate limits), `versioning`, `idempotency`,
 //! `conditional`, `audit` (buffered), `empty_stack` (a `PolicyStack` with every slot empty),
-//! `full` (all of them, built from a configuration by
-//! `StackConfig`), and `full_redis` (the same on Redis, `--redis URL`). Every request should
+//! `full` (built from a configuration by `StackConfig`: HS256 auth, the rate limit with its
+//! default headers (GitHub's), versioning, conditional requests and buffered audit, the stack
+//! the performance target names), `full_all` (every policy: idempotency too, and the IETF
+//! rate-limit fields beside GitHub's), and `full_redis` (`full` on Redis, `--redis URL`). Every request should
 //! carry `Authorization: Bearer <the token --print-token prints>` and `X-Api-Key: k_load`; every
 //! quota is far above what one core can send, so every answer is a 200.
 

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
-STACKS=${STACKS:-"empty_stack jwt rate_limit rate_limit_github rate_limit_layer tower_governor versioning idempotency conditional audit full full_redis"}
+STACKS=${STACKS:-"empty_stack jwt rate_limit rate_limit_github rate_limit_layer tower_governor versioning idempotency conditional audit full full_all full_redis"}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PORT=${PORT:-3100}
 WORK=$(mktemp -d /tmp/api-policy-loadtest.XXXXXX)

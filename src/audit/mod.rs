@@ -18,7 +18,11 @@
 //!
 //! Sinks ([`AuditSink`], one trait impl for your own): [`FileSink`] (JSON lines on a SHA-256
 //! hash chain, group commit, rotation, recovery of a torn tail), [`RedisStreamSink`] (feature
-//! `redis`; the same chain in a stream, shared by every instance), [`TracingSink`]. The chain
+//! `redis`; the same chain in a stream, shared by every instance), [`TracingSink`]. The layer
+//! formats each record once, from what the request and its answer hold, and hands its sink
+//! batches of canonical bytes ([`RecordBatch`], [`AuditSink::write_batch`]); a sink that
+//! implements only [`write`](AuditSink::write) gets each record read back as an
+//! [`AuditRecord`]. The chain
 //! and its verifier are in [`chain`]; `cargo run --example audit_verify -- PATH` checks a log.
 //!
 //! # Example
