@@ -587,6 +587,26 @@ mod layer {
         let _ = verify(&FileSink::files(&path).unwrap(), None).unwrap();
     }
 
+    /// A buffered layer over a fresh log for `test`, on `/patients/*`.
+    fn buffered(
+        test: &str,
+        capacity: usize,
+        drop_when_full: bool,
+        interval: Duration,
+    ) -> (std::path::PathBuf, AuditLayer<FileSink>) {
+        let path = scratch(test);
+        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
+            .phi_route("/patients/*")
+            .durability(Durability::Buffered {
+                capacity,
+                drop_when_full,
+            })
+            .commit_interval(interval)
+            .build()
+            .unwrap();
+        (path, audit)
+    }
+
     /// Waits up to 5 s for the layer's writer to have written `records`.
     async fn written(audit: &AuditLayer<FileSink>, records: u64) -> u64 {
         for _ in 0..500 {
@@ -602,16 +622,7 @@ mod layer {
     /// records, forty requests at once are all answered and all recorded, in one chain.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_buffer_makes_requests_wait_and_loses_nothing() {
-        let path = scratch("layer-backpressure");
-        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
-            .phi_route("/patients/*")
-            .durability(Durability::Buffered {
-                capacity: 2,
-                drop_when_full: false,
-            })
-            .commit_interval(Duration::from_millis(5))
-            .build()
-            .unwrap();
+        let (path, audit) = buffered("layer-backpressure", 2, false, Duration::from_millis(5));
         let app = stack(audit.clone(), &Handled::default());
         let doctor = token("dr_ok", "doctor");
         let calls: Vec<_> = (0..40)
@@ -634,17 +645,8 @@ mod layer {
     /// wait; the records it kept are written, in one chain.
     #[tokio::test]
     async fn a_full_buffer_drops_and_counts_when_told_to() {
-        let path = scratch("layer-drop");
-        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
-            .phi_route("/patients/*")
-            .durability(Durability::Buffered {
-                capacity: 1,
-                drop_when_full: true,
-            })
-            // The writer takes nothing for a long while: the first record fills the buffer.
-            .commit_interval(Duration::from_millis(800))
-            .build()
-            .unwrap();
+        // The writer takes nothing for a long while: the first record fills the buffer.
+        let (path, audit) = buffered("layer-drop", 1, true, Duration::from_millis(800));
         let app = stack(audit.clone(), &Handled::default());
         let doctor = token("dr_ok", "doctor");
         for i in 0..5 {
@@ -667,16 +669,7 @@ mod layer {
     /// Records gather for the commit interval, then are written together.
     #[tokio::test]
     async fn buffered_records_wait_for_the_commit_interval() {
-        let path = scratch("layer-interval");
-        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
-            .phi_route("/patients/*")
-            .durability(Durability::Buffered {
-                capacity: 64,
-                drop_when_full: false,
-            })
-            .commit_interval(Duration::from_millis(600))
-            .build()
-            .unwrap();
+        let (path, audit) = buffered("layer-interval", 64, false, Duration::from_millis(600));
         let app = stack(audit.clone(), &Handled::default());
         let doctor = token("dr_ok", "doctor");
         for i in 0..3 {
