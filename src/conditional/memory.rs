@@ -174,7 +174,7 @@ impl ValidatorStore for MemoryValidatorStore {
                 }
             }
         });
-        locked.ok_or_else(|| StoreError::Unavailable("validator entry vanished"))
+        locked.ok_or(StoreError::Unavailable("validator entry vanished"))
     }
 
     async fn unlock(
