@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use http::{HeaderValue, Method, Uri};
 
@@ -22,9 +21,7 @@ const USER_AGENT_MAX: usize = 256;
 
 /// One request's record, before it is written.
 pub(crate) struct Draft {
-    /// The PHI routes and the query names kept, for the action, the subject and the resource.
-    pub(crate) coverage: Arc<Coverage>,
-    /// Which of `coverage`'s routes the request matched.
+    /// Which of the layer's PHI routes ([`Coverage::routes`]) the request matched.
     pub(crate) route: usize,
     /// When the request arrived, in microseconds since the UNIX epoch.
     pub(crate) micros: u64,
@@ -43,23 +40,24 @@ pub(crate) struct Draft {
 
 impl Draft {
     /// The record's canonical bytes (those of
-    /// [`AuditRecord::canonical`](super::AuditRecord::canonical)).
-    pub(crate) fn canonical(&self) -> Vec<u8> {
+    /// [`AuditRecord::canonical`](super::AuditRecord::canonical)); `coverage` is the layer's,
+    /// for the action, the subject and the redacted resource.
+    pub(crate) fn canonical(&self, coverage: &Coverage) -> Vec<u8> {
         let mut out = Vec::new();
-        self.append_canonical(&mut out);
+        self.append_canonical(coverage, &mut out);
         out
     }
 
     /// Appends the record's [canonical](Self::canonical) bytes to `out`.
-    pub(crate) fn append_canonical(&self, out: &mut Vec<u8>) {
+    pub(crate) fn append_canonical(&self, coverage: &Coverage, out: &mut Vec<u8>) {
         use Field::{Joined, Number, Optional, Text};
         let time = crate::clock::rfc3339_micros_ascii(self.micros);
-        let route = self.coverage.routes.at(self.route);
+        let route = coverage.routes.at(self.route);
         let template = route.as_ref().map_or("", |r| r.pattern.template());
         let path = self.uri.path();
         let redacted = self.uri.query().filter(|q| !q.is_empty()).map(|query| {
             let mut resource = String::with_capacity(path.len() + query.len() + 16);
-            redact_into(&mut resource, path, query, &self.coverage.allowed_query);
+            redact_into(&mut resource, path, query, &coverage.allowed_query);
             resource
         });
         let subject = route.as_ref().and_then(|r| {
@@ -157,7 +155,7 @@ mod tests {
     use crate::audit::layer::PhiRoute;
     use crate::route::RouteMatcher;
 
-    fn coverage() -> Arc<Coverage> {
+    fn coverage() -> Coverage {
         let routes = RouteMatcher::new()
             .add(
                 "/api/{version}/patients/{id}",
@@ -174,14 +172,14 @@ mod tests {
                 )
             })
             .unwrap();
-        Arc::new(Coverage {
+        Coverage {
             routes,
             allowed_query: vec!["page".into()],
-        })
+        }
     }
 
     fn canonical(draft: &Draft) -> String {
-        String::from_utf8(draft.canonical()).unwrap()
+        String::from_utf8(draft.canonical(&coverage())).unwrap()
     }
 
     /// A draft's bytes are those of the record it stands for, field for field: the redacted
@@ -191,7 +189,6 @@ mod tests {
     fn a_draft_writes_the_canonical_bytes_of_its_record() {
         let agent = format!("{}é\"tail", "a".repeat(255));
         let draft = Draft {
-            coverage: coverage(),
             route: 0,
             micros: 1_795_521_600_000_042,
             request_id: HeaderValue::from_static("req-\\1"),
@@ -231,7 +228,6 @@ mod tests {
     #[test]
     fn a_bare_draft_writes_nulls_and_a_named_methods_action() {
         let draft = Draft {
-            coverage: coverage(),
             route: 1,
             micros: 0,
             request_id: HeaderValue::from_static("r"),

@@ -95,8 +95,8 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
 }
 
-/// What is recorded, and of which requests: shared by the layer and every record not yet
-/// written.
+/// What is recorded, and of which requests: the PHI routes, and the query parameters whose
+/// values a record may keep.
 #[derive(Debug)]
 pub(crate) struct Coverage {
     pub(crate) routes: RouteMatcher<PhiRoute>,
@@ -104,7 +104,7 @@ pub(crate) struct Coverage {
 }
 
 pub(crate) struct Config {
-    pub(crate) coverage: Arc<Coverage>,
+    pub(crate) coverage: Coverage,
     pub(crate) request_id: HeaderName,
     pub(crate) proxies: TrustedProxies,
     pub(crate) clock: SharedClock,
@@ -343,10 +343,10 @@ impl<Si: AuditSink> AuditBuilder<Si> {
         Ok(AuditLayer {
             sink: self.sink,
             config: Arc::new(Config {
-                coverage: Arc::new(Coverage {
+                coverage: Coverage {
                     routes,
                     allowed_query: self.allowed_query,
-                }),
+                },
                 request_id: self.request_id,
                 proxies: self.proxies,
                 clock: self.clock,

@@ -81,7 +81,7 @@ where
             let response = unavailable(&config, &shadow, &draft.request_id);
             draft.status = response.status().as_u16();
             draft.refused_by = Some(Cow::Borrowed("audit_unavailable"));
-            let canonical = draft.canonical();
+            let canonical = draft.canonical(&config.coverage);
             // Still try: an unhealthy sink may be back by now, and then the refusal is on record.
             let (sink, counters) = (self.sink.clone(), config.counters.clone());
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -140,7 +140,7 @@ where
             let delivered = match queue_now(&config, &draft) {
                 Some(delivered) => delivered,
                 None => {
-                    let canonical = draft.canonical();
+                    let canonical = draft.canonical(&config.coverage);
                     drop(draft);
                     Box::pin(deliver_waiting(&config, &pending.sink, canonical)).await
                 }
@@ -196,7 +196,7 @@ async fn deliver<Si: AuditSink>(config: &Config, sink: &Si, draft: Box<Draft>) -
     match queue_now(config, &draft) {
         Some(delivered) => delivered,
         None => {
-            let canonical = draft.canonical();
+            let canonical = draft.canonical(&config.coverage);
             // Let go before the wait: the draft shares the request's buffers.
             drop(draft);
             deliver_waiting(config, sink, canonical).await
@@ -222,7 +222,7 @@ fn queue_now(config: &Config, draft: &Draft) -> Option<bool> {
     let pushed = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
         Ok(mut scratch) => {
             scratch.clear();
-            draft.append_canonical(&mut scratch);
+            draft.append_canonical(&config.coverage, &mut scratch);
             let pushed = queue.try_push(&scratch);
             if scratch.capacity() > SCRATCH_KEPT {
                 *scratch = Vec::new();
@@ -230,7 +230,7 @@ fn queue_now(config: &Config, draft: &Draft) -> Option<bool> {
             pushed
         }
         // Only a record formatted inside another's formatting would find it taken.
-        Err(_) => queue.try_push(&draft.canonical()),
+        Err(_) => queue.try_push(&draft.canonical(&config.coverage)),
     });
     match pushed {
         Ok(depth) => crate::metrics::audit_queue_depth(depth),
@@ -280,11 +280,7 @@ async fn deliver_waiting<Si: AuditSink>(config: &Config, sink: &Si, canonical: V
 
 /// One record, given as its canonical bytes, written on its own (a fail-closed write).
 async fn write_one<Si: AuditSink>(sink: &Si, canonical: Vec<u8>) -> Result<(), super::SinkError> {
-    let outcomes = sink.write_batch(RecordBatch::of_canonical(canonical)).await;
-    outcomes
-        .into_iter()
-        .next()
-        .unwrap_or(Err(super::SinkError::Closed))
+    super::sink::write_alone(sink, RecordBatch::of_canonical(canonical)).await
 }
 
 fn writer_gone(config: &Config) {
@@ -316,7 +312,6 @@ fn start<B>(config: &Arc<Config>, route: usize, request: &mut Request<B>) -> Sta
         .headers_mut()
         .insert(config.request_id.clone(), request_id.clone());
     let draft = Draft {
-        coverage: config.coverage.clone(),
         route,
         micros: config.clock.now_micros(),
         request_id,

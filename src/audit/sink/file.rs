@@ -131,8 +131,7 @@ impl FileSink {
 
 impl AuditSink for FileSink {
     async fn write(&self, record: AuditRecord) -> Result<(), SinkError> {
-        let outcome = self.write_batch(std::iter::once(&record).collect()).await;
-        outcome.into_iter().next().unwrap_or(Err(SinkError::Closed))
+        super::write_alone(self, std::iter::once(&record).collect()).await
     }
 
     async fn write_many(&self, records: Vec<AuditRecord>) -> Vec<Result<(), SinkError>> {

@@ -92,3 +92,15 @@ pub trait AuditSink: Clone + Send + Sync + 'static {
     /// The sink's name for logs.
     fn name(&self) -> &'static str;
 }
+
+/// Writes a batch of one record through [`AuditSink::write_batch`]; its outcome.
+pub(crate) async fn write_alone<Si: AuditSink>(
+    sink: &Si,
+    batch: RecordBatch,
+) -> Result<(), SinkError> {
+    let outcomes = sink.write_batch(batch).await;
+    outcomes
+        .into_iter()
+        .next()
+        .unwrap_or(Err(SinkError::Closed))
+}
