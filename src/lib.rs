@@ -59,6 +59,7 @@ mod config_map;
 mod error;
 mod future;
 mod gate;
+mod header_value;
 pub mod idempotency;
 pub mod metrics;
 mod owner;

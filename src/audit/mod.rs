@@ -67,6 +67,7 @@ mod batch;
 pub mod chain;
 pub mod config;
 mod draft;
+mod future;
 mod layer;
 mod queue;
 mod record;
@@ -74,6 +75,7 @@ mod service;
 pub mod sink;
 
 pub use batch::RecordBatch;
+pub use future::ResponseFuture;
 pub use layer::{AuditBuilder, AuditLayer, AuditStats, Durability};
 pub use record::AuditRecord;
 pub use service::Audit;

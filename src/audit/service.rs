@@ -13,11 +13,12 @@ use tower_service::Service;
 
 use super::batch::RecordBatch;
 use super::draft::Draft;
+use super::future::ResponseFuture;
 use super::layer::Config;
 use super::queue::Refused;
 use super::sink::AuditSink;
 use crate::body::PolicyBody;
-use crate::future::ResponseFuture;
+use crate::gate::BoxFuture;
 use crate::principal::Principal;
 use crate::rejection::{Rejection, RequestShadow};
 
@@ -56,7 +57,7 @@ where
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, Si>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -103,63 +104,98 @@ where
         // Armed from here until the answer is in: a client that hangs up cancels the handler,
         // and the guard then records the request as closed by the client (it may have changed
         // data before it was cancelled).
-        let mut pending = Pending {
+        let pending = Pending {
             draft: Some(draft),
             began,
             sink: self.sink.clone(),
-            config: config.clone(),
+            config,
         };
-        // Called here rather than inside the future, the inner future boxed, every rarely taken
-        // wait boxed: an async block keeps an awaited value twice (where it was captured, and
-        // where it is polled), and inline the whole stack's future would be held twice in an
-        // allocation too large for the allocator's fast path. Two small boxes cost less.
-        let called = Box::pin(self.inner.call(request));
-        let future = async move {
-            let outcome = called.await;
-            let Some(mut draft) = pending.draft.take() else {
-                return outcome.map(|r| r.map(PolicyBody::inner));
-            };
-            let response = match outcome {
-                Ok(response) => response,
-                Err(error) => {
-                    // The stack failed rather than answered: that is on record too.
-                    draft.status = 500;
-                    draft.refused_by = Some(Cow::Borrowed("service_error"));
-                    draft.latency_us = elapsed(pending.began);
-                    Box::pin(deliver(&config, &pending.sink, draft)).await;
-                    return Err(error);
-                }
-            };
-            finish(&mut draft, pending.began, &response);
-            let mut response = response.map(PolicyBody::inner);
-            if !response.headers().contains_key(&config.request_id) {
-                response
-                    .headers_mut()
-                    .insert(config.request_id.clone(), request_id.clone());
-            }
-            let delivered = match queue_now(&config, &draft) {
-                Some(delivered) => delivered,
-                None => {
-                    let canonical = draft.canonical(&config.coverage);
-                    drop(draft);
-                    Box::pin(deliver_waiting(&config, &pending.sink, canonical)).await
-                }
-            };
-            if delivered || config.buffer.is_some() {
-                Ok(response)
-            } else {
-                tracing::error!(
-                    layer = "audit",
-                    sink = pending.sink.name(),
-                    "audit record not written; the answer is withheld (503)"
-                );
-                let shadow = shadow.unwrap_or_default();
-                Ok(unavailable(&config, &shadow, &request_id))
-            }
-        };
-        ResponseFuture::Working {
-            future: Box::pin(future),
+        ResponseFuture::Recording {
+            future: self.inner.call(request),
+            recording: Some(Recording {
+                pending,
+                request_id,
+                shadow,
+            }),
         }
+    }
+}
+
+/// What a recorded request's future holds until the inner service answers.
+pub struct Recording<Si: AuditSink> {
+    pending: Pending<Si>,
+    request_id: HeaderValue,
+    shadow: Option<RequestShadow>,
+}
+
+/// A continuation that must wait for the record before the answer goes out.
+type Waiting<B, E> = BoxFuture<Result<Response<PolicyBody<B>>, E>>;
+
+impl<Si: AuditSink> Recording<Si> {
+    /// Finishes the record with the inner service's outcome and queues it: the answer now, or,
+    /// when the record must wait (a fail-closed write, a full queue), a future of it.
+    pub(super) fn answered<B, E>(
+        mut self,
+        outcome: Result<Response<B>, E>,
+    ) -> Result<Result<Response<PolicyBody<B>>, E>, Waiting<B, E>>
+    where
+        B: Send + 'static,
+        E: Send + 'static,
+    {
+        let Some(mut draft) = self.pending.draft.take() else {
+            return Ok(outcome.map(|r| r.map(PolicyBody::inner)));
+        };
+        let (config, sink) = (self.pending.config.clone(), self.pending.sink.clone());
+        let response = match outcome {
+            Ok(response) => response,
+            Err(error) => {
+                // The stack failed rather than answered: that is on record too.
+                draft.status = 500;
+                draft.refused_by = Some(Cow::Borrowed("service_error"));
+                draft.latency_us = elapsed(self.pending.began);
+                return Err(Box::pin(async move {
+                    deliver(&config, &sink, draft).await;
+                    Err(error)
+                }));
+            }
+        };
+        finish(&mut draft, self.pending.began, &response);
+        let mut response = response.map(PolicyBody::inner);
+        if !response.headers().contains_key(&config.request_id) {
+            response
+                .headers_mut()
+                .insert(config.request_id.clone(), self.request_id.clone());
+        }
+        if let Some(delivered) = queue_now(&config, &draft) {
+            return Ok(Ok(self.release(delivered, response)));
+        }
+        let canonical = draft.canonical(&config.coverage);
+        // Let go before the wait: the draft shares the request's buffers.
+        drop(draft);
+        Err(Box::pin(async move {
+            let delivered = deliver_waiting(&config, &sink, canonical).await;
+            Ok(self.release(delivered, response))
+        }))
+    }
+
+    /// The answer once its record is delivered, or a 503 in its place when a fail-closed record
+    /// could not be written.
+    fn release<B>(
+        self,
+        delivered: bool,
+        response: Response<PolicyBody<B>>,
+    ) -> Response<PolicyBody<B>> {
+        let config = &self.pending.config;
+        if delivered || config.buffer.is_some() {
+            return response;
+        }
+        tracing::error!(
+            layer = "audit",
+            sink = self.pending.sink.name(),
+            "audit record not written; the answer is withheld (503)"
+        );
+        let shadow = self.shadow.unwrap_or_default();
+        unavailable(config, &shadow, &self.request_id)
     }
 }
 
@@ -305,8 +341,9 @@ fn start<B>(config: &Arc<Config>, route: usize, request: &mut Request<B>) -> Sta
         .filter(|v| v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic))
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_bytes(&crate::owner::unique_hex())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+            // Shared, so the copies on the request, the answer and the record cost nothing.
+            crate::header_value::shared(crate::owner::unique_hex())
+                .unwrap_or_else(|| HeaderValue::from_static("unknown"))
         });
     request
         .headers_mut()

@@ -15,12 +15,12 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::etag::EntityTag;
+use super::future::ResponseFuture;
 use super::layer::{CompiledRule, Config, Current, Resource};
 use super::precondition::{Evaluation, Preconditions, Validators, evaluate};
 use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, Collected, collect};
-use crate::future::ResponseFuture;
 use crate::owner::OwnerToken;
 use crate::rejection::{Rejection, RejectionContext, RequestShadow};
 
@@ -68,7 +68,7 @@ where
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, St>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -146,28 +146,32 @@ where
                 .map(|got| known_or_warn(&store, got)),
             _ => safe.then_some(None),
         };
-        let future: crate::gate::BoxFuture<_> = if let Some(snapshot) = immediate {
-            // The store answered without waiting: the handler is called now, and the future
-            // holds only what the answer needs (not the service, nor the request).
+        if let Some(snapshot) = immediate {
+            // The store answered without waiting: the handler is called now, and its future is
+            // awaited in place, beside only what judging its answer needs.
             if let Some(response) = fast_not_modified(&plan, snapshot.as_ref(), &method) {
                 return ResponseFuture::answered(response);
             }
             let context = shadow_for_412(&plan, &request);
-            // Boxed: an async fn keeps an awaited argument twice, and inline this future would
-            // outgrow the allocator's fast path (see the audit layer).
-            let called = Box::pin(self.inner.call(request));
-            Box::pin(answer_read(
-                store, config, plan, snapshot, method, context, called,
-            ))
+            return ResponseFuture::Reading {
+                future: self.inner.call(request),
+                read: Some(Read {
+                    store,
+                    config,
+                    plan,
+                    snapshot,
+                    method,
+                    context,
+                }),
+            };
+        }
+        // The ready instance is the one to call, later; a clone takes its place.
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
+        let future: crate::gate::BoxFuture<_> = if safe {
+            Box::pin(read(store, config, plan, inner, request))
         } else {
-            // The ready instance is the one to call, later; a clone takes its place.
-            let clone = self.inner.clone();
-            let inner = mem::replace(&mut self.inner, clone);
-            if safe {
-                Box::pin(read(store, config, plan, inner, request))
-            } else {
-                Box::pin(update(store, config, plan, inner, request))
-            }
+            Box::pin(update(store, config, plan, inner, request))
         };
         ResponseFuture::Working { future }
     }
@@ -178,7 +182,10 @@ impl<St, S> Conditional<St, S> {
         &self,
         rejection: Rejection,
         request: &Request<ReqBody>,
-    ) -> ResponseFuture<F, B, E> {
+    ) -> ResponseFuture<F, B, E, St>
+    where
+        St: ValidatorStore,
+    {
         ResponseFuture::refused(&self.config.renderer, rejection, request)
     }
 }
@@ -206,8 +213,19 @@ where
         return Ok(response);
     }
     let (method, context) = (request.method().clone(), shadow_for_412(&plan, &request));
-    let called = inner.call(request);
-    answer_read(store, config, plan, snapshot, method, context, called).await
+    let response = inner.call(request).await?;
+    if !Read::<St>::judges(&response) {
+        return Ok(response.map(PolicyBody::inner));
+    }
+    let read = Read {
+        store,
+        config,
+        plan,
+        snapshot,
+        method,
+        context,
+    };
+    Ok(read.judge(response).await)
 }
 
 /// What the store knows of a resource before the handler runs: the fast path's answer, and the
@@ -257,84 +275,116 @@ fn shadow_for_412<B>(plan: &Plan, request: &Request<B>) -> Option<RequestShadow>
         .then(|| RequestShadow::of(request))
 }
 
-/// The handler's answer to a read, with its validators, judged against the preconditions.
-async fn answer_read<St, F, ResBody, E>(
+/// What judging a read's answer needs, kept while the handler works on it.
+pub struct Read<St> {
     store: St,
     config: Arc<Config>,
     plan: Plan,
     snapshot: Option<Snapshot>,
     method: Method,
     context: Option<RequestShadow>,
-    called: F,
-) -> Result<Response<PolicyBody<ResBody>>, E>
-where
-    St: ValidatorStore,
-    F: Future<Output = Result<Response<ResBody>, E>>,
-    ResBody: Body<Data = Bytes> + Unpin,
-    ResBody::Error: Into<BoxError>,
-{
-    let response = called.await?;
-    if response.status() != StatusCode::OK {
-        return Ok(response.map(PolicyBody::inner));
-    }
-    let digest = if method == Method::HEAD {
-        Digest::UnlessEmpty
-    } else {
-        Digest::Yes
-    };
-    // Boxed: its own future is large, and inline it would make every read's future too large
-    // for the allocator's fast path.
-    let (mut response, validators) =
-        Box::pin(with_validators(response, config.max_body_bytes, digest)).await;
-    if let Some(target) = &plan.target {
-        if let Some(value) = &target.cache_control
-            && !response.headers().contains_key(CACHE_CONTROL)
-        {
-            response.headers_mut().insert(CACHE_CONTROL, value.clone());
+}
+
+impl<St: ValidatorStore> Read<St> {
+    /// The handler's answer as it goes out: at once when it is not a 200 (nothing to digest or
+    /// judge), else a future of it with its validators, judged against the preconditions
+    /// (boxed: it awaits the body, and rarely the store).
+    pub(super) fn answered<ResBody>(
+        self,
+        response: Response<ResBody>,
+    ) -> Result<Response<PolicyBody<ResBody>>, Judging<ResBody>>
+    where
+        ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        if !Self::judges(&response) {
+            return Ok(response.map(PolicyBody::inner));
         }
-        let known = snapshot.as_ref().and_then(|s| s.validators.as_ref());
-        if let Some(snapshot) = &snapshot
-            && (validators.etag.is_some() || validators.last_modified.is_some())
-            && known != Some(&validators)
-        {
-            // Awaited, so an update sent right after this answer finds the validators.
-            // Boxed: a rare wait, kept out of the future every read allocates.
-            if let Err(error) = Box::pin(store.learn(
-                &target.resource.path,
-                &validators,
-                snapshot.generation,
-                config.validator_ttl,
-            ))
-            .await
+        Err(Box::pin(self.judge(response)))
+    }
+
+    /// Only a 200 is digested and judged: any other answer goes out as it is.
+    fn judges<B>(response: &Response<B>) -> bool {
+        response.status() == StatusCode::OK
+    }
+
+    async fn judge<ResBody>(self, response: Response<ResBody>) -> Response<PolicyBody<ResBody>>
+    where
+        ResBody: Body<Data = Bytes> + Unpin,
+        ResBody::Error: Into<BoxError>,
+    {
+        let Self {
+            store,
+            config,
+            plan,
+            snapshot,
+            method,
+            context,
+        } = self;
+        let digest = if method == Method::HEAD {
+            Digest::UnlessEmpty
+        } else {
+            Digest::Yes
+        };
+        // Boxed: its own future is large, and inline it would make every read's future too large
+        // for the allocator's fast path.
+        // Boxed: inline, its state would take this future past the allocator's per-thread
+        // cache (about 1 KiB), and a larger allocation costs several times more.
+        let (mut response, validators) =
+            Box::pin(with_validators(response, config.max_body_bytes, digest)).await;
+        if let Some(target) = &plan.target {
+            if let Some(value) = &target.cache_control
+                && !response.headers().contains_key(CACHE_CONTROL)
             {
-                tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
+                response.headers_mut().insert(CACHE_CONTROL, value.clone());
+            }
+            let known = snapshot.as_ref().and_then(|s| s.validators.as_ref());
+            if let Some(snapshot) = &snapshot
+                && (validators.etag.is_some() || validators.last_modified.is_some())
+                && known != Some(&validators)
+            {
+                // Awaited, so an update sent right after this answer finds the validators.
+                // Boxed: a rare wait, kept out of the future every read allocates.
+                if let Err(error) = Box::pin(store.learn(
+                    &target.resource.path,
+                    &validators,
+                    snapshot.generation,
+                    config.validator_ttl,
+                ))
+                .await
+                {
+                    tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
                     "could not record validators");
+                }
+            }
+        }
+        match evaluate(
+            &method,
+            &plan.preconditions,
+            Some(view(&validators)),
+            Some(StatusCode::OK),
+        ) {
+            Evaluation::Proceed => {
+                crate::metrics::decision("conditional", "proceed");
+                response
+            }
+            Evaluation::NotModified => {
+                crate::metrics::decision("conditional", "not_modified");
+                not_modified(response)
+            }
+            Evaluation::PreconditionFailed => {
+                crate::metrics::decision("conditional", "precondition_failed");
+                let context = context.unwrap_or_default();
+                config
+                    .renderer
+                    .respond(precondition_failed(&validators), &context.context())
             }
         }
     }
-    match evaluate(
-        &method,
-        &plan.preconditions,
-        Some(view(&validators)),
-        Some(StatusCode::OK),
-    ) {
-        Evaluation::Proceed => {
-            crate::metrics::decision("conditional", "proceed");
-            Ok(response)
-        }
-        Evaluation::NotModified => {
-            crate::metrics::decision("conditional", "not_modified");
-            Ok(not_modified(response))
-        }
-        Evaluation::PreconditionFailed => {
-            crate::metrics::decision("conditional", "precondition_failed");
-            let context = context.unwrap_or_default();
-            Ok(config
-                .renderer
-                .respond(precondition_failed(&validators), &context.context()))
-        }
-    }
 }
+
+/// A read's answer being digested and judged.
+pub(super) type Judging<B> = crate::gate::BoxFuture<Response<PolicyBody<B>>>;
 
 /// `PUT`, `PATCH`, `DELETE` and `POST` on a resource: under its write lock, the preconditions
 /// decided against its current validators before the handler runs, and the validators the

@@ -8,6 +8,7 @@ use super::layer::Limit;
 use super::quota::Quota;
 use super::store::Decision;
 use crate::clock::ceil_secs;
+use crate::header_value::{decimal, recent_decimal};
 
 static LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -51,17 +52,18 @@ pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, limit: &Limit,
         if same_quota {
             limit.capacity.clone()
         } else {
-            HeaderValue::from(decision.limit())
+            decimal(decision.limit())
         },
     );
-    headers.insert(REMAINING.clone(), HeaderValue::from(decision.remaining));
-    headers.insert(USED.clone(), HeaderValue::from(decision.used()));
+    headers.insert(REMAINING.clone(), decimal(decision.remaining));
+    headers.insert(USED.clone(), decimal(decision.used()));
+    // The same for every answer until the window moves on.
     headers.insert(
         RESET.clone(),
-        HeaderValue::from(ceil_secs(decision.now_us + decision.reset_after_us)),
+        recent_decimal(ceil_secs(decision.now_us + decision.reset_after_us)),
     );
     if let Some(retry) = decision.retry_after_us {
-        headers.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));
+        headers.insert(RETRY_AFTER, decimal(ceil_secs(retry).max(1)));
     }
     if ietf {
         let policy = if same_quota {
@@ -70,16 +72,19 @@ pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, limit: &Limit,
             policy_value(&limit.name, &decision.quota)
         };
         headers.insert(POLICY.clone(), policy);
-        let mut current = Vec::with_capacity(limit.quoted.len() + 48);
+        let (mut remaining, mut reset) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (remaining, reset) = (
+            remaining.format(decision.remaining).as_bytes(),
+            reset.format(ceil_secs(decision.reset_after_us)).as_bytes(),
+        );
+        // Made at its exact size, the value takes its buffer without another allocation.
+        let mut current =
+            Vec::with_capacity(limit.quoted.len() + 6 + remaining.len() + reset.len());
         current.extend_from_slice(limit.quoted.as_bytes());
         current.extend_from_slice(b";r=");
-        current.extend_from_slice(itoa::Buffer::new().format(decision.remaining).as_bytes());
+        current.extend_from_slice(remaining);
         current.extend_from_slice(b";t=");
-        current.extend_from_slice(
-            itoa::Buffer::new()
-                .format(ceil_secs(decision.reset_after_us))
-                .as_bytes(),
-        );
+        current.extend_from_slice(reset);
         if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(current)) {
             headers.insert(RATELIMIT.clone(), value);
         }
