@@ -62,16 +62,22 @@ struct Job {
 /// A hash-chained JSON-lines audit log; cheap to clone (clones share the writer).
 #[derive(Clone)]
 pub struct FileSink {
+    /// One count for every clone: a stack is cloned for every request it serves.
+    shared: Arc<Shared>,
+}
+
+/// What the clones of a [`FileSink`] share.
+struct Shared {
     jobs: mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
     counters: Arc<Counters>,
-    path: Arc<Path>,
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for FileSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileSink")
-            .field("path", &self.path)
+            .field("path", &self.shared.path)
             .field("stats", &self.stats())
             .finish()
     }
@@ -94,9 +100,9 @@ impl FileSink {
     #[must_use]
     pub fn stats(&self) -> FileSinkStats {
         FileSinkStats {
-            records: self.counters.records.load(Ordering::Relaxed),
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            failures: self.counters.failures.load(Ordering::Relaxed),
+            records: self.shared.counters.records.load(Ordering::Relaxed),
+            commits: self.shared.counters.commits.load(Ordering::Relaxed),
+            failures: self.shared.counters.failures.load(Ordering::Relaxed),
         }
     }
 
@@ -143,14 +149,15 @@ impl AuditSink for FileSink {
         // share one outcome.
         let count = batch.len();
         let (done, acknowledged) = oneshot::channel();
-        let outcome: Result<(), Option<String>> = match self.jobs.send(Job { batch, done }).await {
-            Err(_) => Err(None),
-            Ok(()) => match acknowledged.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(Some(error)),
+        let outcome: Result<(), Option<String>> =
+            match self.shared.jobs.send(Job { batch, done }).await {
                 Err(_) => Err(None),
-            },
-        };
+                Ok(()) => match acknowledged.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(Some(error)),
+                    Err(_) => Err(None),
+                },
+            };
         (0..count)
             .map(|_| match &outcome {
                 Ok(()) => Ok(()),
@@ -161,7 +168,7 @@ impl AuditSink for FileSink {
     }
 
     fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.jobs.is_closed()
+        self.shared.healthy.load(Ordering::Relaxed) && !self.shared.jobs.is_closed()
     }
 
     fn name(&self) -> &'static str {
@@ -252,10 +259,12 @@ impl FileSinkBuilder {
             .name("audit-writer".into())
             .spawn(move || writer.run(queue))?;
         Ok(FileSink {
-            jobs,
-            healthy,
-            counters,
-            path: self.path.into(),
+            shared: Arc::new(Shared {
+                jobs,
+                healthy,
+                counters,
+                path: self.path,
+            }),
         })
     }
 }
