@@ -555,6 +555,44 @@ mod layer {
         );
     }
 
+    /// A service that fails rather than answers: the error reaches the caller unchanged, and
+    /// the attempt is on record as a 500 refused by `service_error`, in both durabilities.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_service_is_on_record() {
+        for buffered in [false, true] {
+            let path = scratch(&format!("layer-service-error-{buffered}"));
+            let mut builder = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
+                .phi_route("/patients/*");
+            if buffered {
+                builder = builder
+                    .durability(Durability::Buffered {
+                        capacity: 8,
+                        drop_when_full: false,
+                    })
+                    .commit_interval(Duration::from_millis(5));
+            }
+            let audit = builder.build().unwrap();
+            let failing = tower::service_fn(|_: http::Request<Body>| async {
+                Err::<http::Response<Body>, _>(std::io::Error::other("the database is down"))
+            });
+            let service = tower::ServiceBuilder::new()
+                .layer(audit.clone())
+                .service(failing);
+            let error = service
+                .oneshot(get_with("/patients/pat_1", None))
+                .await
+                .expect_err("the service's error is passed on");
+            assert_eq!(error.to_string(), "the database is down");
+            assert_eq!(written(&audit, 1).await, 1, "buffered: {buffered}");
+            assert_eq!(check(&path), Ok(1));
+            let log = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                log.contains("\"status\":500") && log.contains("\"refused_by\":\"service_error\""),
+                "{log}"
+            );
+        }
+    }
+
     /// Buffered: the answer does not wait, the records still all land, in one chain.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn buffered_records_land() {

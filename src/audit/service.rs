@@ -128,8 +128,11 @@ pub struct Recording<Si: AuditSink> {
     shadow: Option<RequestShadow>,
 }
 
+/// The service's answer.
+type Answer<B, E> = Result<Response<PolicyBody<B>>, E>;
+
 /// A continuation that must wait for the record before the answer goes out.
-type Waiting<B, E> = BoxFuture<Result<Response<PolicyBody<B>>, E>>;
+type Waiting<B, E> = BoxFuture<Answer<B, E>>;
 
 impl<Si: AuditSink> Recording<Si> {
     /// Finishes the record with the inner service's outcome and queues it: the answer now, or,
@@ -137,7 +140,7 @@ impl<Si: AuditSink> Recording<Si> {
     pub(super) fn answered<B, E>(
         mut self,
         outcome: Result<Response<B>, E>,
-    ) -> Result<Result<Response<PolicyBody<B>>, E>, Waiting<B, E>>
+    ) -> Result<Answer<B, E>, Waiting<B, E>>
     where
         B: Send + 'static,
         E: Send + 'static,
