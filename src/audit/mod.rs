@@ -67,15 +67,14 @@ mod batch;
 pub mod chain;
 pub mod config;
 mod draft;
-mod future;
 mod layer;
 mod queue;
 mod record;
 mod service;
 pub mod sink;
 
+pub use crate::future::ResponseFuture;
 pub use batch::RecordBatch;
-pub use future::ResponseFuture;
 pub use layer::{AuditBuilder, AuditLayer, AuditStats, Durability};
 pub use record::AuditRecord;
 pub use service::Audit;

@@ -13,11 +13,11 @@ use tower_service::Service;
 
 use super::batch::RecordBatch;
 use super::draft::Draft;
-use super::future::ResponseFuture;
 use super::layer::Config;
 use super::queue::Refused;
 use super::sink::AuditSink;
 use crate::body::PolicyBody;
+use crate::future::{Answer, Finish, ResponseFuture};
 use crate::gate::BoxFuture;
 use crate::principal::Principal;
 use crate::rejection::{Rejection, RequestShadow};
@@ -57,7 +57,7 @@ where
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error, Si>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, Recording<Si>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -110,9 +110,9 @@ where
             sink: self.sink.clone(),
             config,
         };
-        ResponseFuture::Recording {
+        ResponseFuture::Finishing {
             future: self.inner.call(request),
-            recording: Some(Recording {
+            then: Some(Recording {
                 pending,
                 request_id,
                 shadow,
@@ -128,23 +128,18 @@ pub struct Recording<Si: AuditSink> {
     shadow: Option<RequestShadow>,
 }
 
-/// The service's answer.
-type Answer<B, E> = Result<Response<PolicyBody<B>>, E>;
-
-/// A continuation that must wait for the record before the answer goes out.
-type Waiting<B, E> = BoxFuture<Answer<B, E>>;
-
-impl<Si: AuditSink> Recording<Si> {
+impl<Si, B, E> Finish<B, E> for Recording<Si>
+where
+    Si: AuditSink,
+    B: Send + 'static,
+    E: Send + 'static,
+{
     /// Finishes the record with the inner service's outcome and queues it: the answer now, or,
     /// when the record must wait (a fail-closed write, a full queue), a future of it.
-    pub(super) fn answered<B, E>(
+    fn finish(
         mut self,
         outcome: Result<Response<B>, E>,
-    ) -> Result<Answer<B, E>, Waiting<B, E>>
-    where
-        B: Send + 'static,
-        E: Send + 'static,
-    {
+    ) -> Result<Answer<B, E>, BoxFuture<Answer<B, E>>> {
         let Some(mut draft) = self.pending.draft.take() else {
             return Ok(outcome.map(|r| r.map(PolicyBody::inner)));
         };
@@ -180,7 +175,9 @@ impl<Si: AuditSink> Recording<Si> {
             Ok(self.release(delivered, response))
         }))
     }
+}
 
+impl<Si: AuditSink> Recording<Si> {
     /// The answer once its record is delivered, or a 503 in its place when a fail-closed record
     /// could not be written.
     fn release<B>(

@@ -68,7 +68,6 @@
 
 pub mod config;
 mod etag;
-mod future;
 mod layer;
 #[cfg(feature = "memory")]
 mod memory;
@@ -78,9 +77,9 @@ mod redis;
 mod service;
 mod store;
 
+pub use crate::future::ResponseFuture;
 pub use crate::owner::OwnerToken;
 pub use etag::{EntityTag, EtagError, TagList};
-pub use future::ResponseFuture;
 pub use layer::{ConditionalBuilder, ConditionalLayer, Current, Resource, ResourceRule};
 #[cfg(feature = "memory")]
 pub use memory::MemoryValidatorStore;

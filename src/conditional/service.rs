@@ -15,12 +15,13 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::etag::EntityTag;
-use super::future::ResponseFuture;
 use super::layer::{CompiledRule, Config, Current, Resource};
 use super::precondition::{Evaluation, Preconditions, Validators, evaluate};
 use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, Collected, collect};
+use crate::future::{Answer, Finish, ResponseFuture};
+use crate::gate::BoxFuture;
 use crate::owner::OwnerToken;
 use crate::rejection::{Rejection, RejectionContext, RequestShadow};
 
@@ -68,7 +69,7 @@ where
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error, St>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, Read<St>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -140,62 +141,69 @@ where
             target,
         };
         let (store, config) = (self.store.clone(), self.config.clone());
-        let immediate = match &plan.target {
-            Some(target) if safe => store
-                .get_immediately(&target.resource.path)
-                .map(|got| known_or_warn(&store, got)),
-            _ => safe.then_some(None),
-        };
-        if let Some(snapshot) = immediate {
-            // The store answered without waiting: the handler is called now, and its future is
-            // awaited in place, beside only what judging its answer needs.
-            if let Some(response) = fast_not_modified(&plan, snapshot.as_ref(), &method) {
-                return ResponseFuture::answered(response);
-            }
-            let context = shadow_for_412(&plan, &request);
-            return ResponseFuture::Reading {
-                future: self.inner.call(request),
-                read: Some(Read {
-                    store,
-                    config,
-                    plan,
-                    snapshot,
-                    method,
-                    context,
-                }),
+        if !safe {
+            let inner = self.take_ready();
+            return ResponseFuture::Working {
+                future: Box::pin(update(store, config, plan, inner, request)),
             };
         }
-        // The ready instance is the one to call, later; a clone takes its place.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        let future: crate::gate::BoxFuture<_> = if safe {
-            Box::pin(read(store, config, plan, inner, request))
-        } else {
-            Box::pin(update(store, config, plan, inner, request))
+        let context = shadow_for_412(&plan, &request);
+        let immediate = match &plan.target {
+            Some(target) => store
+                .get_immediately(&target.resource.path)
+                .map(|got| known_or_warn(&store, got)),
+            None => Some(None),
         };
-        ResponseFuture::Working { future }
+        let mut read = Read {
+            store,
+            config,
+            plan,
+            snapshot: None,
+            method,
+            context,
+        };
+        let Some(snapshot) = immediate else {
+            let inner = self.take_ready();
+            return ResponseFuture::Working {
+                future: Box::pin(read_later(read, inner, request)),
+            };
+        };
+        // The store answered without waiting: the handler is called now, and its future is
+        // awaited in place, beside only what judging its answer needs.
+        read.snapshot = snapshot;
+        if let Some(response) = read.fast_not_modified() {
+            return ResponseFuture::answered(response);
+        }
+        ResponseFuture::Finishing {
+            future: self.inner.call(request),
+            then: Some(read),
+        }
     }
 }
 
 impl<St, S> Conditional<St, S> {
+    /// The ready inner service, for a future that calls it later; a clone takes its place.
+    fn take_ready(&mut self) -> S
+    where
+        S: Clone,
+    {
+        let clone = self.inner.clone();
+        mem::replace(&mut self.inner, clone)
+    }
+
     fn refuse<F, B, E, ReqBody>(
         &self,
         rejection: Rejection,
         request: &Request<ReqBody>,
-    ) -> ResponseFuture<F, B, E, St>
-    where
-        St: ValidatorStore,
-    {
+    ) -> ResponseFuture<F, B, E, Read<St>> {
         ResponseFuture::refused(&self.config.renderer, rejection, request)
     }
 }
 
-/// `GET` and `HEAD`: maybe a 304 from the known validators, else the handler's answer with an
-/// ETag, then the preconditions judged against it.
-async fn read<St, S, ReqBody, ResBody>(
-    store: St,
-    config: Arc<Config>,
-    plan: Plan,
+/// `GET` and `HEAD` when the store must be waited for: maybe a 304 from the known validators,
+/// else the handler's answer with an ETag, then the preconditions judged against it.
+async fn read_later<St, S, ReqBody, ResBody>(
+    mut read: Read<St>,
     mut inner: S,
     request: Request<ReqBody>,
 ) -> Result<Response<PolicyBody<ResBody>>, S::Error>
@@ -205,27 +213,17 @@ where
     ResBody: Body<Data = Bytes> + Unpin,
     ResBody::Error: Into<BoxError>,
 {
-    let snapshot = match &plan.target {
-        Some(target) => known_or_warn(&store, store.get(&target.resource.path).await),
-        None => None,
-    };
-    if let Some(response) = fast_not_modified(&plan, snapshot.as_ref(), request.method()) {
+    if let Some(target) = &read.plan.target {
+        read.snapshot = known_or_warn(&read.store, read.store.get(&target.resource.path).await);
+    }
+    if let Some(response) = read.fast_not_modified() {
         return Ok(response);
     }
-    let (method, context) = (request.method().clone(), shadow_for_412(&plan, &request));
     let response = inner.call(request).await?;
     if !Read::<St>::judges(&response) {
         return Ok(response.map(PolicyBody::inner));
     }
-    let read = Read {
-        store,
-        config,
-        plan,
-        snapshot,
-        method,
-        context,
-    };
-    Ok(read.judge(response).await)
+    read.judge(response).await
 }
 
 /// What the store knows of a resource before the handler runs: the fast path's answer, and the
@@ -242,31 +240,31 @@ fn known_or_warn<St: ValidatorStore>(
     .ok()
 }
 
-/// The 304 the known validators allow without running the handler, when the rule permits it.
-fn fast_not_modified<B>(
-    plan: &Plan,
-    snapshot: Option<&Snapshot>,
-    method: &Method,
-) -> Option<Response<PolicyBody<B>>> {
-    let target = plan.target.as_ref()?;
-    let known = snapshot?.validators.as_ref()?;
-    if !(target.fast_not_modified
-        && plan.preconditions.if_none_match.is_some()
-        && evaluate(method, &plan.preconditions, Some(view(known)), None)
-            == Evaluation::NotModified)
-    {
-        return None;
+impl<St> Read<St> {
+    /// The 304 the known validators allow without running the handler, when the rule permits
+    /// it.
+    fn fast_not_modified<B>(&self) -> Option<Response<PolicyBody<B>>> {
+        let (plan, method) = (&self.plan, &self.method);
+        let target = plan.target.as_ref()?;
+        let known = self.snapshot.as_ref()?.validators.as_ref()?;
+        if !(target.fast_not_modified
+            && plan.preconditions.if_none_match.is_some()
+            && evaluate(method, &plan.preconditions, Some(view(known)), None)
+                == Evaluation::NotModified)
+        {
+            return None;
+        }
+        let mut headers = HeaderMap::new();
+        write_validators(&mut headers, known);
+        if let Some(value) = &target.cache_control {
+            headers.insert(CACHE_CONTROL, value.clone());
+        }
+        let mut response = Response::new(PolicyBody::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        *response.headers_mut() = headers;
+        crate::metrics::decision("conditional", "not_modified");
+        Some(response)
     }
-    let mut headers = HeaderMap::new();
-    write_validators(&mut headers, known);
-    if let Some(value) = &target.cache_control {
-        headers.insert(CACHE_CONTROL, value.clone());
-    }
-    let mut response = Response::new(PolicyBody::empty());
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    *response.headers_mut() = headers;
-    crate::metrics::decision("conditional", "not_modified");
-    Some(response)
 }
 
 /// Kept for a 412, which only `If-Match` or `If-Unmodified-Since` can bring about.
@@ -285,30 +283,36 @@ pub struct Read<St> {
     context: Option<RequestShadow>,
 }
 
-impl<St: ValidatorStore> Read<St> {
+impl<St, ResBody, E> Finish<ResBody, E> for Read<St>
+where
+    St: ValidatorStore,
+    ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+    E: Send + 'static,
+{
     /// The handler's answer as it goes out: at once when it is not a 200 (nothing to digest or
     /// judge), else a future of it with its validators, judged against the preconditions
     /// (boxed: it awaits the body, and rarely the store).
-    pub(super) fn answered<ResBody>(
+    fn finish(
         self,
-        response: Response<ResBody>,
-    ) -> Result<Response<PolicyBody<ResBody>>, Judging<ResBody>>
-    where
-        ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
-        ResBody::Error: Into<BoxError>,
-    {
-        if !Self::judges(&response) {
-            return Ok(response.map(PolicyBody::inner));
-        }
+        outcome: Result<Response<ResBody>, E>,
+    ) -> Result<Answer<ResBody, E>, BoxFuture<Answer<ResBody, E>>> {
+        let response = match outcome {
+            Ok(response) if Self::judges(&response) => response,
+            other => return Ok(other.map(|r| r.map(PolicyBody::inner))),
+        };
         Err(Box::pin(self.judge(response)))
     }
+}
 
+impl<St: ValidatorStore> Read<St> {
     /// Only a 200 is digested and judged: any other answer goes out as it is.
     fn judges<B>(response: &Response<B>) -> bool {
         response.status() == StatusCode::OK
     }
 
-    async fn judge<ResBody>(self, response: Response<ResBody>) -> Response<PolicyBody<ResBody>>
+    /// The answer with its validators, judged; never an error (`E` is the inner service's).
+    async fn judge<ResBody, E>(self, response: Response<ResBody>) -> Answer<ResBody, E>
     where
         ResBody: Body<Data = Bytes> + Unpin,
         ResBody::Error: Into<BoxError>,
@@ -326,8 +330,6 @@ impl<St: ValidatorStore> Read<St> {
         } else {
             Digest::Yes
         };
-        // Boxed: its own future is large, and inline it would make every read's future too large
-        // for the allocator's fast path.
         // Boxed: inline, its state would take this future past the allocator's per-thread
         // cache (about 1 KiB), and a larger allocation costs several times more.
         let (mut response, validators) =
@@ -358,33 +360,32 @@ impl<St: ValidatorStore> Read<St> {
                 }
             }
         }
-        match evaluate(
-            &method,
-            &plan.preconditions,
-            Some(view(&validators)),
-            Some(StatusCode::OK),
-        ) {
-            Evaluation::Proceed => {
-                crate::metrics::decision("conditional", "proceed");
-                response
-            }
-            Evaluation::NotModified => {
-                crate::metrics::decision("conditional", "not_modified");
-                not_modified(response)
-            }
-            Evaluation::PreconditionFailed => {
-                crate::metrics::decision("conditional", "precondition_failed");
-                let context = context.unwrap_or_default();
-                config
-                    .renderer
-                    .respond(precondition_failed(&validators), &context.context())
-            }
-        }
+        Ok(
+            match evaluate(
+                &method,
+                &plan.preconditions,
+                Some(view(&validators)),
+                Some(StatusCode::OK),
+            ) {
+                Evaluation::Proceed => {
+                    crate::metrics::decision("conditional", "proceed");
+                    response
+                }
+                Evaluation::NotModified => {
+                    crate::metrics::decision("conditional", "not_modified");
+                    not_modified(response)
+                }
+                Evaluation::PreconditionFailed => {
+                    crate::metrics::decision("conditional", "precondition_failed");
+                    let context = context.unwrap_or_default();
+                    config
+                        .renderer
+                        .respond(precondition_failed(&validators), &context.context())
+                }
+            },
+        )
     }
 }
-
-/// A read's answer being digested and judged.
-pub(super) type Judging<B> = crate::gate::BoxFuture<Response<PolicyBody<B>>>;
 
 /// `PUT`, `PATCH`, `DELETE` and `POST` on a resource: under its write lock, the preconditions
 /// decided against its current validators before the handler runs, and the validators the
