@@ -12,20 +12,38 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 
 use crate::error::ConfigError;
 
-/// What a path segment percent-encodes in its canonical form: what cannot stand in a segment,
-/// `%` itself, and `/` (so a decoded `%2F` stays inside its segment).
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
+/// What a path segment percent-encodes in its canonical form besides controls and non-ASCII
+/// bytes: what cannot stand in a segment, `%` itself, and `/` (so a decoded `%2F` stays inside
+/// its segment).
+const SEGMENT_ESCAPED: &[u8] = b" \"#%/<>?`{}";
+
+/// [`SEGMENT_ESCAPED`] and the controls, as the encoder takes them.
+const SEGMENT: &AsciiSet = &{
+    let mut set = CONTROLS.add(SEGMENT_ESCAPED[0]);
+    let mut at = 1;
+    while at < SEGMENT_ESCAPED.len() {
+        set = set.add(SEGMENT_ESCAPED[at]);
+        at += 1;
+    }
+    set
+};
+
+/// By byte: whether a segment holding it is spelt as it is in canonical form (printable ASCII,
+/// not in [`SEGMENT_ESCAPED`]). A table, as every request's path is looked at byte by byte.
+const SEGMENT_PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut byte = b'!';
+    while byte <= b'~' {
+        plain[byte as usize] = true;
+        byte += 1;
+    }
+    let mut at = 0;
+    while at < SEGMENT_ESCAPED.len() {
+        plain[SEGMENT_ESCAPED[at] as usize] = false;
+        at += 1;
+    }
+    plain
+};
 
 /// A path segment as the handler sees it (axum decodes them).
 fn decoded(part: &str) -> Cow<'_, str> {
@@ -35,6 +53,17 @@ fn decoded(part: &str) -> Cow<'_, str> {
         return Cow::Borrowed(part);
     }
     percent_decode_str(part).decode_utf8_lossy()
+}
+
+/// A path segment as [`RoutePattern::resolve`] spells it: decoded, then encoded again, so every
+/// spelling of one value is one spelling.
+fn push_normalised(out: &mut String, part: &str) {
+    // Nearly every segment is plain ASCII that neither decoding nor encoding changes.
+    if part.bytes().all(|b| SEGMENT_PLAIN[usize::from(b)]) {
+        out.push_str(part);
+    } else {
+        out.extend(utf8_percent_encode(&decoded(part), SEGMENT));
+    }
 }
 
 /// The non-empty segments of a path, split on `/` byte by byte: every layer matches every
@@ -202,13 +231,12 @@ impl RoutePattern {
                 }
                 Segment::Param(_) => {
                     out.push('/');
-                    let part = parts.next().unwrap_or_default();
-                    out.extend(utf8_percent_encode(&decoded(part), SEGMENT));
+                    push_normalised(&mut out, parts.next().unwrap_or_default());
                 }
                 Segment::Rest => {
                     for part in parts.by_ref() {
                         out.push('/');
-                        out.extend(utf8_percent_encode(&decoded(part), SEGMENT));
+                        push_normalised(&mut out, part);
                     }
                 }
             }
@@ -387,6 +415,11 @@ mod tests {
         assert_eq!(
             pat.resolve("/api/v2/appointments/a%2fb"),
             "/api/v2/appointments/a%2Fb"
+        );
+        assert_eq!(
+            pat.resolve("/api/v2/appointments/a{b}\"c"),
+            "/api/v2/appointments/a%7Bb%7D%22c",
+            "what a segment cannot hold is encoded even when it arrived bare"
         );
         let params: Vec<_> = pat.params("/api/v2/appointments/apt%5F1").collect();
         assert_eq!(params, [("version", "v2".into()), ("id", "apt_1".into())]);

@@ -159,11 +159,10 @@ where
         };
         finish(&mut draft, self.pending.began, &response);
         let mut response = response.map(PolicyBody::inner);
-        if !response.headers().contains_key(&config.request_id) {
-            response
-                .headers_mut()
-                .insert(config.request_id.clone(), self.request_id.clone());
-        }
+        response
+            .headers_mut()
+            .entry(&config.request_id)
+            .or_insert_with(|| self.request_id.clone());
         if let Some(delivered) = queue_now(&config, &draft) {
             return Ok(Ok(self.release(delivered, response)));
         }
