@@ -173,6 +173,22 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
         }
     }
 
+    /// Room only for the slots that hold a layer: a [`Maybe`] slot left empty adds no field.
+    pub(crate) fn room_only_for(mut self, held: [bool; 6]) -> Self {
+        for (room, held) in self.room.iter_mut().zip(held) {
+            if !held {
+                *room = 0;
+            }
+        }
+        self
+    }
+
+    /// How many header fields the stack makes room for in its answers.
+    #[cfg(test)]
+    pub(crate) fn room_fields(&self) -> usize {
+        self.room.iter().sum()
+    }
+
     /// The audit slot's layer.
     pub fn audit_layer(&self) -> &A {
         &self.audit

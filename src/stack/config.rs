@@ -197,13 +197,26 @@ impl StackConfig {
         let auth = super::compose::Skip;
         // Last: the only step with a side effect (the log file), after everything else checked.
         let audit = self.audit.as_ref().map(|c| c.build(&proxies)).transpose()?;
+        #[cfg(feature = "jwt")]
+        let has_auth = auth.get().is_some();
+        #[cfg(not(feature = "jwt"))]
+        let has_auth = false;
+        let held = [
+            audit.is_some(),
+            has_auth,
+            rate_limit.is_some(),
+            versioning.is_some(),
+            idempotency.is_some(),
+            conditional.is_some(),
+        ];
         Ok(PolicyStack::new()
             .audit(Maybe(audit))
             .auth(auth)
             .rate_limit(Maybe(rate_limit))
             .versioning(Maybe(versioning))
             .idempotency(Maybe(idempotency))
-            .conditional(Maybe(conditional)))
+            .conditional(Maybe(conditional))
+            .room_only_for(held))
     }
 }
 
@@ -383,5 +396,28 @@ impl ApiKeyConfig {
                 None => principal,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+
+    /// A section left out leaves its slot empty, and an empty slot adds no field to an answer:
+    /// it must not make the stack reserve room for one either.
+    #[test]
+    fn only_configured_slots_make_room_in_answers() {
+        let build = |config: serde_json::Value| {
+            serde_json::from_value::<StackConfig>(config)
+                .unwrap()
+                .build(&MemoryBackend::new())
+                .unwrap()
+        };
+        assert_eq!(build(serde_json::json!({})).room_fields(), 0);
+        let limited = build(serde_json::json!({
+            "rate_limit": { "tiers": { "free": "60/min" }, "default_tier": "free" },
+        }));
+        assert_eq!(limited.room_fields(), super::super::room::SLOT_FIELDS[2]);
     }
 }
