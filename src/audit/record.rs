@@ -100,16 +100,16 @@ impl Field<'_> {
     /// The value as JSON.
     fn write(&self, out: &mut Vec<u8>) {
         match self {
-            Field::Text(text) | Field::Optional(Some(text)) => json_string(out, text),
-            Field::Joined(first, second) => {
+            Self::Text(text) | Self::Optional(Some(text)) => json_string(out, text),
+            Self::Joined(first, second) => {
                 out.push(b'"');
                 escaped(out, first);
                 out.push(b' ');
                 escaped(out, second);
                 out.push(b'"');
             }
-            Field::Optional(None) => out.extend_from_slice(b"null"),
-            Field::Number(number) => {
+            Self::Optional(None) => out.extend_from_slice(b"null"),
+            Self::Number(number) => {
                 out.extend_from_slice(itoa::Buffer::new().format(*number).as_bytes());
             }
         }
