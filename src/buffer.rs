@@ -1,6 +1,9 @@
 //! Reading bodies up to a limit: whole request bodies (fingerprints, signatures), and the start
 //! of response bodies (to keep or digest them) without losing what could not be read.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::Body;
@@ -25,61 +28,120 @@ pub(crate) enum Collected<B> {
 }
 
 /// Reads `body` while it fits in `limit` bytes.
-pub(crate) async fn collect<B>(mut body: B, limit: usize) -> Collected<B>
+pub(crate) async fn collect<B>(body: B, limit: usize) -> Collected<B>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    if body.size_hint().lower() > limit as u64 {
-        return Collected::Partial {
-            head: Bytes::new(),
-            trailers: None,
-            rest: body,
-        };
+    collect_rest(Reading::new(limit), body).await
+}
+
+/// What [`collect`] finds, when the body has every frame at hand now (a handler's buffered
+/// answer), so the caller needs no future of its own; else what was read so far and the body,
+/// for [`collect_rest`].
+pub(crate) fn collect_now<B>(mut body: B, limit: usize) -> Result<Collected<B>, (Reading, B)>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut reading = Reading::new(limit);
+    // Nothing waits on this waker: a body that is not ready is polled again, with the task's
+    // own, by `collect_rest`.
+    let mut cx = Context::from_waker(Waker::noop());
+    match reading.poll(&mut body, &mut cx) {
+        Poll::Ready(end) => Ok(reading.finish(end, body)),
+        Poll::Pending => Err((reading, body)),
     }
-    let mut first: Option<Bytes> = None;
-    let mut more = BytesMut::new();
-    let head = |first: Option<Bytes>, more: BytesMut| match first {
-        Some(f) if more.is_empty() => f,
-        Some(f) => {
-            let mut all = BytesMut::with_capacity(f.len() + more.len());
-            all.extend_from_slice(&f);
-            all.extend_from_slice(&more);
-            all.freeze()
+}
+
+/// Goes on reading `body` from where `reading` stopped.
+pub(crate) async fn collect_rest<B>(mut reading: Reading, mut body: B) -> Collected<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let end = std::future::poll_fn(|cx| reading.poll(&mut body, cx)).await;
+    reading.finish(end, body)
+}
+
+/// A body read so far, up to a limit.
+pub(crate) struct Reading {
+    first: Option<Bytes>,
+    more: BytesMut,
+    read: usize,
+    limit: usize,
+}
+
+/// Why reading stopped.
+enum End {
+    Whole,
+    /// Over the limit, or the body ended with trailers (these).
+    Partial(Option<HeaderMap>),
+    Failed(BoxError),
+}
+
+impl Reading {
+    fn new(limit: usize) -> Self {
+        Self {
+            first: None,
+            more: BytesMut::new(),
+            read: 0,
+            limit,
         }
-        None => Bytes::new(),
-    };
-    let mut read = 0usize;
-    loop {
-        let frame = match body.frame().await {
-            None => return Collected::Whole(head(first, more)),
-            Some(Err(error)) => return Collected::Failed(error.into()),
-            Some(Ok(frame)) => frame,
-        };
-        match frame.into_data() {
-            Ok(data) => {
-                read = read.saturating_add(data.len());
-                if first.is_none() {
-                    first = Some(data);
-                } else {
-                    more.extend_from_slice(&data);
+    }
+
+    /// Reads frames while the body has them ready.
+    fn poll<B>(&mut self, body: &mut B, cx: &mut Context<'_>) -> Poll<End>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        if self.first.is_none() && body.size_hint().lower() > self.limit as u64 {
+            return Poll::Ready(End::Partial(None));
+        }
+        loop {
+            let frame = match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                None => return Poll::Ready(End::Whole),
+                Some(Err(error)) => return Poll::Ready(End::Failed(error.into())),
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    self.read = self.read.saturating_add(data.len());
+                    if self.first.is_none() {
+                        self.first = Some(data);
+                    } else {
+                        self.more.extend_from_slice(&data);
+                    }
+                    if self.read > self.limit {
+                        return Poll::Ready(End::Partial(None));
+                    }
                 }
-                if read > limit {
-                    return Collected::Partial {
-                        head: head(first, more),
-                        trailers: None,
-                        rest: body,
-                    };
-                }
-            }
-            Err(frame) => {
                 // Trailers end the body; a replay could not carry them faithfully.
-                return Collected::Partial {
-                    head: head(first, more),
-                    trailers: frame.into_trailers().ok(),
-                    rest: body,
-                };
+                Err(frame) => return Poll::Ready(End::Partial(frame.into_trailers().ok())),
             }
+        }
+    }
+
+    fn finish<B>(self, end: End, rest: B) -> Collected<B> {
+        let head = match self.first {
+            Some(first) if self.more.is_empty() => first,
+            Some(first) => {
+                let mut all = BytesMut::with_capacity(first.len() + self.more.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&self.more);
+                all.freeze()
+            }
+            None => Bytes::new(),
+        };
+        match end {
+            End::Whole => Collected::Whole(head),
+            End::Partial(trailers) => Collected::Partial {
+                head,
+                trailers,
+                rest,
+            },
+            End::Failed(error) => Collected::Failed(error),
         }
     }
 }
@@ -141,5 +203,90 @@ impl BodyRefusal {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    use http_body::Frame;
+    use http_body_util::Full;
+
+    use super::*;
+
+    /// A body that answers its polls from a script: a frame, the end, or "not yet".
+    struct Scripted(VecDeque<Poll<Option<Bytes>>>);
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            match self.0.pop_front() {
+                Some(Poll::Pending) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Poll::Ready(Some(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Some(Poll::Ready(None)) | None => Poll::Ready(None),
+            }
+        }
+    }
+
+    fn whole<B>(collected: Collected<B>) -> Bytes {
+        match collected {
+            Collected::Whole(bytes) => bytes,
+            _ => panic!("expected the whole body"),
+        }
+    }
+
+    #[test]
+    fn a_buffered_body_is_read_without_waiting() {
+        let Ok(collected) = collect_now(Full::new(Bytes::from_static(b"hello")), 64) else {
+            panic!("a buffered body has every frame at hand");
+        };
+        assert_eq!(whole(collected), "hello");
+    }
+
+    #[test]
+    fn a_buffered_body_over_the_limit_is_partial_and_loses_nothing() {
+        let body = Full::new(Bytes::from_static(b"hello world"));
+        match collect_now(body, 4) {
+            Ok(Collected::Partial { head, rest, .. }) => {
+                assert_eq!(head, "", "the size hint refuses it before a byte is read");
+                assert_eq!(rest.size_hint().exact(), Some(11));
+            }
+            _ => panic!("expected a partial body"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_not_at_hand_is_read_on_from_where_it_stopped() {
+        let body = Scripted(VecDeque::from([
+            Poll::Ready(Some(Bytes::from_static(b"he"))),
+            Poll::Pending,
+            Poll::Ready(Some(Bytes::from_static(b"llo"))),
+            Poll::Ready(None),
+        ]));
+        let Err((reading, body)) = collect_now(body, 64) else {
+            panic!("the body was not ready");
+        };
+        assert_eq!(reading.read, 2, "the frame at hand was read");
+        assert_eq!(whole(collect_rest(reading, body).await), "hello");
+    }
+
+    #[tokio::test]
+    async fn collect_reads_past_a_wait() {
+        let body = Scripted(VecDeque::from([
+            Poll::Pending,
+            Poll::Ready(Some(Bytes::from_static(b"a"))),
+            Poll::Ready(Some(Bytes::from_static(b"b"))),
+        ]));
+        assert_eq!(whole(collect(body, 64).await), "ab");
     }
 }

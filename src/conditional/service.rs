@@ -19,7 +19,7 @@ use super::layer::{CompiledRule, Config, Current, Resource};
 use super::precondition::{Evaluation, Preconditions, Validators, evaluate};
 use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::body::PolicyBody;
-use crate::buffer::{BoxError, Collected, collect};
+use crate::buffer::{BoxError, Collected, Reading, collect_now, collect_rest};
 use crate::future::{Answer, Finish, ResponseFuture};
 use crate::gate::BoxFuture;
 use crate::owner::OwnerToken;
@@ -223,7 +223,8 @@ where
     if !Read::<St>::judges(&response) {
         return Ok(response.map(PolicyBody::inner));
     }
-    read.judge(response).await
+    let digesting = start_digesting(response, read.config.max_body_bytes, read.digest());
+    read.judge(digesting).await
 }
 
 /// What the store knows of a resource before the handler runs: the fast path's answer, and the
@@ -291,8 +292,9 @@ where
     E: Send + 'static,
 {
     /// The handler's answer as it goes out: at once when it is not a 200 (nothing to digest or
-    /// judge), else a future of it with its validators, judged against the preconditions
-    /// (boxed: it awaits the body, and rarely the store).
+    /// judge), or when its body is at hand and the store knows its validators already (a
+    /// read's usual case); else a future of it, judged against the preconditions (boxed: it
+    /// awaits the body, or the store learning the validators).
     fn finish(
         self,
         outcome: Result<Response<ResBody>, E>,
@@ -301,7 +303,12 @@ where
             Ok(response) if Self::judges(&response) => response,
             other => return Ok(other.map(|r| r.map(PolicyBody::inner))),
         };
-        Err(Box::pin(self.judge(response)))
+        match start_digesting(response, self.config.max_body_bytes, self.digest()) {
+            Digesting::Done(response, validators) if !self.must_learn(&validators) => {
+                Ok(Ok(self.conclude(response, &validators)))
+            }
+            digesting => Err(Box::pin(self.judge(digesting))),
+        }
     }
 }
 
@@ -311,79 +318,88 @@ impl<St: ValidatorStore> Read<St> {
         response.status() == StatusCode::OK
     }
 
+    fn digest(&self) -> Digest {
+        if self.method == Method::HEAD {
+            Digest::UnlessEmpty
+        } else {
+            Digest::Yes
+        }
+    }
+
+    /// Whether the answer names validators the store, which answered for this resource, does
+    /// not know yet.
+    fn must_learn(&self, validators: &StoredValidators) -> bool {
+        self.plan.target.is_some()
+            && (validators.etag.is_some() || validators.last_modified.is_some())
+            && self
+                .snapshot
+                .as_ref()
+                .is_some_and(|snapshot| snapshot.validators.as_ref() != Some(validators))
+    }
+
     /// The answer with its validators, judged; never an error (`E` is the inner service's).
-    async fn judge<ResBody, E>(self, response: Response<ResBody>) -> Answer<ResBody, E>
+    async fn judge<ResBody, E>(self, digesting: Digesting<ResBody>) -> Answer<ResBody, E>
     where
         ResBody: Body<Data = Bytes> + Unpin,
         ResBody::Error: Into<BoxError>,
     {
-        let Self {
-            store,
-            config,
-            plan,
-            snapshot,
-            method,
-            context,
-        } = self;
-        let digest = if method == Method::HEAD {
-            Digest::UnlessEmpty
-        } else {
-            Digest::Yes
-        };
-        // Boxed: inline, its state would take this future past the allocator's per-thread
-        // cache (about 1 KiB), and a larger allocation costs several times more.
-        let (mut response, validators) =
-            Box::pin(with_validators(response, config.max_body_bytes, digest)).await;
-        if let Some(target) = &plan.target {
-            if let Some(value) = &target.cache_control
-                && !response.headers().contains_key(CACHE_CONTROL)
+        // Boxed: inline, a body's reading would take this future past the allocator's
+        // per-thread cache (about 1 KiB), and a larger allocation costs several times more.
+        let (response, validators) = Box::pin(digesting.done()).await;
+        if self.must_learn(&validators)
+            && let (Some(target), Some(snapshot)) = (&self.plan.target, &self.snapshot)
+        {
+            // Awaited, so an update sent right after this answer finds the validators.
+            // Boxed: a rare wait, kept out of the future every read allocates.
+            if let Err(error) = Box::pin(self.store.learn(
+                &target.resource.path,
+                &validators,
+                snapshot.generation,
+                self.config.validator_ttl,
+            ))
+            .await
             {
-                response.headers_mut().insert(CACHE_CONTROL, value.clone());
-            }
-            let known = snapshot.as_ref().and_then(|s| s.validators.as_ref());
-            if let Some(snapshot) = &snapshot
-                && (validators.etag.is_some() || validators.last_modified.is_some())
-                && known != Some(&validators)
-            {
-                // Awaited, so an update sent right after this answer finds the validators.
-                // Boxed: a rare wait, kept out of the future every read allocates.
-                if let Err(error) = Box::pin(store.learn(
-                    &target.resource.path,
-                    &validators,
-                    snapshot.generation,
-                    config.validator_ttl,
-                ))
-                .await
-                {
-                    tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
+                tracing::warn!(layer = "conditional", backend = self.store.backend_name(), %error,
                     "could not record validators");
-                }
             }
         }
-        Ok(
-            match evaluate(
-                &method,
-                &plan.preconditions,
-                Some(view(&validators)),
-                Some(StatusCode::OK),
-            ) {
-                Evaluation::Proceed => {
-                    crate::metrics::decision("conditional", "proceed");
-                    response
-                }
-                Evaluation::NotModified => {
-                    crate::metrics::decision("conditional", "not_modified");
-                    not_modified(response)
-                }
-                Evaluation::PreconditionFailed => {
-                    crate::metrics::decision("conditional", "precondition_failed");
-                    let context = context.unwrap_or_default();
-                    config
-                        .renderer
-                        .respond(precondition_failed(&validators), &context.context())
-                }
-            },
-        )
+        Ok(self.conclude(response, &validators))
+    }
+
+    /// The answer with the resource's Cache-Control, judged against the preconditions.
+    fn conclude<ResBody>(
+        self,
+        mut response: Response<PolicyBody<ResBody>>,
+        validators: &StoredValidators,
+    ) -> Response<PolicyBody<ResBody>> {
+        if let Some(target) = &self.plan.target
+            && let Some(value) = &target.cache_control
+            && !response.headers().contains_key(CACHE_CONTROL)
+        {
+            response.headers_mut().insert(CACHE_CONTROL, value.clone());
+        }
+        match evaluate(
+            &self.method,
+            &self.plan.preconditions,
+            Some(view(validators)),
+            Some(StatusCode::OK),
+        ) {
+            Evaluation::Proceed => {
+                crate::metrics::decision("conditional", "proceed");
+                response
+            }
+            Evaluation::NotModified => {
+                crate::metrics::decision("conditional", "not_modified");
+                not_modified(response)
+            }
+            Evaluation::PreconditionFailed => {
+                crate::metrics::decision("conditional", "precondition_failed");
+                let context = self.context.unwrap_or_default();
+                self.config
+                    .renderer
+                    .respond(precondition_failed(validators), &context.context())
+            }
+        }
     }
 }
 
@@ -511,7 +527,9 @@ where
     }
     // Only validators the handler states: a digest of an update's answer (an empty 204, a
     // constant `{"ok":true}`) need not be the new representation's (RFC 9110 section 9.3.4).
-    let (response, validators) = with_validators(response, config.max_body_bytes, Digest::No).await;
+    let (response, validators) = start_digesting(response, config.max_body_bytes, Digest::No)
+        .done()
+        .await;
     let update = if validators.etag.is_some() || validators.last_modified.is_some() {
         Update::Set(validators)
     } else {
@@ -530,13 +548,22 @@ enum Digest {
     No,
 }
 
+/// A response on its way to its validators: done, or its body still being read.
+enum Digesting<B> {
+    Done(Response<PolicyBody<B>>, StoredValidators),
+    Reading {
+        parts: http::response::Parts,
+        reading: Reading,
+        body: B,
+        last_modified: Option<std::time::SystemTime>,
+        digest: Digest,
+    },
+}
+
 /// The response with its validators: the handler's ETag (never replaced) or one digested from
-/// a body within the limit, and its Last-Modified.
-async fn with_validators<B>(
-    response: Response<B>,
-    limit: usize,
-    digest: Digest,
-) -> (Response<PolicyBody<B>>, StoredValidators)
+/// a body within the limit, and its Last-Modified. Found without waiting when the body's
+/// frames are at hand, as a handler's buffered answer's are.
+fn start_digesting<B>(response: Response<B>, limit: usize, digest: Digest) -> Digesting<B>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -551,7 +578,7 @@ where
             .headers()
             .get(ETAG)
             .and_then(|value| EntityTag::parse(value.as_bytes()).ok());
-        return (
+        return Digesting::Done(
             response.map(PolicyBody::inner),
             StoredValidators {
                 etag,
@@ -559,8 +586,56 @@ where
             },
         );
     }
-    let (mut parts, body) = response.into_parts();
-    let (body, etag) = match collect(body, limit).await {
+    let (parts, body) = response.into_parts();
+    match collect_now(body, limit) {
+        Ok(collected) => {
+            let (response, validators) = digested(parts, collected, last_modified, digest);
+            Digesting::Done(response, validators)
+        }
+        Err((reading, body)) => Digesting::Reading {
+            parts,
+            reading,
+            body,
+            last_modified,
+            digest,
+        },
+    }
+}
+
+impl<B> Digesting<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// The response with its validators, once its body is read.
+    async fn done(self) -> (Response<PolicyBody<B>>, StoredValidators) {
+        match self {
+            Self::Done(response, validators) => (response, validators),
+            Self::Reading {
+                parts,
+                reading,
+                body,
+                last_modified,
+                digest,
+            } => digested(
+                parts,
+                collect_rest(reading, body).await,
+                last_modified,
+                digest,
+            ),
+        }
+    }
+}
+
+/// The response rebuilt around what reading its body found, with the ETag digested from a
+/// whole body.
+fn digested<B>(
+    mut parts: http::response::Parts,
+    collected: Collected<B>,
+    last_modified: Option<std::time::SystemTime>,
+    digest: Digest,
+) -> (Response<PolicyBody<B>>, StoredValidators) {
+    let (body, etag) = match collected {
         Collected::Whole(bytes) if bytes.is_empty() && digest == Digest::UnlessEmpty => {
             (PolicyBody::full(bytes), None)
         }
