@@ -125,11 +125,13 @@ fn with_stack<B: StackBackend>(
 }
 
 /// The rate limit of `rate_limit_github` as a layer of its own, applied as tower_governor is.
+/// Its API keys are in a map with a seeded fast hasher, as `StackConfig` keeps them.
 fn rate_limit_layer(memory: &MemoryBackend) -> Result<Router, Box<dyn std::error::Error>> {
-    let keys = std::collections::HashMap::from([(
+    let mut keys = std::collections::HashMap::with_hasher(foldhash::fast::RandomState::default());
+    keys.insert(
         "k_load".to_string(),
         api_policy::principal::Principal::service("load").with_tier("default"),
-    )]);
+    );
     let layer = api_policy::rate_limit::RateLimitLayer::builder(
         api_policy::rate_limit::MemoryRateLimitStore::new(memory),
     )

@@ -2,16 +2,56 @@
 //!
 //! `HeaderValue::from(u64)` allocates twice: a buffer with room to spare, then a shared header
 //! for it when it is frozen. And a value made from a `Vec` allocates again on its first clone.
-//! These helpers make each value in one allocation, and a value written on every answer of a
-//! window (a rate limit's reset time) once a window.
+//! These helpers make each value in one allocation, a small number's in none, and a value
+//! written on every answer of a window (a rate limit's reset time) once a window.
 
 use std::cell::RefCell;
 
 use bytes::Bytes;
 use http::HeaderValue;
 
-/// `n` in decimal, in one allocation of its exact size.
+/// Numbers below this are written from [`SMALL_DIGITS`]: the counts of most quotas (GitHub's
+/// 5,000 an hour, 60 a minute) and every `Retry-After` short of three hours.
+const SMALL: u64 = 10_000;
+
+/// `0000` to `9999`, four digits each: a small number's value is a static slice of its digits.
+static SMALL_DIGITS: [u8; 4 * SMALL as usize] = four_digit_numbers();
+
+const fn four_digit_numbers() -> [u8; 4 * SMALL as usize] {
+    let mut table = [0; 4 * SMALL as usize];
+    let mut i = 0;
+    while i < table.len() {
+        let (n, place) = (i / 4, 3 - i % 4);
+        // `n / 10^place % 10`, the digit `place` steps from the right.
+        let mut shifted = n;
+        let mut step = 0;
+        while step < place {
+            shifted /= 10;
+            step += 1;
+        }
+        table[i] = b'0' + (shifted % 10) as u8;
+        i += 1;
+    }
+    table
+}
+
+/// `n` in decimal: without an allocation below [`SMALL`], else in one of its exact size.
 pub(crate) fn decimal(n: u64) -> HeaderValue {
+    if n < SMALL {
+        let len = match n {
+            0..=9 => 1,
+            10..=99 => 2,
+            100..=999 => 3,
+            _ => 4,
+        };
+        // Below SMALL, so inside the table.
+        let end = 4 * n as usize + 4;
+        if let Some(digits) = SMALL_DIGITS.get(end - len..end)
+            && let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from_static(digits))
+        {
+            return value;
+        }
+    }
     let mut digits = itoa::Buffer::new();
     // Digits are always a valid header value; the fallback cannot be reached.
     HeaderValue::from_bytes(digits.format(n).as_bytes())
@@ -81,6 +121,26 @@ mod tests {
             assert_eq!(decimal(n), n.to_string().as_str());
             assert_eq!(recent_decimal(n), n.to_string().as_str());
         }
+        for n in (0..=10_001).chain([99_999, 100_000]) {
+            assert_eq!(decimal(n), n.to_string().as_str(), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_small_number_takes_no_allocation() {
+        let five = decimal(5_000);
+        assert!(
+            SMALL_DIGITS
+                .as_ptr_range()
+                .contains(&five.as_bytes().as_ptr()),
+            "5000 was copied out of the table"
+        );
+        let large = decimal(10_000);
+        assert!(
+            !SMALL_DIGITS
+                .as_ptr_range()
+                .contains(&large.as_bytes().as_ptr())
+        );
     }
 
     #[test]
