@@ -287,8 +287,35 @@ fn app<St: ValidatorStore>(layer: ConditionalLayer<St>, items: Items) -> Router 
             }),
         )
         .route("/big", get(|| async { "z".repeat(200 * 1024) }))
+        .route(
+            "/slow",
+            get(|| async { Body::new(NotAtHand(["slow ", "body"].into(), false)) }),
+        )
         .with_state(items)
         .layer(layer)
+}
+
+/// A body whose every frame, and its end, come only after a wait, as a proxied or streamed
+/// body's do: the layer cannot digest it at once and must wait for it.
+struct NotAtHand(std::collections::VecDeque<&'static str>, bool);
+
+impl http_body::Body for NotAtHand {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let waited = std::mem::replace(&mut self.1, false);
+        if !waited {
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let part = self.0.pop_front();
+        std::task::Poll::Ready(part.map(|p| Ok(http_body::Frame::data(p.into()))))
+    }
 }
 
 async fn send(
@@ -387,6 +414,20 @@ async fn etags_and_revalidation<St: ValidatorStore>(
         big.headers.get("etag").is_none(),
         "over the limit: streamed without an ETag"
     );
+
+    // A body that is not at hand is waited for, then digested and judged as a buffered one is.
+    let slow = send(&app, "GET", "/slow", &[], "").await;
+    assert_eq!(
+        (slow.status, slow.body.as_str()),
+        (StatusCode::OK, "slow body")
+    );
+    assert!(
+        slow.etag().starts_with('"'),
+        "a strong ETag: {}",
+        slow.etag()
+    );
+    let slow_again = send(&app, "GET", "/slow", &[("if-none-match", &slow.etag())], "").await;
+    assert_eq!(slow_again.status, StatusCode::NOT_MODIFIED);
 
     let missing = send(&app, "GET", "/items/zz", &[("if-none-match", "*")], "").await;
     assert_eq!(
