@@ -304,7 +304,7 @@ where
             other => return Ok(other.map(|r| r.map(PolicyBody::inner))),
         };
         match start_digesting(response, self.config.max_body_bytes, self.digest()) {
-            Digesting::Done(response, validators) if !self.must_learn(&validators) => {
+            Digesting::Done(response, validators) if self.to_learn(&validators).is_none() => {
                 Ok(Ok(self.conclude(response, &validators)))
             }
             digesting => Err(Box::pin(self.judge(digesting))),
@@ -326,15 +326,13 @@ impl<St: ValidatorStore> Read<St> {
         }
     }
 
-    /// Whether the answer names validators the store, which answered for this resource, does
-    /// not know yet.
-    fn must_learn(&self, validators: &StoredValidators) -> bool {
-        self.plan.target.is_some()
-            && (validators.etag.is_some() || validators.last_modified.is_some())
-            && self
-                .snapshot
-                .as_ref()
-                .is_some_and(|snapshot| snapshot.validators.as_ref() != Some(validators))
+    /// Where the store should learn the answer's validators, and the generation it answered
+    /// with: when they are validators it does not know yet, of a resource it answered for.
+    fn to_learn(&self, validators: &StoredValidators) -> Option<(&str, u64)> {
+        let (target, snapshot) = (self.plan.target.as_ref()?, self.snapshot.as_ref()?);
+        ((validators.etag.is_some() || validators.last_modified.is_some())
+            && snapshot.validators.as_ref() != Some(validators))
+        .then_some((target.resource.path.as_str(), snapshot.generation))
     }
 
     /// The answer with its validators, judged; never an error (`E` is the inner service's).
@@ -346,18 +344,15 @@ impl<St: ValidatorStore> Read<St> {
         // Boxed: inline, a body's reading would take this future past the allocator's
         // per-thread cache (about 1 KiB), and a larger allocation costs several times more.
         let (response, validators) = Box::pin(digesting.done()).await;
-        if self.must_learn(&validators)
-            && let (Some(target), Some(snapshot)) = (&self.plan.target, &self.snapshot)
-        {
+        if let Some((path, generation)) = self.to_learn(&validators) {
             // Awaited, so an update sent right after this answer finds the validators.
             // Boxed: a rare wait, kept out of the future every read allocates.
-            if let Err(error) = Box::pin(self.store.learn(
-                &target.resource.path,
-                &validators,
-                snapshot.generation,
-                self.config.validator_ttl,
-            ))
-            .await
+            if let Err(error) =
+                Box::pin(
+                    self.store
+                        .learn(path, &validators, generation, self.config.validator_ttl),
+                )
+                .await
             {
                 tracing::warn!(layer = "conditional", backend = self.store.backend_name(), %error,
                     "could not record validators");
@@ -527,9 +522,7 @@ where
     }
     // Only validators the handler states: a digest of an update's answer (an empty 204, a
     // constant `{"ok":true}`) need not be the new representation's (RFC 9110 section 9.3.4).
-    let (response, validators) = start_digesting(response, config.max_body_bytes, Digest::No)
-        .done()
-        .await;
+    let (response, validators) = stated(response);
     let update = if validators.etag.is_some() || validators.last_modified.is_some() {
         Update::Set(validators)
     } else {
@@ -545,7 +538,25 @@ enum Digest {
     Yes,
     /// `HEAD`: an empty body may be one a server stripped, not the representation's.
     UnlessEmpty,
-    No,
+}
+
+/// The response with only the validators its handler states: its ETag and Last-Modified.
+fn stated<B>(response: Response<B>) -> (Response<PolicyBody<B>>, StoredValidators) {
+    let headers = response.headers();
+    let validators = StoredValidators {
+        etag: headers
+            .get(ETAG)
+            .and_then(|value| EntityTag::parse(value.as_bytes()).ok()),
+        last_modified: last_modified(headers),
+    };
+    (response.map(PolicyBody::inner), validators)
+}
+
+fn last_modified(headers: &HeaderMap) -> Option<std::time::SystemTime> {
+    headers
+        .get(LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
 }
 
 /// A response on its way to its validators: done, or its body still being read.
@@ -568,24 +579,11 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let last_modified = response
-        .headers()
-        .get(LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    if digest == Digest::No || response.headers().contains_key(ETAG) {
-        let etag = response
-            .headers()
-            .get(ETAG)
-            .and_then(|value| EntityTag::parse(value.as_bytes()).ok());
-        return Digesting::Done(
-            response.map(PolicyBody::inner),
-            StoredValidators {
-                etag,
-                last_modified,
-            },
-        );
+    if response.headers().contains_key(ETAG) {
+        let (response, validators) = stated(response);
+        return Digesting::Done(response, validators);
     }
+    let last_modified = last_modified(response.headers());
     let (parts, body) = response.into_parts();
     match collect_now(body, limit) {
         Ok(collected) => {
