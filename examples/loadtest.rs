@@ -16,11 +16,20 @@
 //! `full` (built from a configuration by `StackConfig`: HS256 auth, the rate limit with its
 //! default headers (GitHub's), versioning, conditional requests and buffered audit, the stack
 //! the performance target names), `full_all` (every policy: idempotency too, and the IETF
-//! rate-limit fields beside GitHub's), and `full_redis` (`full` on Redis, `--redis URL`). Every request should
-//! carry `Authorization: Bearer <the token --print-token prints>` and `X-Api-Key: k_load`; every
+//! rate-limit fields beside GitHub's), and `full_redis` (`full` on Redis, `--redis URL`). Any
+//! sections of `full_all`'s configuration can also be named together, joined with `+`
+//! (`jwt+rate_limit_github+versioning+conditional` is `full` without audit), to find what one
+//! policy adds to the others. Every request should carry
+//! `Authorization: Bearer <the token --print-token prints>` and `X-Api-Key: k_load`; every
 //! quota is far above what one core can send, so every answer is a 200.
+//!
+//! `--handler-work-us N` makes the handler busy for N microseconds before it answers: work of a
+//! known size, to see what a microsecond of the server's own work costs in all on this machine
+//! (the server's CPU per request grows by more than N, as a slower server finds the load
+//! generator asleep more often and must wake it).
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use api_policy::backend::MemoryBackend;
 use api_policy::stack::{StackBackend, StackBody, StackConfig};
@@ -49,9 +58,18 @@ struct Cli {
     /// Print the bearer token requests should carry, and exit.
     #[arg(long)]
     print_token: bool,
+    /// Microseconds the handler spends busy before it answers (0: none).
+    #[arg(long, default_value_t = 0)]
+    handler_work_us: u64,
     /// Runtime worker threads. One by default: the load test pins the server to one core.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+}
+
+impl Cli {
+    fn work(&self) -> Duration {
+        Duration::from_micros(self.handler_work_us)
+    }
 }
 
 fn token() -> Result<String, jsonwebtoken::errors::Error> {
@@ -67,7 +85,8 @@ fn token() -> Result<String, jsonwebtoken::errors::Error> {
 }
 
 /// The sections of the full stack, each a policy a real API would set; `sections` picks some.
-fn config(sections: &[&str], audit_log: &std::path::Path) -> String {
+/// An unknown section's name is an error, not a panic: sections come from the command line.
+fn config(sections: &[&str], audit_log: &std::path::Path) -> Result<String, String> {
     let mut text = String::from(
         "[callers]\napi_key_header = \"x-api-key\"\n\
          [[callers.api_keys]]\nkey = \"k_load\"\nid = \"load\"\ntier = \"default\"\n",
@@ -97,16 +116,23 @@ fn config(sections: &[&str], audit_log: &std::path::Path) -> String {
                  [[audit.routes]]\nroute = \"/api/v2/patients/{{id}}\"\nsubject = \"id\"\n",
                 audit_log.display()
             ),
-            other => panic!("no section {other}"),
+            other => return Err(format!("no stack or section named `{other}`")),
         });
     }
-    text
+    Ok(text)
 }
 
-fn handler() -> Router {
+fn handler(work: Duration) -> Router {
     Router::new().route(
         "/api/v2/patients/{id}",
-        get(|| async { r#"{"id":"pat_1","name":"Ada"}"# }),
+        get(move || async move {
+            // Busy, not asleep: the work is the server's own CPU, as a real handler's would be.
+            let began = Instant::now();
+            while began.elapsed() < work {
+                std::hint::spin_loop();
+            }
+            r#"{"id":"pat_1","name":"Ada"}"#
+        }),
     )
 }
 
@@ -115,9 +141,9 @@ fn with_stack<B: StackBackend>(
     cli: &Cli,
     backend: &B,
 ) -> Result<Router, Box<dyn std::error::Error>> {
-    let config: StackConfig = toml::from_str(&config(sections, &cli.audit_log))?;
+    let config: StackConfig = toml::from_str(&config(sections, &cli.audit_log)?)?;
     let stack = config.build(backend)?;
-    Ok(handler().layer(
+    Ok(handler(cli.work()).layer(
         ServiceBuilder::new()
             .map_response(|response: Response<StackBody<Body>>| response.map(Body::new))
             .layer(stack),
@@ -126,7 +152,10 @@ fn with_stack<B: StackBackend>(
 
 /// The rate limit of `rate_limit_github` as a layer of its own, applied as tower_governor is.
 /// Its API keys are in a map with a seeded fast hasher, as `StackConfig` keeps them.
-fn rate_limit_layer(memory: &MemoryBackend) -> Result<Router, Box<dyn std::error::Error>> {
+fn rate_limit_layer(
+    cli: &Cli,
+    memory: &MemoryBackend,
+) -> Result<Router, Box<dyn std::error::Error>> {
     let mut keys = std::collections::HashMap::with_hasher(foldhash::fast::RandomState::default());
     keys.insert(
         "k_load".to_string(),
@@ -138,7 +167,7 @@ fn rate_limit_layer(memory: &MemoryBackend) -> Result<Router, Box<dyn std::error
     .tier("default", "1000000/s".parse()?)
     .key_extractor(api_policy::principal::KeyExtractor::new().api_key_header("x-api-key", keys)?)
     .build()?;
-    Ok(handler().layer(layer))
+    Ok(handler(cli.work()).layer(layer))
 }
 
 /// tower_governor keyed by the API key header, as `rate_limit` is.
@@ -178,7 +207,7 @@ fn app(cli: &Cli) -> Result<Router, Box<dyn std::error::Error>> {
         "audit",
     ];
     Ok(match cli.stack.as_str() {
-        "bare" => handler(),
+        "bare" => handler(cli.work()),
         "tower_governor" => {
             let config = tower_governor::governor::GovernorConfigBuilder::default()
                 .per_nanosecond(1)
@@ -187,9 +216,9 @@ fn app(cli: &Cli) -> Result<Router, Box<dyn std::error::Error>> {
                 .use_headers()
                 .finish()
                 .ok_or("governor config")?;
-            handler().layer(tower_governor::GovernorLayer::new(config))
+            handler(cli.work()).layer(tower_governor::GovernorLayer::new(config))
         }
-        "rate_limit_layer" => rate_limit_layer(&memory)?,
+        "rate_limit_layer" => rate_limit_layer(cli, &memory)?,
         "full" => with_stack(FULL, cli, &memory)?,
         "full_all" => with_stack(FULL_ALL, cli, &memory)?,
         // Every slot empty: what the composition itself costs.
@@ -201,7 +230,8 @@ fn app(cli: &Cli) -> Result<Router, Box<dyn std::error::Error>> {
                 .build()?;
             with_stack(FULL, cli, &backend)?
         }
-        single => with_stack(&[single], cli, &memory)?,
+        // Any sections of the full stack, by name, joined with `+`: `jwt+audit`.
+        sections => with_stack(&sections.split('+').collect::<Vec<_>>(), cli, &memory)?,
     })
 }
 

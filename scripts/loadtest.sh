@@ -14,6 +14,10 @@
 #
 #   ROUNDS=8 DURATION=5 STACKS="full rate_limit_layer tower_governor" bash scripts/loadtest.sh
 #
+# A configuration may be sections joined with `+` (`jwt+audit`; see examples/loadtest.rs), and
+# `NAME:N` runs NAME with a handler busy for N microseconds: `STACKS="bare:1 bare:3"` shows what
+# a microsecond of the server's own work costs in all on this machine.
+#
 # Needs wrk (apt-get install wrk) and taskset; `full_redis` needs Redis at REDIS_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +47,10 @@ cpu_ns() { # the run time of every thread of process $1, in nanoseconds
 
 # Runs one configuration; sets rps, p50, p99, cpu (us per request) and errors.
 measure() {
-  local stack=$1 before after requests
-  taskset -c 0 "$BIN" --stack "$stack" --addr "127.0.0.1:$PORT" --redis "$REDIS_URL" \
-    --audit-log "$WORK/$stack/audit.log" >"$WORK/$stack.server" 2>&1 &
+  local stack=$1 before after requests work=0
+  [[ $1 == *:* ]] && work=${1#*:}
+  taskset -c 0 "$BIN" --stack "${1%%:*}" --handler-work-us "$work" --addr "127.0.0.1:$PORT" \
+    --redis "$REDIS_URL" --audit-log "$WORK/$stack/audit.log" >"$WORK/$stack.server" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.05; done
   # A short warm-up (connections, caches, the allocator), then the measured run.
