@@ -16,8 +16,9 @@
 //! `full` (built from a configuration by `StackConfig`: HS256 auth, the rate limit with its
 //! default headers (GitHub's), versioning, conditional requests and buffered audit, the stack
 //! the performance target names), `full_all` (every policy: idempotency too, and the IETF
-//! rate-limit fields beside GitHub's), and `full_redis` (`full` on Redis, `--redis URL`). Any
-//! sections of `full_all`'s configuration can also be named together, joined with `+`
+//! rate-limit fields beside GitHub's), and `full_redis` (`full` on Redis, `--redis URL`). The
+//! sections these are made of (`jwt`, `rate_limit`, `rate_limit_github`, `versioning`,
+//! `idempotency`, `conditional`, `audit`) can also be named together, joined with `+`
 //! (`jwt+rate_limit_github+versioning+conditional` is `full` without audit), to find what one
 //! policy adds to the others. Every request should carry
 //! `Authorization: Bearer <the token --print-token prints>` and `X-Api-Key: k_load`; every
