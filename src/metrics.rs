@@ -17,9 +17,23 @@
 //! precondition_failed, precondition_required; `versioning` served, deprecated, gone, refused;
 //! `audit` written, failed, dropped; `webhook` accepted, refused.
 
-/// Counts one decision of a layer.
+/// Counts one decision of a layer, both names literals: `decision!("rate_limit", "allowed")`.
+/// Literal labels make a static key, so counting a decision allocates nothing; the layers count
+/// one on every request.
+macro_rules! decision {
+    ($layer:literal, $outcome:literal) => {{
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!("api_policy_decisions_total", "layer" => $layer, "outcome" => $outcome)
+            .increment(1);
+    }};
+}
+pub(crate) use decision;
+
+/// Counts one decision of a layer whose name is known only at run time (the idempotency core
+/// serves two layers): its labels are allocated on each call, so [`decision!`] is the one for a
+/// request's every path.
 #[inline]
-pub(crate) fn decision(layer: &'static str, outcome: &'static str) {
+pub(crate) fn decision_of(layer: &'static str, outcome: &'static str) {
     #[cfg(feature = "metrics")]
     metrics::counter!("api_policy_decisions_total", "layer" => layer, "outcome" => outcome)
         .increment(1);

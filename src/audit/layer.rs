@@ -325,11 +325,11 @@ impl<Si: AuditSink> AuditBuilder<Si> {
                             match outcome {
                                 Ok(()) => {
                                     counters.written.fetch_add(1, Ordering::Relaxed);
-                                    crate::metrics::decision("audit", "written");
+                                    crate::metrics::decision!("audit", "written");
                                 }
                                 Err(error) => {
                                     counters.failed.fetch_add(1, Ordering::Relaxed);
-                                    crate::metrics::decision("audit", "failed");
+                                    crate::metrics::decision!("audit", "failed");
                                     tracing::error!(layer = "audit", sink = sink.name(), %error,
                                         "a buffered audit record could not be written and is lost");
                                 }

@@ -272,7 +272,7 @@ fn queue_now(config: &Config, draft: &Draft) -> Option<bool> {
         Err(Refused::Full) if !drop_when_full => return None,
         Err(Refused::Full) => {
             config.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::decision("audit", "dropped");
+            crate::metrics::decision!("audit", "dropped");
             crate::metrics::audit_queue_depth(queue.capacity());
             tracing::warn!(layer = "audit", "audit buffer full; a record was dropped");
         }
@@ -292,12 +292,12 @@ async fn deliver_waiting<Si: AuditSink>(config: &Config, sink: &Si, canonical: V
             match written {
                 Ok(()) => {
                     config.counters.written.fetch_add(1, Ordering::Relaxed);
-                    crate::metrics::decision("audit", "written");
+                    crate::metrics::decision!("audit", "written");
                     true
                 }
                 Err(error) => {
                     config.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    crate::metrics::decision("audit", "failed");
+                    crate::metrics::decision!("audit", "failed");
                     tracing::error!(layer = "audit", sink = sink.name(), %error, "audit write failed");
                     false
                 }
@@ -320,7 +320,7 @@ async fn write_one<Si: AuditSink>(sink: &Si, canonical: Vec<u8>) -> Result<(), s
 
 fn writer_gone(config: &Config) {
     config.counters.failed.fetch_add(1, Ordering::Relaxed);
-    crate::metrics::decision("audit", "failed");
+    crate::metrics::decision!("audit", "failed");
     tracing::error!(
         layer = "audit",
         "the audit writer is gone; a record is lost"

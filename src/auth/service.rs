@@ -120,14 +120,11 @@ where
     }
     extensions.insert(principal.clone());
     extensions.insert(config.denials.clone());
-    crate::metrics::decision(
-        "jwt_auth",
-        if verified.is_some() {
-            "authenticated"
-        } else {
-            "anonymous"
-        },
-    );
+    if verified.is_some() {
+        crate::metrics::decision!("jwt_auth", "authenticated");
+    } else {
+        crate::metrics::decision!("jwt_auth", "anonymous");
+    }
     Step::call(inner, request, Some(principal))
 }
 
@@ -146,15 +143,12 @@ where
         tracing::warn!(layer = "jwt_auth", ?failure, "cannot authenticate");
     }
     let rejection = failure.rejection(&config.denials.realm);
-    crate::metrics::decision(
-        "jwt_auth",
-        match rejection.status.as_u16() {
-            400 => "malformed",
-            401 => "unauthenticated",
-            403 => "forbidden",
-            _ => "unavailable",
-        },
-    );
+    match rejection.status.as_u16() {
+        400 => crate::metrics::decision!("jwt_auth", "malformed"),
+        401 => crate::metrics::decision!("jwt_auth", "unauthenticated"),
+        403 => crate::metrics::decision!("jwt_auth", "forbidden"),
+        _ => crate::metrics::decision!("jwt_auth", "unavailable"),
+    }
     let mut response = config
         .denials
         .renderer

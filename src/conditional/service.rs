@@ -263,7 +263,7 @@ impl<St> Read<St> {
         let mut response = Response::new(PolicyBody::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         *response.headers_mut() = headers;
-        crate::metrics::decision("conditional", "not_modified");
+        crate::metrics::decision!("conditional", "not_modified");
         Some(response)
     }
 }
@@ -380,15 +380,15 @@ impl<St: ValidatorStore> Read<St> {
             Some(StatusCode::OK),
         ) {
             Evaluation::Proceed => {
-                crate::metrics::decision("conditional", "proceed");
+                crate::metrics::decision!("conditional", "proceed");
                 response
             }
             Evaluation::NotModified => {
-                crate::metrics::decision("conditional", "not_modified");
+                crate::metrics::decision!("conditional", "not_modified");
                 not_modified(response)
             }
             Evaluation::PreconditionFailed => {
-                crate::metrics::decision("conditional", "precondition_failed");
+                crate::metrics::decision!("conditional", "precondition_failed");
                 let context = self.context.unwrap_or_default();
                 self.config
                     .renderer
@@ -451,7 +451,7 @@ where
                             == Evaluation::PreconditionFailed
                     {
                         lock.disarm();
-                        crate::metrics::decision("conditional", "precondition_failed");
+                        crate::metrics::decision!("conditional", "precondition_failed");
                         return refuse(precondition_failed(&named(current)), &request);
                     }
                 }
@@ -496,9 +496,9 @@ where
         return refuse(precondition_required(), &request);
     }
     match judge(request.method(), &plan.preconditions, current.as_ref()) {
-        Evaluation::Proceed => crate::metrics::decision("conditional", "proceed"),
+        Evaluation::Proceed => crate::metrics::decision!("conditional", "proceed"),
         _ => {
-            crate::metrics::decision("conditional", "precondition_failed");
+            crate::metrics::decision!("conditional", "precondition_failed");
             // What was learned stays: nothing changed.
             lock.unlock(Update::Keep).await;
             return refuse(precondition_failed(&named(current)), &request);
@@ -797,7 +797,7 @@ fn precondition_failed(current: &StoredValidators) -> Rejection {
 }
 
 fn precondition_required() -> Rejection {
-    crate::metrics::decision("conditional", "precondition_required");
+    crate::metrics::decision!("conditional", "precondition_required");
     Rejection::new(
         StatusCode::PRECONDITION_REQUIRED,
         "precondition_required",

@@ -118,16 +118,16 @@ where
         );
         match begun {
             Ok(Begin::Started { owner, attempt }) => {
-                crate::metrics::decision(settings.layer, "started");
+                crate::metrics::decision_of(settings.layer, "started");
                 break (owner, attempt);
             }
             Ok(Begin::Finished(outcome)) => {
-                crate::metrics::decision(settings.layer, "replayed");
+                crate::metrics::decision_of(settings.layer, "replayed");
                 crate::metrics::idempotency_replay();
                 return Ok(replay(outcome, &settings, &request));
             }
             Ok(Begin::Mismatch) => {
-                crate::metrics::decision(settings.layer, "reused");
+                crate::metrics::decision_of(settings.layer, "reused");
                 return Ok(refuse(mismatch(), &request));
             }
             Ok(Begin::InFlight { lease_left }) => {
@@ -138,7 +138,7 @@ where
                         pause = (pause * 2).min(POLL_MAX);
                     }
                     _ => {
-                        crate::metrics::decision(settings.layer, "in_use");
+                        crate::metrics::decision_of(settings.layer, "in_use");
                         return Ok(refuse(in_use(lease_left), &request));
                     }
                 }
@@ -146,7 +146,7 @@ where
             Err(error) => {
                 settings.store_failures.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::store_error(settings.layer, store.backend_name());
-                crate::metrics::decision(settings.layer, "unavailable");
+                crate::metrics::decision_of(settings.layer, "unavailable");
                 tracing::error!(layer = settings.layer, backend = store.backend_name(), %error,
                     "idempotency store failed; answering 503 (fail closed)");
                 return Ok(refuse(unavailable(), &request));

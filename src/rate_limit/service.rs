@@ -112,12 +112,12 @@ where
 {
     let rejection = match outcome {
         Ok(decision) if decision.allowed => {
-            crate::metrics::decision("rate_limit", "allowed");
+            crate::metrics::decision!("rate_limit", "allowed");
             let stamp = (decision, limit.clone(), config.ietf_headers);
             return Step::call(inner, request, Some(stamp));
         }
         Ok(decision) => {
-            crate::metrics::decision("rate_limit", "limited");
+            crate::metrics::decision!("rate_limit", "limited");
             let mut rejection = refusal(&decision, limit, cost);
             headers::write(
                 &mut rejection.headers,
@@ -130,7 +130,7 @@ where
         Err(error) => {
             config.store_failures.fetch_add(1, Ordering::Relaxed);
             crate::metrics::store_error("rate_limit", config.backend);
-            crate::metrics::decision("rate_limit", "store_error");
+            crate::metrics::decision!("rate_limit", "store_error");
             tracing::warn!(
                 layer = "rate_limit",
                 backend = config.backend,

@@ -155,7 +155,7 @@ where
     St: VersionPinStore,
 {
     let refuse = |rejection: Rejection, request: &Request<ReqBody>| {
-        crate::metrics::decision("versioning", "gone");
+        crate::metrics::decision!("versioning", "gone");
         Step::answer(config.renderer.respond(
             cacheable_as_refused(rejection, config),
             &RejectionContext::of(request),
@@ -229,14 +229,11 @@ where
             record(store, version, caller, now);
         }
     }
-    crate::metrics::decision(
-        "versioning",
-        if version_deprecated {
-            "deprecated"
-        } else {
-            "served"
-        },
-    );
+    if version_deprecated {
+        crate::metrics::decision!("versioning", "deprecated");
+    } else {
+        crate::metrics::decision!("versioning", "served");
+    }
     request.extensions_mut().insert(version);
     request.extensions_mut().insert(VersionSource(source));
     let pinned = source == Source::Pin;
@@ -273,7 +270,7 @@ impl std::fmt::Display for Subject {
 /// cache (410 is cacheable by default).
 fn cacheable_as_refused(mut rejection: Rejection, config: &Config) -> Rejection {
     if rejection.status != StatusCode::GONE {
-        crate::metrics::decision("versioning", "refused");
+        crate::metrics::decision!("versioning", "refused");
     }
     for value in &config.vary {
         rejection.headers.append(VARY, value.clone());

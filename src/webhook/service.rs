@@ -98,14 +98,11 @@ where
         Err(refusal) => return refuse(refusal.rejection(limit), parts),
     };
     let verified = verify(&config, &parts.headers, &payload);
-    crate::metrics::decision(
-        "webhook",
-        if verified.is_ok() {
-            "accepted"
-        } else {
-            "refused"
-        },
-    );
+    if verified.is_ok() {
+        crate::metrics::decision!("webhook", "accepted");
+    } else {
+        crate::metrics::decision!("webhook", "refused");
+    }
     if let Err(error) = verified {
         tracing::warn!(layer = "webhook", scope = %config.scope, error = error.code(), "webhook refused");
         return refuse(refused(&error), parts);
