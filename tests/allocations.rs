@@ -5,6 +5,8 @@
 //! request fails here and says how many it added.
 #![cfg(feature = "jwt")]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::future::Ready;
@@ -90,20 +92,6 @@ subject = "id"
     toml::from_str(&text).expect("the configuration parses")
 }
 
-/// The load test's token: HS256, a doctor, valid until 2096.
-fn token() -> String {
-    let claims = serde_json::json!({
-        "sub": "dr_load", "role": "doctor", "iss": "load", "aud": "api",
-        "exp": 4_000_000_000u64, "iat": 1_700_000_000u64,
-    });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("HS256 signing")
-}
-
 fn request(token: &str) -> Request<Full<Bytes>> {
     // A static target, as a server's parser hands over a shared one: cloning it (the audit
     // record keeps the target as it arrived) allocates nothing.
@@ -164,7 +152,7 @@ const POLICY_BLOCKS: f64 = 18.0;
 #[tokio::test(flavor = "current_thread")]
 async fn the_full_stack_allocates_no_more_per_request_than_its_budget() {
     let dir = std::env::temp_dir().join(format!("api-policy-allocations-{}", std::process::id()));
-    let token = token();
+    let token = common::hs256_token(SECRET.as_bytes(), "load", "api", "dr_load", "doctor");
     let backend = MemoryBackend::new();
     let full = full_config(&dir)
         .build(&backend)
