@@ -758,6 +758,52 @@ on_both_backends!(
     fast_not_modified_skips_the_handler,
 );
 
+/// An update waiting for a resource's lock starts as soon as the update holding it ends: the
+/// memory store wakes it. (Polling, as the Redis store does, starts it at its next try: with
+/// these timings, 100 ms late.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_update_starts_when_the_lock_ends() {
+    let clock = api_policy::clock::ManualClock::at_micros(T0);
+    let items = Items {
+        delay: Duration::from_millis(135),
+        ..Items::with(&[("a", "apple")])
+    };
+    let app = app(configure(memory(&clock)).build().unwrap(), items.clone());
+    let etag = send(&app, "GET", "/items/a", &[], "").await.etag();
+    let put = |guard: String| {
+        let app = app.clone();
+        tokio::spawn(
+            async move { send(&app, "PUT", "/items/a", &[("if-match", &guard)], "x").await },
+        )
+    };
+    let started = items.handled.load(Ordering::SeqCst);
+    let holding = put(etag);
+    while items.handled.load(Ordering::SeqCst) == started {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The holder's handler runs: the second update finds the lock busy, and waits.
+    let waiting = put("*".to_string());
+    let holder = holding.await.unwrap();
+    let ended = std::time::Instant::now();
+    assert_eq!(holder.status, StatusCode::OK);
+    let deadline = ended + Duration::from_secs(2);
+    while items.handled.load(Ordering::SeqCst) < started + 2 && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let late = ended.elapsed();
+    assert!(
+        late < Duration::from_millis(30),
+        "the waiting update started {late:?} after the lock ended"
+    );
+    assert_eq!(waiting.await.unwrap().status, StatusCode::OK);
+    assert_eq!(
+        items.version("a"),
+        Some(3),
+        "both wrote, one after the other"
+    );
+}
+
 /// Two separate stacks, each with its own Redis connection, sharing one Redis: exactly one of
 /// two concurrent PUTs with the same If-Match succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

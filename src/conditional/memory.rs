@@ -3,6 +3,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::backend::MemoryBackend;
 use crate::backend::memory::{PINNED, Slot, SlotTable, Visit, allocated};
@@ -17,6 +19,8 @@ struct Entry {
     /// Microseconds.
     known_until: u64,
     lock: Option<(OwnerToken, u64)>,
+    /// Wakes the requests waiting for the lock to end; made when the first of them waits.
+    unlocked: Option<Arc<Notify>>,
 }
 
 struct EntrySlot(Mutex<Entry>);
@@ -52,7 +56,10 @@ impl Slot for EntrySlot {
             .lock
             .as_ref()
             .map_or(0, |(owner, _)| allocated(owner.as_str().len()));
-        tag + owner
+        let waiting = entry.unlocked.as_ref().map_or(0, |_| {
+            allocated(size_of::<Notify>() + 2 * size_of::<usize>())
+        });
+        tag + owner + waiting
     }
 }
 
@@ -189,6 +196,9 @@ impl ValidatorStore for MemoryValidatorStore {
                 return false;
             }
             entry.lock = None;
+            if let Some(unlocked) = entry.unlocked.take() {
+                unlocked.notify_waiters();
+            }
             match update {
                 Update::Keep => {}
                 Update::Set(validators) => {
@@ -209,7 +219,99 @@ impl ValidatorStore for MemoryValidatorStore {
         Ok(done.unwrap_or(false))
     }
 
+    async fn until_unlocked(&self, resource: &str, patience: Duration) {
+        let unlocked = self.visit(resource, false, |entry, now| {
+            let held = entry.lock.as_ref().is_some_and(|(_, until)| *until > now);
+            held.then(|| {
+                let notify = entry.unlocked.get_or_insert_with(Default::default).clone();
+                // Listening before the entry is let go: an unlock, which needs the entry, cannot
+                // come between the look and the listening.
+                let mut unlocked = Box::pin(notify.notified_owned());
+                unlocked.as_mut().enable();
+                unlocked
+            })
+        });
+        // A lock whose holder is gone ends by its lease, which nothing announces: `patience`
+        // bounds the wait for it.
+        if let Some(unlocked) = unlocked.flatten() {
+            let _ = tokio::time::timeout(patience, unlocked).await;
+        }
+    }
+
     fn backend_name(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn store(clock: &ManualClock) -> MemoryValidatorStore {
+        let backend = MemoryBackend::builder().clock(clock.clone()).build();
+        MemoryValidatorStore::new(&backend.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_the_lock_ends_and_not_before() {
+        let clock = ManualClock::at_secs(1_800_000_000);
+        let store = store(&clock);
+        let (holder, lease) = (OwnerToken::new(), Duration::from_secs(30));
+        let locked = store.lock("/items/a", &holder, lease).await.unwrap();
+        assert!(matches!(locked, Locked::Held { .. }));
+        let began = Instant::now();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .until_unlocked("/items/a", Duration::from_secs(10))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "woken while the lock is held");
+        let unlocked = store
+            .unlock("/items/a", &holder, &Update::Keep, lease)
+            .await;
+        assert_eq!(unlocked.ok(), Some(true));
+        waiting.await.unwrap();
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "woken by the unlock, not by its patience"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_to_wait_for_returns_at_once_and_a_silent_lease_is_waited_out() {
+        let clock = ManualClock::at_secs(1_800_000_000);
+        let store = store(&clock);
+        let began = Instant::now();
+        store
+            .until_unlocked("/items/none", Duration::from_secs(10))
+            .await;
+        let lease = Duration::from_secs(30);
+        store
+            .lock("/items/a", &OwnerToken::new(), lease)
+            .await
+            .unwrap();
+        clock.advance(lease);
+        // The lease ended with nobody to announce it: the entry shows it has.
+        store
+            .until_unlocked("/items/a", Duration::from_secs(10))
+            .await;
+        assert!(began.elapsed() < Duration::from_secs(5));
+        store
+            .lock("/items/a", &OwnerToken::new(), lease)
+            .await
+            .unwrap();
+        // A holder that never unlocks: the wait ends with its patience.
+        let began = Instant::now();
+        store
+            .until_unlocked("/items/a", Duration::from_millis(30))
+            .await;
+        assert!(began.elapsed() >= Duration::from_millis(30));
     }
 }

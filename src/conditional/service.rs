@@ -455,11 +455,14 @@ where
                         return refuse(precondition_failed(&named(current)), &request);
                     }
                 }
-                if tokio::time::Instant::now() >= deadline {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
                     lock.disarm();
                     return refuse(busy(), &request);
                 }
-                tokio::time::sleep(pause).await;
+                store
+                    .until_unlocked(&resource.path, pause.min(deadline - now))
+                    .await;
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
             Err(error) => {

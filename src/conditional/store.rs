@@ -104,6 +104,20 @@ pub trait ValidatorStore: Clone + Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Waits, at most `patience`, for the resource's write lock, which [`lock`](Self::lock)
+    /// found busy, to end; the layer then asks for it again. The default waits all of
+    /// `patience` (the layer backs off, from 2 ms doubling to 100 ms); a store that can tell when
+    /// a lock ends wakes the waiter then, and the next update starts at once (the memory store
+    /// does).
+    fn until_unlocked(
+        &self,
+        resource: &str,
+        patience: Duration,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = resource;
+        tokio::time::sleep(patience)
+    }
+
     /// The backend's name for logs: `memory`, `redis`.
     fn backend_name(&self) -> &'static str;
 }
