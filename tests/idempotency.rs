@@ -630,6 +630,46 @@ on_both_backends!(
     oversized_request_bodies_are_413,
 );
 
+/// A duplicate waiting for the first attempt gets its replay as soon as the first ends: the
+/// memory store wakes it. (Polling, as the Redis store does, would answer it at its next try:
+/// with these timings, about 150 ms late.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_duplicate_is_answered_when_the_first_ends() {
+    let clock = ManualClock::at_micros(T0);
+    let h = Handlers::default();
+    let layer = configure(memory(&clock))
+        .wait_for_in_flight(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let app = app(layer, h.clone());
+    let post = |app: &Router| {
+        let app = app.clone();
+        tokio::spawn(async move { send(&app, post_with("/slow", Some("w-2"), "alice", "")).await })
+    };
+    let first = post(&app);
+    h.entered.notified().await;
+    let duplicate = post(&app);
+    // Just after the duplicate's sixth try (5 ms doubling: 5, 15, 35, 75, 155 ms), so a poll
+    // would come next at 315 ms.
+    tokio::time::sleep(Duration::from_millis(165)).await;
+    h.gate.notify_one();
+    let first = first.await.unwrap();
+    let ended = std::time::Instant::now();
+    let duplicate = duplicate.await.unwrap();
+    let late = ended.elapsed();
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert!(
+        duplicate.replayed(),
+        "the duplicate gets the first's answer"
+    );
+    assert_eq!(duplicate.body, first.body);
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+    assert!(
+        late < Duration::from_millis(50),
+        "the duplicate was answered {late:?} after the first"
+    );
+}
+
 /// Two separate stacks (two connections, two layers) sharing one Redis: 100 concurrent
 /// duplicates split between them still run the handler once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,8 @@
 //! each backend in the layer's own module; this module holds only the handles.
 
 #[cfg(feature = "memory")]
+pub(crate) mod lock_end;
+#[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;

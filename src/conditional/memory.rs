@@ -3,10 +3,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::backend::MemoryBackend;
+use crate::backend::lock_end::LockWaiters;
 use crate::backend::memory::{PINNED, Slot, SlotTable, Visit, allocated};
 use crate::clock::SharedClock;
 use crate::error::StoreError;
@@ -19,8 +18,8 @@ struct Entry {
     /// Microseconds.
     known_until: u64,
     lock: Option<(OwnerToken, u64)>,
-    /// Wakes the requests waiting for the lock to end; made when the first of them waits.
-    unlocked: Option<Arc<Notify>>,
+    /// The requests waiting for the lock to end.
+    waiters: LockWaiters,
 }
 
 struct EntrySlot(Mutex<Entry>);
@@ -56,10 +55,7 @@ impl Slot for EntrySlot {
             .lock
             .as_ref()
             .map_or(0, |(owner, _)| allocated(owner.as_str().len()));
-        let waiting = entry.unlocked.as_ref().map_or(0, |_| {
-            allocated(size_of::<Notify>() + 2 * size_of::<usize>())
-        });
-        tag + owner + waiting
+        tag + owner + entry.waiters.heap_bytes()
     }
 }
 
@@ -196,9 +192,7 @@ impl ValidatorStore for MemoryValidatorStore {
                 return false;
             }
             entry.lock = None;
-            if let Some(unlocked) = entry.unlocked.take() {
-                unlocked.notify_waiters();
-            }
+            entry.waiters.wake();
             match update {
                 Update::Keep => {}
                 Update::Set(validators) => {
@@ -222,19 +216,10 @@ impl ValidatorStore for MemoryValidatorStore {
     async fn until_unlocked(&self, resource: &str, patience: Duration) {
         let unlocked = self.visit(resource, false, |entry, now| {
             let held = entry.lock.as_ref().is_some_and(|(_, until)| *until > now);
-            held.then(|| {
-                let notify = entry.unlocked.get_or_insert_with(Default::default).clone();
-                // Listening before the entry is let go: an unlock, which needs the entry, cannot
-                // come between the look and the listening.
-                let mut unlocked = Box::pin(notify.notified_owned());
-                unlocked.as_mut().enable();
-                unlocked
-            })
+            held.then(|| entry.waiters.listen())
         });
-        // A lock whose holder is gone ends by its lease, which nothing announces: `patience`
-        // bounds the wait for it.
         if let Some(unlocked) = unlocked.flatten() {
-            let _ = tokio::time::timeout(patience, unlocked).await;
+            unlocked.within(patience).await;
         }
     }
 

@@ -195,8 +195,9 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
 
     /// Wait mode: a duplicate arriving while the first attempt runs waits up to `max` for it
     /// to finish and then gets its replay, instead of an immediate 409. What a mobile client
-    /// retrying over a slow network wants. Waiting polls the store (first after 5 ms, backing
-    /// off to 200 ms), so it works across instances sharing Redis.
+    /// retrying over a slow network wants. On memory the duplicate is woken the moment the first
+    /// ends; on Redis it asks the store again (first after 5 ms, backing off to 200 ms), so it
+    /// works across instances sharing Redis.
     pub fn wait_for_in_flight(mut self, max: Duration) -> Self {
         self.wait = Some(max);
         self

@@ -8,6 +8,7 @@ use super::fingerprint::Fingerprint;
 use super::record::Outcome;
 use super::store::{Begin, IdempotencyStore, RecordKey, Terms};
 use crate::backend::MemoryBackend;
+use crate::backend::lock_end::LockWaiters;
 use crate::backend::memory::{PINNED, Slot, SlotTable, Visit, allocated};
 use crate::clock::SharedClock;
 use crate::error::StoreError;
@@ -29,14 +30,23 @@ enum Record {
     },
 }
 
-struct RecordSlot(Mutex<Record>);
+/// A record, and the requests waiting for its in-flight lock to end.
+struct Kept {
+    record: Record,
+    waiters: LockWaiters,
+}
+
+struct RecordSlot(Mutex<Kept>);
 
 impl RecordSlot {
     fn new(record: Record) -> Self {
-        Self(Mutex::new(record))
+        Self(Mutex::new(Kept {
+            record,
+            waiters: LockWaiters::default(),
+        }))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -47,7 +57,7 @@ impl Slot for RecordSlot {
     }
 
     fn debt(&self, now: u64) -> u64 {
-        match &*self.lock() {
+        match &self.lock().record {
             // A live lock is never evicted: its retry would run the handler a second time.
             Record::InFlight { lease_until, .. } if *lease_until > now => PINNED,
             Record::InFlight { .. } => 0,
@@ -56,10 +66,12 @@ impl Slot for RecordSlot {
     }
 
     fn heap_bytes(&self) -> usize {
-        match &*self.lock() {
+        let kept = self.lock();
+        let record = match &kept.record {
             Record::InFlight { owner, .. } => allocated(owner.as_str().len()),
             Record::Finished { outcome, .. } => outcome_bytes(outcome),
-        }
+        };
+        record + kept.waiters.heap_bytes()
     }
 }
 
@@ -158,8 +170,8 @@ impl MemoryIdempotencyStore {
                 let (begin, record) = start(1);
                 return Visit::Store(begin, RecordSlot::new(record));
             };
-            let mut record = slot.lock();
-            let attempt = match &*record {
+            let mut kept = slot.lock();
+            let attempt = match &kept.record {
                 Record::Finished {
                     fingerprint: f,
                     completed_at,
@@ -189,7 +201,7 @@ impl MemoryIdempotencyStore {
                 Record::InFlight { attempt, .. } => attempt.saturating_add(1),
             };
             let (begin, fresh) = start(attempt);
-            *record = fresh;
+            kept.record = fresh;
             // An expired response gave way to a lock: its bytes are no longer held.
             Visit::Reweigh(begin)
         })
@@ -207,10 +219,12 @@ impl MemoryIdempotencyStore {
             let Some(slot) = slot else {
                 return Visit::Done(false);
             };
-            let mut record = slot.lock();
-            match &*record {
+            let mut kept = slot.lock();
+            match &kept.record {
                 Record::InFlight { owner: o, .. } if o == owner => {
-                    f(&mut record, now);
+                    f(&mut kept.record, now);
+                    // Completed or released: the lock ended either way.
+                    kept.waiters.wake();
                     // A completion grows the record by its outcome.
                     Visit::Reweigh(true)
                 }
@@ -273,6 +287,23 @@ impl IdempotencyStore for MemoryIdempotencyStore {
             },
             &owner,
         );
+    }
+
+    async fn until_unlocked(&self, key: RecordKey<'_>, patience: std::time::Duration) {
+        let now = self.clock.now_micros();
+        let ended = self.table.with(key.scope, key.key, now, |slot| {
+            let Some(slot) = slot else {
+                return Visit::Done(None);
+            };
+            let mut kept = slot.lock();
+            let running =
+                matches!(kept.record, Record::InFlight { lease_until, .. } if lease_until > now);
+            // Listening may make the waiters' part of the record: it is counted again.
+            Visit::Reweigh(running.then(|| kept.waiters.listen()))
+        });
+        if let Some(ended) = ended {
+            ended.within(patience).await;
+        }
     }
 
     fn backend_name(&self) -> &'static str {

@@ -134,7 +134,9 @@ where
                 let now = tokio::time::Instant::now();
                 match deadline {
                     Some(deadline) if now < deadline => {
-                        tokio::time::sleep(pause.min(deadline - now)).await;
+                        store
+                            .until_unlocked(record, pause.min(deadline - now))
+                            .await;
                         pause = (pause * 2).min(POLL_MAX);
                     }
                     _ => {

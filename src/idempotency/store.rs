@@ -116,6 +116,20 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
         }
     }
 
+    /// Waits, at most `patience`, for the in-flight lock that [`begin`](Self::begin) found
+    /// (another attempt running) to end; a layer that waits for in-flight keys then asks again.
+    /// The default waits all of `patience` (the layer backs off, from 5 ms doubling to 200 ms); a
+    /// store that can tell when an attempt ends wakes the waiter then, and its replay follows at
+    /// once (the memory store does).
+    fn until_unlocked(
+        &self,
+        key: RecordKey<'_>,
+        patience: Duration,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = key;
+        tokio::time::sleep(patience)
+    }
+
     /// The backend's name for logs: `memory`, `redis`.
     fn backend_name(&self) -> &'static str;
 }
