@@ -1,7 +1,7 @@
 //! The memory backend's byte bound (`max_bytes`) under a spray of new keys: the bytes a store
 //! counts stay under the bound, the process's resident memory grows by no more than the bound,
 //! and the callers who owe most (a rate-limited caller, a running idempotent request) keep their
-//! state through the spray. Live heap bytes are counted exactly by a counting allocator; the
+//! state through the spray; version pins and deprecated-version usage stay under it too. Live heap bytes are counted exactly by a counting allocator; the
 //! tests run one at a time so each reads the process's memory alone.
 #![cfg(feature = "memory")]
 
@@ -17,6 +17,7 @@ use api_policy::idempotency::{
     StoredResponse, Terms,
 };
 use api_policy::rate_limit::{BucketKey, MemoryRateLimitStore, Quota};
+use api_policy::versioning::{ApiVersion, MemoryVersionPinStore, VersionPinStore};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -326,4 +327,57 @@ fn an_expired_response_that_gives_way_to_a_new_attempt_is_no_longer_counted() {
                 store.bytes()
             );
         });
+}
+
+#[test]
+fn version_pins_and_usage_from_a_million_callers_stay_within_max_bytes() {
+    let _alone = ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+        .block_on(pins_and_usage());
+}
+
+async fn pins_and_usage() {
+    const MAX_BYTES: usize = 16 * MIB;
+    const SPRAY: usize = 1_000_000;
+    const DAY: u64 = 20_000;
+    let clock = ManualClock::at_secs(1_700_000_000);
+    let store = MemoryVersionPinStore::new(&backend(MAX_BYTES, &clock));
+    let (v1, v2) = (ApiVersion::Major(1), ApiVersion::Major(2));
+    store
+        .pin_if_absent("u:first", v1)
+        .await
+        .expect("the memory store does not fail");
+    let mut footprint = Footprint::start(MAX_BYTES);
+    let mut caller = String::with_capacity(96);
+    for i in 0..SPRAY {
+        use std::fmt::Write;
+        caller.clear();
+        // Callers' keys of 12 to 72 bytes, as principals' ids are.
+        let _ = write!(caller, "u:{i:08x}:{}", "x".repeat(i % 61));
+        let pinned = store.pin_if_absent(&caller, v2).await;
+        assert_eq!(pinned.ok(), Some(v2));
+        store
+            .record_call(v1, &caller, DAY)
+            .await
+            .expect("the memory store does not fail");
+        footprint.observe(store.bytes());
+    }
+    footprint.check(&format!("{SPRAY} callers pinned and counted"));
+    assert_eq!(store.pinned("u:first").await.ok(), Some(Some(v1)));
+    assert_eq!(
+        store.pinned(&caller).await.ok(),
+        Some(None),
+        "the last caller, past the bound, is resolved as unpinned"
+    );
+    let usage = store.usage(v1, DAY, DAY).await.expect("a report");
+    let calls: u64 = usage.iter().map(|u| u.calls).sum();
+    assert_eq!(
+        calls, SPRAY as u64,
+        "every call counted, past the bound as (others)"
+    );
+    assert!(usage.iter().any(|u| u.caller == "(others)"));
 }
