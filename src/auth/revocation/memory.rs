@@ -25,7 +25,8 @@ const BUCKET: &str = "jti";
 
 /// Revoked token ids in this process. Clones share the list.
 ///
-/// Bounded by the backend's `max_keys`: when full, the revocations closest to expiring anyway are
+/// Bounded by the backend's `max_keys` and `max_bytes` (each token id counted by its length):
+/// when full, the revocations closest to expiring anyway are
 /// forgotten first. Size it above the revocations you expect within one token lifetime.
 ///
 /// ```
