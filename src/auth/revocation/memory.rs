@@ -26,8 +26,8 @@ const BUCKET: &str = "jti";
 /// Revoked token ids in this process. Clones share the list.
 ///
 /// Bounded by the backend's `max_keys` and `max_bytes` (each token id counted by its length):
-/// when full, the revocations closest to expiring anyway are
-/// forgotten first. Size it above the revocations you expect within one token lifetime.
+/// when full, the revocations closest to expiring anyway are forgotten first. Size it above the
+/// revocations you expect within one token lifetime.
 ///
 /// ```
 /// use api_policy::auth::{MemoryRevocationStore, RevocationStore};
