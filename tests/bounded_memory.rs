@@ -138,6 +138,17 @@ impl Footprint {
     }
 }
 
+/// Runs an async test alone (see [`ALONE`]), on a runtime of one thread.
+fn alone_on_a_runtime(test: impl std::future::Future<Output = ()>) {
+    let _alone = ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+        .block_on(test);
+}
+
 fn backend(max_bytes: usize, clock: &ManualClock) -> MemoryBackend {
     MemoryBackend::builder()
         // Far above what the bytes allow, so the byte bound is the one that binds.
@@ -217,13 +228,7 @@ fn fingerprint() -> Fingerprint {
 
 #[test]
 fn kept_responses_count_by_their_size_and_running_requests_are_never_evicted() {
-    let _alone = ALONE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime")
-        .block_on(kept_responses());
+    alone_on_a_runtime(kept_responses());
 }
 
 async fn kept_responses() {
@@ -331,13 +336,7 @@ fn an_expired_response_that_gives_way_to_a_new_attempt_is_no_longer_counted() {
 
 #[test]
 fn version_pins_and_usage_from_a_million_callers_stay_within_max_bytes() {
-    let _alone = ALONE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime")
-        .block_on(pins_and_usage());
+    alone_on_a_runtime(pins_and_usage());
 }
 
 async fn pins_and_usage() {
