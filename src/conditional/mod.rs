@@ -19,9 +19,10 @@
 //!   Redis, as long as each finishes within the lock's lease (30 s by default:
 //!   [`lock`](ConditionalBuilder::lock)). An update that finds the lock held waits for it
 //!   (on memory, it starts the moment the lock ends; on Redis, it asks again, every 2 ms at
-//!   first, backing off to every 100 ms), unless the validators of now (the store's, or the lookup's, asked once) already fail its
-//!   preconditions (a stale `If-Match`): that one is `412` at once, as if it had come just
-//!   before the update under way (or, when the lookup sees its change, just after);
+//!   first, backing off to every 100 ms), unless the validators of now (the store's, or the
+//!   lookup's, asked once) already fail its preconditions (a stale `If-Match`): that one is
+//!   `412` at once, as if it had come just before the update under way (or, when the lookup
+//!   sees its change, just after);
 //! - with [`require_preconditions`](ResourceRule::require_preconditions), answers an update
 //!   without `If-Match`/`If-Unmodified-Since` with `428`.
 //!
