@@ -24,7 +24,8 @@ impl LockWaiters {
         LockEnd(ended)
     }
 
-    /// Wakes every request listening: the lock ended.
+    /// Wakes every request listening: the lock ended. One of them takes the lock and the others
+    /// listen again, which is fine for the few requests a lock keeps waiting at once.
     pub(crate) fn wake(&mut self) {
         if let Some(notify) = self.0.take() {
             notify.notify_waiters();

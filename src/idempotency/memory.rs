@@ -320,3 +320,46 @@ impl MemoryIdempotencyStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_the_attempt_ends_and_not_before() {
+        let store = MemoryIdempotencyStore::new(&MemoryBackend::new());
+        let key = RecordKey {
+            scope: "u:alice",
+            key: "k-1",
+        };
+        let (fingerprint, terms) = (Fingerprint::of_bytes(b"POST /orders"), Terms::default());
+        let Begin::Started { owner, .. } = store.begin_now(key, &fingerprint, &terms) else {
+            panic!("the first attempt starts");
+        };
+        let began = Instant::now();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let key = RecordKey {
+                    scope: "u:alice",
+                    key: "k-1",
+                };
+                store.until_unlocked(key, Duration::from_secs(10)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "woken while the attempt runs");
+        assert!(store.release_now(key, &owner));
+        waiting.await.unwrap();
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "woken by the release, not by its patience"
+        );
+        // Nothing running: no wait at all.
+        let began = Instant::now();
+        store.until_unlocked(key, Duration::from_secs(10)).await;
+        assert!(began.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -29,11 +29,11 @@ struct State {
 /// after doubles the table.
 const FIRST_TABLE: usize = 256;
 
-/// The bytes an insertion of a name of `len` bytes adds to `map`: the name, and the table's
-/// growth when it is full.
+/// The most bytes an insertion of a name of `len` bytes adds to `map` while it runs: the name,
+/// and, when the table is full, its doubled table beside the old one until the move is done.
 fn insertion<K: Eq + std::hash::Hash, V>(map: &Map<K, V>, len: usize) -> usize {
     let growth = if map.len() == map.capacity() {
-        map.allocation_size().max(FIRST_TABLE)
+        2 * map.allocation_size().max(FIRST_TABLE)
     } else {
         0
     };
@@ -53,11 +53,13 @@ fn held<V>(map: &Map<String, V>) -> usize {
 }
 
 impl State {
-    /// The counts' bytes and entries, counted from scratch: after days are dropped.
-    fn recount_usage(&mut self) {
-        self.usage_bytes =
-            self.calls.allocation_size() + self.calls.values().map(held).sum::<usize>();
-        self.counted = self.calls.values().map(Map::len).sum();
+    /// Drops the days `gone` names, and what they held from the counts.
+    fn drop_days(&mut self, gone: impl Fn(u64) -> bool) {
+        for (_, callers) in self.calls.extract_if(|(_, day), _| gone(*day)) {
+            self.usage_bytes = self.usage_bytes.saturating_sub(held(&callers));
+            // `(others)` is not a caller: it is not counted against `max_keys`.
+            self.counted = self.counted.saturating_sub(callers.len().saturating_sub(1));
+        }
     }
 }
 
@@ -131,21 +133,23 @@ impl MemoryVersionPinStore {
     }
 
     /// Starts the counts of a version's day, with `(others)` in them so that a call can always
-    /// be counted; drops days older than the ones kept, and the oldest days when there is no
-    /// room. `false` when there is no room even so.
+    /// be counted; drops days older than the ones kept, and, when there is no room, the oldest
+    /// days before this one. `false` when there is no room even so: today's counts of other
+    /// versions fill the store.
     fn start_day(&self, state: &mut State, version: ApiVersion, day: u64) -> bool {
-        let before = state.calls.len();
-        state.calls.retain(|(_, d), _| d + KEEP_DAYS > day);
-        if state.calls.len() != before {
-            state.recount_usage();
-        }
+        state.drop_days(|d| d + KEEP_DAYS <= day);
         let first_day = FIRST_TABLE + allocated(OTHERS.len());
         while state.usage_bytes + insertion(&state.calls, 0) + first_day > self.budget {
-            let Some(&oldest) = state.calls.keys().min_by_key(|(_, d)| *d) else {
+            let oldest = state
+                .calls
+                .keys()
+                .map(|(_, d)| *d)
+                .filter(|d| *d < day)
+                .min();
+            let Some(oldest) = oldest else {
                 return false;
             };
-            state.calls.remove(&oldest);
-            state.recount_usage();
+            state.drop_days(|d| d == oldest);
         }
         let mut callers = Map::default();
         callers.insert(OTHERS.to_string(), 0);
@@ -154,7 +158,6 @@ impl MemoryVersionPinStore {
         state.calls.insert((version, day), callers);
         state.usage_bytes =
             (state.usage_bytes + state.calls.allocation_size() + added).saturating_sub(table);
-        state.counted += 1;
         true
     }
 
@@ -282,6 +285,11 @@ mod tests {
         let days: usize = state.calls.values().map(held).sum();
         assert_eq!(state.pin_bytes, held(&state.pins));
         assert_eq!(state.usage_bytes, state.calls.allocation_size() + days);
+        let callers: usize = state.calls.values().map(|m| m.len() - 1).sum();
+        assert_eq!(
+            state.counted, callers,
+            "callers counted, `(others)` not among them"
+        );
         assert!(state.pin_bytes <= MIN_BYTES / 2 && state.usage_bytes <= MIN_BYTES / 2);
     }
 
@@ -352,5 +360,21 @@ mod tests {
         exact(&store);
         let later = store.usage(v1, 20_200, 20_200).await.unwrap();
         assert_eq!(later.len(), 1, "no (others) with no calls: {later:?}");
+    }
+
+    #[tokio::test]
+    async fn a_version_starting_its_day_never_drops_another_versions_counts_of_that_day() {
+        let store = store();
+        let (v1, v2) = (ApiVersion::Major(1), ApiVersion::Major(2));
+        for i in 0..200 {
+            store.record_call(v1, &name(i), 20_000).await.unwrap();
+        }
+        store.record_call(v2, "u:other", 20_000).await.unwrap();
+        exact(&store);
+        let v1_today = store.usage(v1, 20_000, 20_000).await.unwrap();
+        assert_eq!(v1_today.iter().map(|u| u.calls).sum::<u64>(), 200);
+        // With no older day to drop and no room, v2's call goes uncounted rather than v1's.
+        let v2_today = store.usage(v2, 20_000, 20_000).await.unwrap();
+        assert!(v2_today.iter().map(|u| u.calls).sum::<u64>() <= 1);
     }
 }
