@@ -40,11 +40,16 @@ fn insertion<K: Eq + std::hash::Hash, V>(map: &Map<K, V>, len: usize) -> usize {
     allocated(len) + growth
 }
 
-/// Inserts and counts what the map and the name now take.
-fn insert_counted<V>(bytes: &mut usize, map: &mut Map<String, V>, name: &str, value: V) {
+/// Inserts, and counts the table's growth and the `owned` bytes the entry holds outside it.
+fn insert_counted<K: Eq + std::hash::Hash, V>(
+    bytes: &mut usize,
+    map: &mut Map<K, V>,
+    (key, value): (K, V),
+    owned: usize,
+) {
     let table = map.allocation_size();
-    map.insert(name.to_string(), value);
-    *bytes = (*bytes + map.allocation_size() + allocated(name.len())).saturating_sub(table);
+    map.insert(key, value);
+    *bytes = (*bytes + map.allocation_size() + owned).saturating_sub(table);
 }
 
 /// What a map of names takes: its table and its names.
@@ -69,8 +74,8 @@ impl State {
 /// callers' names and the tables that hold them; half for pins, half for usage, so neither can
 /// crowd out the other). A pin beyond the bounds is not kept (the caller is then resolved as if
 /// unpinned, and [`set_pin`](VersionPinStore::set_pin) fails); usage beyond them is counted under
-/// the caller `(others)`, and a new day that finds no room drops the oldest day. Days older
-/// than 90 are dropped as new ones arrive.
+/// the caller `(others)`, and a new day that finds no room drops the oldest earlier day. Days
+/// older than 90 are dropped as new ones arrive.
 #[derive(Clone)]
 pub struct MemoryVersionPinStore {
     state: Arc<Mutex<State>>,
@@ -128,7 +133,13 @@ impl MemoryVersionPinStore {
         if state.pins.len() >= self.max_keys || state.pin_bytes + cost > self.budget {
             return false;
         }
-        insert_counted(&mut state.pin_bytes, &mut state.pins, caller, version);
+        let pin = (caller.to_string(), version);
+        insert_counted(
+            &mut state.pin_bytes,
+            &mut state.pins,
+            pin,
+            allocated(caller.len()),
+        );
         true
     }
 
@@ -153,11 +164,9 @@ impl MemoryVersionPinStore {
         }
         let mut callers = Map::default();
         callers.insert(OTHERS.to_string(), 0);
-        let table = state.calls.allocation_size();
-        let added = held(&callers);
-        state.calls.insert((version, day), callers);
-        state.usage_bytes =
-            (state.usage_bytes + state.calls.allocation_size() + added).saturating_sub(table);
+        let owned = held(&callers);
+        let entry = ((version, day), callers);
+        insert_counted(&mut state.usage_bytes, &mut state.calls, entry, owned);
         true
     }
 
@@ -182,7 +191,12 @@ impl MemoryVersionPinStore {
         }
         let cost = insertion(callers, caller.len());
         if *counted < self.max_keys && *usage_bytes + cost <= self.budget {
-            insert_counted(usage_bytes, callers, caller, 1);
+            insert_counted(
+                usage_bytes,
+                callers,
+                (caller.to_string(), 1),
+                allocated(caller.len()),
+            );
             *counted += 1;
         } else if let Some(others) = callers.get_mut(OTHERS) {
             *others += 1;
