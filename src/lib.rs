@@ -28,6 +28,7 @@
 //! | `axum` | no | reads axum's `ConnectInfo` as the peer address; `Principal`, `Option<Principal>`, `Claims<T>` and `Access` as axum extractors |
 //! | `jwt` | no | `auth`: the JWT layer with static keys (pulls `jsonwebtoken` with `aws-lc-rs`) |
 //! | `jwks` | no | `auth::Jwks`: keys from JWKS URLs and OIDC discovery (pulls `reqwest` with rustls) |
+//! | `audit-signing` | no | signed checkpoints of the audit log: `audit::SigningKey`, `audit::PublicKey`, `audit::Checkpoints` (pulls `aws-lc-rs`) |
 //! | `metrics` | no | decision counters and store latencies through the `metrics` facade ([`metrics`]) |
 //! | `full` | no | all of the above |
 //!

@@ -13,6 +13,14 @@
 //! Deleting the last records cleanly is undetectable from the file alone, for the same reason;
 //! the file sink's head file (the last sequence number and hash, written with each commit) is
 //! what the verifier compares the tail against.
+//!
+//! # Anchors
+//! An [`Anchor`] is a point the chain must pass through: after `next_seq` records, its head
+//! is `head`. The head file names one; each signed checkpoint
+//! ([`checkpoint`](super::checkpoint)) names one. [`verify_anchored`] checks every anchor where
+//! the chain passes it, so a record rewritten *before* an anchor and re-chained after it is
+//! caught even when the log goes on past the anchor, and an anchor past the log's end means
+//! records at the end were removed.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -123,6 +131,45 @@ pub enum Tamper {
     Truncated,
     /// The line is not a record line at all.
     Malformed,
+    /// The chain reaches this record's sequence number with another hash than the anchor (the
+    /// head file, a checkpoint) pins: this record or one before it was rewritten, and the
+    /// chain recomputed after it.
+    Rewritten {
+        /// What pinned the hash.
+        by: AnchorSource,
+    },
+}
+
+/// What pinned a point of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnchorSource {
+    /// The file sink's head file.
+    HeadFile,
+    /// A signed checkpoint, by its 1-based line in the checkpoint file.
+    Checkpoint {
+        /// Its line.
+        line: usize,
+    },
+}
+
+impl fmt::Display for AnchorSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnchorSource::HeadFile => f.write_str("the head file"),
+            AnchorSource::Checkpoint { line } => write!(f, "the checkpoint at line {line}"),
+        }
+    }
+}
+
+/// A point the chain must pass through: after `position.next_seq` records, its head is
+/// `position.head`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// Where the chain must stand.
+    pub position: Position,
+    /// What says so.
+    pub source: AnchorSource,
 }
 
 /// Where the chain broke.
@@ -151,6 +198,9 @@ impl fmt::Display for ChainError {
                 "log truncated (a torn last line, or records missing at the end)".to_string()
             }
             Tamper::Malformed => "not a record line".to_string(),
+            Tamper::Rewritten { by } => format!(
+                "records rewritten (the chain's hash here is not the one {by} pins; this record or one before it was changed and the chain recomputed)"
+            ),
         };
         write!(
             f,
@@ -194,13 +244,42 @@ impl Default for Position {
 }
 
 /// Checks the chain through `files` in order (rotated files, oldest first, then the live one),
-/// and, when given, that it reaches `expected_end` (the head file's position).
+/// and, when given, that it passes through `expected_end` (the head file's position): the log
+/// may go on past the head (the head file is written after each commit), but the record the
+/// head names must carry the head's hash.
 ///
 /// # Errors
 /// The first [`ChainError`]; an unreadable file is a `Malformed` error at line 0.
 pub fn verify(files: &[PathBuf], expected_end: Option<Position>) -> Result<Verified, ChainError> {
+    let anchors: Vec<Anchor> = expected_end
+        .map(|position| Anchor {
+            position,
+            source: AnchorSource::HeadFile,
+        })
+        .into_iter()
+        .collect();
+    verify_anchored(files, &anchors)
+}
+
+/// Checks the chain through `files` in order, and that it passes through every anchor: where
+/// the chain reaches an anchor's sequence number it must carry the anchor's hash, and the log
+/// must reach every anchor.
+///
+/// # Errors
+/// The first [`ChainError`]; an unreadable file is a `Malformed` error at line 0.
+pub fn verify_anchored(files: &[PathBuf], anchors: &[Anchor]) -> Result<Verified, ChainError> {
+    let mut anchors = Anchors::new(anchors);
     let mut position = Position::default();
     let mut records = 0;
+    let at_start = |file: &PathBuf, tamper| ChainError {
+        file: file.clone(),
+        line: 1,
+        expected_seq: 0,
+        tamper,
+    };
+    if let (Some(first), Some(by)) = (files.first(), anchors.passed(&position)) {
+        return Err(at_start(first, Tamper::Rewritten { by }));
+    }
     for (index, file) in files.iter().enumerate() {
         let last_file = index + 1 == files.len();
         let bytes = std::fs::read(file).map_err(|_| ChainError {
@@ -209,12 +288,9 @@ pub fn verify(files: &[PathBuf], expected_end: Option<Position>) -> Result<Verif
             expected_seq: position.next_seq,
             tamper: Tamper::Malformed,
         })?;
-        records += verify_bytes(file, &bytes, &mut position, last_file)?;
+        records += check_bytes(file, &bytes, &mut position, last_file, &mut anchors)?;
     }
-    if let (Some(end), Some(file)) = (expected_end, files.last())
-        && (end.next_seq > position.next_seq
-            || (end.next_seq == position.next_seq && end.head != position.head))
-    {
+    if let (true, Some(file)) = (anchors.beyond(&position), files.last()) {
         return Err(ChainError {
             file: file.clone(),
             line: line_count(file) + 1,
@@ -229,6 +305,49 @@ pub fn verify(files: &[PathBuf], expected_end: Option<Position>) -> Result<Verif
     })
 }
 
+/// The anchors not yet passed, in the order the chain reaches them.
+struct Anchors {
+    sorted: Vec<Anchor>,
+    next: usize,
+}
+
+impl Anchors {
+    fn new(anchors: &[Anchor]) -> Self {
+        let mut sorted = anchors.to_vec();
+        sorted.sort_by_key(|a| a.position.next_seq);
+        Self { sorted, next: 0 }
+    }
+
+    fn none() -> Self {
+        Self {
+            sorted: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Checks the anchors at the chain's position; the first whose hash differs.
+    fn passed(&mut self, position: &Position) -> Option<AnchorSource> {
+        while let Some(anchor) = self.sorted.get(self.next) {
+            if anchor.position.next_seq > position.next_seq {
+                return None;
+            }
+            self.next += 1;
+            if anchor.position.next_seq == position.next_seq && anchor.position.head != position.head
+            {
+                return Some(anchor.source);
+            }
+        }
+        None
+    }
+
+    /// Whether an anchor lies beyond the chain's end.
+    fn beyond(&self, position: &Position) -> bool {
+        self.sorted[self.next..]
+            .iter()
+            .any(|a| a.position.next_seq > position.next_seq)
+    }
+}
+
 fn line_count(file: &Path) -> usize {
     std::fs::read(file).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
 }
@@ -239,6 +358,17 @@ pub(crate) fn verify_bytes(
     bytes: &[u8],
     position: &mut Position,
     last_file: bool,
+) -> Result<u64, ChainError> {
+    check_bytes(file, bytes, position, last_file, &mut Anchors::none())
+}
+
+/// [`verify_bytes`], checking the anchors the chain passes on the way.
+fn check_bytes(
+    file: &Path,
+    bytes: &[u8],
+    position: &mut Position,
+    last_file: bool,
+    anchors: &mut Anchors,
 ) -> Result<u64, ChainError> {
     let complete = bytes.ends_with(b"\n") || bytes.is_empty();
     let raw: Vec<&[u8]> = bytes
@@ -263,6 +393,9 @@ pub(crate) fn verify_bytes(
         if line.seq == expected && line.prev == position.head {
             position.next_seq += 1;
             position.head = line.hash;
+            if let Some(by) = anchors.passed(position) {
+                return Err(error(i, expected, Tamper::Rewritten { by }));
+            }
             continue;
         }
         let next = lines.get(i + 1);

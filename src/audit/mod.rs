@@ -65,19 +65,28 @@
 
 mod batch;
 pub mod chain;
+pub mod checkpoint;
 pub mod config;
 mod draft;
 mod layer;
 mod queue;
 mod record;
 mod service;
+#[cfg(feature = "audit-signing")]
+mod signing;
 pub mod sink;
+mod verify;
 
 pub use crate::future::ResponseFuture;
 pub use batch::RecordBatch;
 pub use layer::{AuditBuilder, AuditLayer, AuditStats, Durability};
 pub use record::AuditRecord;
 pub use service::Audit;
+#[cfg(feature = "audit-signing")]
+pub use signing::{KeyError, PublicKey, SigningKey};
+#[cfg(feature = "audit-signing")]
+pub use sink::Checkpoints;
 #[cfg(feature = "redis")]
 pub use sink::RedisStreamSink;
 pub use sink::{AuditSink, FileSink, SinkError, TracingSink};
+pub use verify::{CheckpointFault, LogReport, LogVerifier, VerifyError};

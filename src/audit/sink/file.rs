@@ -9,7 +9,14 @@
 //! On start the sink recovers the chain's tail: a torn last line (a write cut short by a crash,
 //! never acknowledged) is cut off, and the chain continues from the last complete record, in
 //! this file or, after a rotation, the newest rotated one. A log damaged elsewhere is refused:
-//! extending a broken chain would hide where it broke.
+//! extending a broken chain would hide where it broke. So is a log the head file contradicts
+//! (it ends before the head, or the record the head names carries another hash: records were
+//! rewritten and the chain recomputed), and a log with records but no head file, unless
+//! [`accept_unanchored`](FileSinkBuilder::accept_unanchored) says that is known and meant.
+//!
+//! With [`checkpoints`](FileSinkBuilder::checkpoints) (feature `audit-signing`), the writer
+//! also seals the chain with signed checkpoints in `<path>.checkpoints`; see
+//! [`Checkpoints`](super::Checkpoints).
 //!
 //! Rotation (by size, or at UTC midnight) renames the live file to `<path>.<n>` (`n` counting up
 //! from 1) and starts a new one that continues the chain.
@@ -28,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditSink, SinkError};
 use crate::audit::batch::RecordBatch;
-use crate::audit::chain::{Position, append_line, link, parse_line};
+use crate::audit::chain::{Position, append_line, link, parse_line, verify_bytes};
 use crate::audit::record::AuditRecord;
 use crate::clock::{SharedClock, SystemClock, day_of};
 
@@ -41,6 +48,10 @@ pub struct FileSinkStats {
     pub commits: u64,
     /// Writes that failed.
     pub failures: u64,
+    /// Signed checkpoints written.
+    pub checkpoints: u64,
+    /// Checkpoints that could not be written (the records stay unsealed until the next one).
+    pub checkpoint_failures: u64,
 }
 
 #[derive(Default)]
@@ -48,6 +59,8 @@ struct Counters {
     records: AtomicU64,
     commits: AtomicU64,
     failures: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_failures: AtomicU64,
 }
 
 /// One write: a record or a batch, acknowledged together (a batch lands in one commit, so its
@@ -59,6 +72,14 @@ struct Job {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// What the writer thread is woken for.
+enum Work {
+    Write(Job),
+    /// The checkpoint interval went by: seal what is unsealed.
+    #[cfg_attr(not(feature = "audit-signing"), allow(dead_code))]
+    Seal,
+}
+
 /// A hash-chained JSON-lines audit log; cheap to clone (clones share the writer).
 #[derive(Clone)]
 pub struct FileSink {
@@ -68,7 +89,7 @@ pub struct FileSink {
 
 /// What the clones of a [`FileSink`] share.
 struct Shared {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
     healthy: Arc<AtomicBool>,
     counters: Arc<Counters>,
     path: PathBuf,
@@ -93,6 +114,9 @@ impl FileSink {
             max_batch: 1024,
             queue: 65_536,
             clock: Arc::new(SystemClock),
+            accept_unanchored: false,
+            #[cfg(feature = "audit-signing")]
+            checkpoints: None,
         }
     }
 
@@ -103,6 +127,12 @@ impl FileSink {
             records: self.shared.counters.records.load(Ordering::Relaxed),
             commits: self.shared.counters.commits.load(Ordering::Relaxed),
             failures: self.shared.counters.failures.load(Ordering::Relaxed),
+            checkpoints: self.shared.counters.checkpoints.load(Ordering::Relaxed),
+            checkpoint_failures: self
+                .shared
+                .counters
+                .checkpoint_failures
+                .load(Ordering::Relaxed),
         }
     }
 
@@ -121,17 +151,56 @@ impl FileSink {
         Ok(out)
     }
 
-    /// The position the head file records: what a verifier checks the tail against.
+    /// The position the head file records: what a verifier checks the tail against; `None`
+    /// when there is no head file or it cannot be read (see [`read_head`](Self::read_head)).
     #[must_use]
     pub fn head(path: &Path) -> Option<Position> {
-        let text = std::fs::read_to_string(head_path(path)).ok()?;
-        let (seq, hash) = text.trim().split_once(' ')?;
-        let mut head = [0; 32];
-        hex::decode_to_slice(hash, &mut head).ok()?;
-        Some(Position {
-            next_seq: seq.parse().ok()?,
-            head,
+        Self::read_head(path).ok().flatten()
+    }
+
+    /// The position the head file of the log at `path` records; `Ok(None)` when there is no
+    /// head file.
+    ///
+    /// # Errors
+    /// The head file cannot be read, or is not one line of a sequence number and a hash.
+    pub fn read_head(path: &Path) -> io::Result<Option<Position>> {
+        let file = head_path(path);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let parsed = text.trim().split_once(' ').and_then(|(seq, hash)| {
+            let mut head = [0; 32];
+            hex::decode_to_slice(hash, &mut head).ok()?;
+            Some(Position {
+                next_seq: seq.parse().ok()?,
+                head,
+            })
+        });
+        parsed.map(Some).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: not a head file (a sequence number and a hash)",
+                    file.display()
+                ),
+            )
         })
+    }
+
+    /// The head file's path for the log at `path`: `<path>.head`.
+    #[must_use]
+    pub fn head_path(path: &Path) -> PathBuf {
+        head_path(path)
+    }
+
+    /// The checkpoint file's path for the log at `path`: `<path>.checkpoints`.
+    #[must_use]
+    pub fn checkpoint_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".checkpoints");
+        PathBuf::from(name)
     }
 }
 
@@ -150,7 +219,7 @@ impl AuditSink for FileSink {
         let count = batch.len();
         let (done, acknowledged) = oneshot::channel();
         let outcome: Result<(), Option<String>> =
-            match self.shared.jobs.send(Job { batch, done }).await {
+            match self.shared.jobs.send(Work::Write(Job { batch, done })).await {
                 Err(_) => Err(None),
                 Ok(()) => match acknowledged.await {
                     Ok(Ok(())) => Ok(()),
@@ -186,6 +255,9 @@ pub struct FileSinkBuilder {
     max_batch: usize,
     queue: usize,
     clock: SharedClock,
+    accept_unanchored: bool,
+    #[cfg(feature = "audit-signing")]
+    checkpoints: Option<super::Checkpoints>,
 }
 
 impl FileSinkBuilder {
@@ -221,10 +293,29 @@ impl FileSinkBuilder {
         self
     }
 
+    /// Opens a log that has records but no head file (it was lost, or the log was copied
+    /// without it), starting a new head from the log's end. Without this, such a log is refused:
+    /// the head file is what shows records removed from the end, or rewritten before it. Verify
+    /// the log first (`audit_verify --unanchored`, with its public keys if it has checkpoints).
+    pub fn accept_unanchored(mut self) -> Self {
+        self.accept_unanchored = true;
+        self
+    }
+
+    /// Seals the chain with signed checkpoints in `<path>.checkpoints` (feature
+    /// `audit-signing`).
+    #[cfg(feature = "audit-signing")]
+    pub fn checkpoints(mut self, checkpoints: super::Checkpoints) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
     /// Opens the log, recovers its tail, and starts the writer thread.
     ///
     /// # Errors
-    /// The file cannot be opened or read, or it is damaged before its last line.
+    /// The file cannot be opened or read; it is damaged before its last line; the head file
+    /// contradicts it, or is missing while it has records (unless
+    /// [`accept_unanchored`](Self::accept_unanchored)); its last checkpoint is not on its chain.
     pub fn open(self) -> io::Result<FileSink> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -234,12 +325,31 @@ impl FileSinkBuilder {
             .read(true)
             .append(true)
             .open(&self.path)?;
-        let position = recover(&self.path, &mut file)?;
+        let position = recover(&self.path, &mut file, self.accept_unanchored)?;
+        #[cfg(feature = "audit-signing")]
+        let (sealer, seal_every) = match self.checkpoints {
+            None => (None, None),
+            Some(config) => {
+                let every = config.interval();
+                let sealer = super::seal::Sealer::open(
+                    &self.path,
+                    config,
+                    &position,
+                    |seq| record_hash(&self.path, seq),
+                    self.clock.clone(),
+                )?;
+                (Some(sealer), Some(every))
+            }
+        };
         let (jobs, queue) = mpsc::channel(self.queue);
         let healthy = Arc::new(AtomicBool::new(true));
         let counters = Arc::new(Counters::default());
         let size = file.metadata()?.len();
-        let head = HeadFile::open(&self.path)?;
+        let head = HeadFile::open(&self.path, &position)?;
+        #[cfg(feature = "audit-signing")]
+        if let Some(every) = seal_every {
+            start_seal_timer(&jobs, every)?;
+        }
         let writer = Writer {
             path: self.path.clone(),
             file,
@@ -254,6 +364,8 @@ impl FileSinkBuilder {
             healthy: healthy.clone(),
             counters: counters.clone(),
             broken: false,
+            #[cfg(feature = "audit-signing")]
+            sealer,
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -277,14 +389,20 @@ struct HeadFile {
 }
 
 impl HeadFile {
-    fn open(log: &Path) -> io::Result<HeadFile> {
+    /// Opens the head file and records where the recovered chain stands: a new log has a head
+    /// from its start, and a head that lagged (a crash between a commit and its head update)
+    /// catches up.
+    fn open(log: &Path, position: &Position) -> io::Result<HeadFile> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(head_path(log))?;
         let len = file.metadata()?.len();
-        Ok(HeadFile { file, len })
+        let mut head = HeadFile { file, len };
+        head.record(position)?;
+        head.file.sync_data()?;
+        Ok(head)
     }
 
     fn record(&mut self, position: &Position) -> io::Result<()> {
@@ -374,45 +492,113 @@ fn tail_of(bytes: &[u8], path: &Path) -> io::Result<(Option<Position>, usize)> {
 }
 
 /// Where the chain continues: the live file's last complete record (its torn tail cut off), or
-/// the newest rotated file holding one, or the start. Refuses to go on from a position behind
-/// the head file's: records were removed, and writing on would hide it.
-fn recover(path: &Path, file: &mut File) -> io::Result<Position> {
+/// the newest rotated file holding one, or the start. The live file's chain is checked from
+/// the rotated file's end, and against the head file: a log that ends before its head, or
+/// whose record at the head carries another hash, is refused (records were removed, or
+/// rewritten and re-chained), and writing on would hide it; so is a log with records and no
+/// head file, unless `accept_unanchored`.
+fn recover(path: &Path, file: &mut File, accept_unanchored: bool) -> io::Result<Position> {
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0))?;
     file.read_to_end(&mut bytes)?;
-    let (mut last, complete) = tail_of(&bytes, path)?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     if complete < bytes.len() {
         tracing::warn!(layer = "audit", path = %path.display(), torn = bytes.len() - complete,
             "cutting off a torn last line (a write a crash interrupted; it was never acknowledged)");
         file.set_len(complete as u64)?;
         file.sync_all()?;
     }
-    if last.is_none() {
-        let mut files = rotated(path)?;
-        files.sort();
-        for (_, older) in files.iter().rev() {
-            let bytes = std::fs::read(older)?;
-            if let (Some(position), _) = tail_of(&bytes, older)? {
-                last = Some(position);
-                break;
+    let mut files = rotated(path)?;
+    files.sort();
+    let mut start = None;
+    for (_, older) in files.iter().rev() {
+        let bytes = std::fs::read(older)?;
+        if let (Some(position), _) = tail_of(&bytes, older)? {
+            start = Some(position);
+            break;
+        }
+    }
+    let mut position = start.unwrap_or_default();
+    // Checked from where the rotated files end, so a live file that does not continue them,
+    // or whose records no longer follow each other, is refused here.
+    if let Err(error) = verify_bytes(path, &bytes[..complete], &mut position, true) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{error}; the audit log is damaged: verify it and move it aside before writing on"),
+        ));
+    }
+    let refused = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}; verify the log before writing on", path.display()),
+        ))
+    };
+    match FileSink::read_head(path)? {
+        None if position.next_seq > 0 && !accept_unanchored => refused(format!(
+            "the log holds {} records but has no head file ({}), so records removed from its end or rewritten could not be told; if it is known to be lost, open the log with accept_unanchored",
+            position.next_seq,
+            head_path(path).display()
+        )),
+        None => Ok(position),
+        Some(head) if head.next_seq > position.next_seq => refused(format!(
+            "the log ends at sequence number {} but its head file says {}: records are missing",
+            position.next_seq, head.next_seq
+        )),
+        Some(head) => {
+            let at_head = match head.next_seq.checked_sub(1) {
+                None => Some(crate::audit::chain::GENESIS),
+                Some(seq) => record_hash(path, seq)?,
+            };
+            if at_head == Some(head.head) {
+                Ok(position)
+            } else {
+                refused(format!(
+                    "the record before sequence number {} does not carry the hash its head file names: records were rewritten",
+                    head.next_seq
+                ))
             }
         }
     }
-    let position = last.unwrap_or_default();
-    if let Some(head) = FileSink::head(path)
-        && head.next_seq > position.next_seq
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{}: the log ends at sequence number {} but its head file says {}: records are missing; verify the log before writing on",
-                path.display(),
-                position.next_seq,
-                head.next_seq
-            ),
-        ));
+}
+
+/// The hash of record `seq`, found in the live file or the rotated ones (newest first).
+fn record_hash(path: &Path, seq: u64) -> io::Result<Option<[u8; 32]>> {
+    let mut files = rotated(path)?;
+    files.sort();
+    let newest_first = std::iter::once(path.to_path_buf()).chain(files.into_iter().rev().map(|(_, p)| p));
+    for file in newest_first {
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        let mut lines = bytes.split(|&b| b == b'\n').filter_map(parse_line).peekable();
+        // Files hold runs of sequence numbers, newest file first: skip those that start later.
+        if lines.peek().is_none_or(|first| first.seq > seq) {
+            continue;
+        }
+        return Ok(lines.find(|line| line.seq == seq).map(|line| line.hash));
     }
-    Ok(position)
+    Ok(None)
+}
+
+/// Wakes the writer every `every` to seal a quiet log. The thread holds the queue only weakly,
+/// so it ends once every sink handle is gone.
+#[cfg(feature = "audit-signing")]
+fn start_seal_timer(jobs: &mpsc::Sender<Work>, every: std::time::Duration) -> io::Result<()> {
+    let weak = jobs.downgrade();
+    std::thread::Builder::new()
+        .name("audit-seal-timer".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(jobs) = weak.upgrade() else { return };
+                if jobs.blocking_send(Work::Seal).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
 }
 
 struct Writer {
@@ -431,21 +617,32 @@ struct Writer {
     /// Set when a failed write could not be undone: the file's tail is unknown, so nothing more
     /// is written (a restart recovers it).
     broken: bool,
+    #[cfg(feature = "audit-signing")]
+    sealer: Option<super::seal::Sealer>,
 }
 
 impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+    fn run(mut self, mut queue: mpsc::Receiver<Work>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut buffer = Vec::new();
-        while let Some(first) = queue.blocking_recv() {
+        while let Some(work) = queue.blocking_recv() {
+            let first = match work {
+                Work::Write(job) => job,
+                Work::Seal => {
+                    self.seal(true);
+                    continue;
+                }
+            };
             let mut records = first.batch.len();
             batch.push(first);
             while records < self.max_batch {
                 match queue.try_recv() {
-                    Ok(job) => {
+                    Ok(Work::Write(job)) => {
                         records += job.batch.len();
                         batch.push(job);
                     }
+                    // A commit follows, and looks at the time itself.
+                    Ok(Work::Seal) => {}
                     Err(_) => break,
                 }
             }
@@ -469,6 +666,48 @@ impl Writer {
                 let _ = job
                     .done
                     .send(outcome.as_ref().map(|_| ()).map_err(ToString::to_string));
+            }
+            // After the acknowledgements: no request waits for a signature.
+            if outcome.is_ok() {
+                self.seal(false);
+            }
+        }
+        // Every sink handle is gone: seal what is left, so a clean stop leaves nothing unsealed.
+        self.seal_rest();
+    }
+
+    /// Writes a checkpoint if one is due; `timer` when the writer woke for time alone.
+    #[cfg_attr(not(feature = "audit-signing"), allow(unused_variables, clippy::unused_self))]
+    fn seal(&mut self, timer: bool) {
+        #[cfg(feature = "audit-signing")]
+        if let Some(sealer) = self.sealer.as_mut() {
+            let sealed = sealer.seal_if_due(&self.position, timer);
+            self.count_seal(sealed);
+        }
+    }
+
+    #[cfg_attr(not(feature = "audit-signing"), allow(clippy::unused_self))]
+    fn seal_rest(&mut self) {
+        #[cfg(feature = "audit-signing")]
+        if let Some(sealer) = self.sealer.as_mut() {
+            let sealed = sealer.seal_rest(&self.position);
+            self.count_seal(sealed);
+        }
+    }
+
+    #[cfg(feature = "audit-signing")]
+    fn count_seal(&self, sealed: io::Result<bool>) {
+        match sealed {
+            Ok(false) => {}
+            Ok(true) => {
+                self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.counters
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(layer = "audit", path = %self.path.display(), %error,
+                    "could not write an audit checkpoint; the records stay unsealed until the next one");
             }
         }
     }

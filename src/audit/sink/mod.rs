@@ -3,11 +3,15 @@
 mod file;
 #[cfg(feature = "redis")]
 mod redis_stream;
+#[cfg(feature = "audit-signing")]
+mod seal;
 mod tracing_sink;
 
 use std::future::Future;
 
 pub use file::{FileSink, FileSinkBuilder, FileSinkStats};
+#[cfg(feature = "audit-signing")]
+pub use seal::Checkpoints;
 #[cfg(feature = "redis")]
 pub use redis_stream::RedisStreamSink;
 pub use tracing_sink::TracingSink;
