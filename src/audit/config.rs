@@ -22,6 +22,12 @@ use crate::route::checked;
 /// [[audit.routes]]
 /// route = "/api/v2/patients/{id}"
 /// subject = "id"
+/// # answers that state no Cache-Control get "no-store" unless a route or the section says:
+/// # cache_control = "private, max-age=300"
+/// [audit.checkpoints]            # signed checkpoints (feature `audit-signing`)
+/// key_file = "audit-signing.pem" # or key_env = "AUDIT_SIGNING_KEY"
+/// every_records = 1000
+/// every_secs = 60
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +57,32 @@ pub struct AuditConfig {
     /// When `buffered`, how long records gather before one commit writes them, in milliseconds
     /// (default 10, at most 1,000; see [`AuditBuilder::commit_interval`]).
     pub commit_interval_ms: Option<u64>,
+    /// The `Cache-Control` of PHI answers that state none (default `no-store`; see
+    /// [`AuditBuilder::cache_control`]).
+    pub cache_control: Option<String>,
+    /// Open a log that has records but no head file (see
+    /// [`FileSinkBuilder::accept_unanchored`](super::sink::FileSinkBuilder::accept_unanchored)).
+    #[serde(default)]
+    pub accept_unanchored: bool,
+    /// Signed checkpoints of the log (feature `audit-signing`).
+    pub checkpoints: Option<CheckpointConfig>,
+}
+
+/// The `[audit.checkpoints]` section: the signing key, and how often to seal (see
+/// [`Checkpoints`](super::Checkpoints), feature `audit-signing`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CheckpointConfig {
+    /// A file holding the Ed25519 private key (PKCS#8 PEM, as `openssl genpkey -algorithm
+    /// ed25519` writes it).
+    pub key_file: Option<PathBuf>,
+    /// An environment variable holding the key's PEM (or the base64 of its DER), instead.
+    pub key_env: Option<String>,
+    /// A checkpoint once this many records are unsealed (default 1,000).
+    pub every_records: Option<u64>,
+    /// A checkpoint once a record has waited this many seconds unsealed (default 60).
+    pub every_secs: Option<u64>,
 }
 
 /// An `[[audit.routes]]` entry.
@@ -62,6 +94,8 @@ pub struct PhiRouteConfig {
     pub route: String,
     /// The path parameter naming the patient or record.
     pub subject: Option<String>,
+    /// The `Cache-Control` of this route's answers that state none, instead of the section's.
+    pub cache_control: Option<String>,
 }
 
 /// [`Durability`] by name.
@@ -89,6 +123,12 @@ impl AuditConfig {
         if self.rotate_daily {
             sink = sink.rotate_daily();
         }
+        if self.accept_unanchored {
+            sink = sink.accept_unanchored();
+        }
+        if let Some(section) = &self.checkpoints {
+            sink = with_checkpoints(sink, section)?;
+        }
         sink.open().map_err(|e| {
             ConfigError::new(
                 "audit.log",
@@ -110,11 +150,18 @@ impl AuditConfig {
     ) -> Result<AuditBuilder<Si>, ConfigError> {
         let durability = self.check()?;
         let mut builder = AuditLayer::builder(sink).trusted_proxies(proxies.clone());
-        for route in &self.routes {
+        if let Some(value) = &self.cache_control {
+            builder = builder.cache_control(header_value(value, "audit.cache_control")?);
+        }
+        for (i, route) in self.routes.iter().enumerate() {
             builder = match &route.subject {
                 Some(param) => builder.phi_route_with_subject(&route.route, param),
                 None => builder.phi_route(&route.route),
             };
+            if let Some(value) = &route.cache_control {
+                let field = format!("audit.routes[{i}].cache_control");
+                builder = builder.route_cache_control(&route.route, header_value(value, field)?);
+            }
         }
         for name in &self.allow_query_params {
             builder = builder.allow_query_param(name);
@@ -138,8 +185,14 @@ impl AuditConfig {
                 "name at least one PHI route, or leave the [audit] section out",
             ));
         }
+        if let Some(value) = &self.cache_control {
+            header_value(value, "audit.cache_control")?;
+        }
         for (i, route) in self.routes.iter().enumerate() {
             let pattern = checked(&route.route, format!("audit.routes[{i}].route"))?;
+            if let Some(value) = &route.cache_control {
+                header_value(value, format!("audit.routes[{i}].cache_control"))?;
+            }
             if let Some(fault) = route
                 .subject
                 .as_deref()
@@ -191,4 +244,53 @@ impl AuditConfig {
             .build()
             .map_err(|e| e.under("audit"))
     }
+}
+
+/// A `Cache-Control` value from the configuration.
+fn header_value(
+    value: &str,
+    field: impl Into<std::borrow::Cow<'static, str>>,
+) -> Result<http::HeaderValue, ConfigError> {
+    http::HeaderValue::from_str(value)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ConfigError::new(field, format!("`{value}` is not a header value")))
+}
+
+/// The file sink with the section's checkpoints.
+#[cfg(feature = "audit-signing")]
+fn with_checkpoints(
+    sink: super::sink::FileSinkBuilder,
+    section: &CheckpointConfig,
+) -> Result<super::sink::FileSinkBuilder, ConfigError> {
+    let key = match (&section.key_file, &section.key_env) {
+        (Some(file), None) => super::SigningKey::from_file(file),
+        (None, Some(var)) => super::SigningKey::from_env(var),
+        _ => {
+            return Err(ConfigError::new(
+                "audit.checkpoints",
+                "name the signing key with one of key_file and key_env",
+            ));
+        }
+    }
+    .map_err(|e| ConfigError::new("audit.checkpoints", e.to_string()))?;
+    let mut checkpoints = super::Checkpoints::new(key);
+    if let Some(records) = section.every_records {
+        checkpoints = checkpoints.every_records(records);
+    }
+    if let Some(secs) = section.every_secs {
+        checkpoints = checkpoints.every(std::time::Duration::from_secs(secs));
+    }
+    Ok(sink.checkpoints(checkpoints))
+}
+
+#[cfg(not(feature = "audit-signing"))]
+fn with_checkpoints(
+    _sink: super::sink::FileSinkBuilder,
+    _section: &CheckpointConfig,
+) -> Result<super::sink::FileSinkBuilder, ConfigError> {
+    Err(ConfigError::new(
+        "audit.checkpoints",
+        "signed checkpoints need the `audit-signing` feature",
+    ))
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use tower_layer::Layer;
 
 use super::queue::{QueueHandle, RecordQueue};
@@ -70,11 +70,16 @@ pub enum Durability {
     },
 }
 
-/// A PHI route: which path parameter names the patient or record.
+/// A PHI route: which path parameter names the patient or record, and the `Cache-Control` its
+/// answers get when they state none.
 #[derive(Debug, Clone)]
 pub(crate) struct PhiRoute {
     pub(crate) subject_param: Option<String>,
+    pub(crate) cache_control: Option<HeaderValue>,
 }
+
+/// What a PHI answer that states no `Cache-Control` gets by default: no cache may keep it.
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Counters of an [`AuditLayer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -144,6 +149,8 @@ impl<Si: AuditSink> AuditLayer<Si> {
             commit_interval: COMMIT_INTERVAL,
             clock: Arc::new(SystemClock),
             renderer: SharedRenderer::default(),
+            cache_control: NO_STORE,
+            route_cache_control: Vec::new(),
         }
     }
 
@@ -184,6 +191,8 @@ pub struct AuditBuilder<Si> {
     commit_interval: Duration,
     clock: SharedClock,
     renderer: SharedRenderer,
+    cache_control: HeaderValue,
+    route_cache_control: Vec<(String, HeaderValue)>,
 }
 
 impl<Si> std::fmt::Debug for AuditBuilder<Si> {
@@ -203,6 +212,7 @@ impl<Si: AuditSink> AuditBuilder<Si> {
             pattern.to_string(),
             PhiRoute {
                 subject_param: None,
+                cache_control: None,
             },
         ));
         self
@@ -215,8 +225,26 @@ impl<Si: AuditSink> AuditBuilder<Si> {
             pattern.to_string(),
             PhiRoute {
                 subject_param: Some(param.to_string()),
+                cache_control: None,
             },
         ));
+        self
+    }
+
+    /// The `Cache-Control` of PHI answers that state none (default `no-store`): without one, a
+    /// shared cache may store an answer and guess its freshness (RFC 9111 4.2.2), and patient
+    /// data would outlive the request in a proxy or CDN. An answer's own value (the handler's,
+    /// or the conditional layer's on a 200 and its 304s) is kept.
+    pub fn cache_control(mut self, value: HeaderValue) -> Self {
+        self.cache_control = value;
+        self
+    }
+
+    /// The `Cache-Control` of the answers of the PHI route added as `pattern` that state none,
+    /// instead of [`cache_control`](Self::cache_control)'s (e.g. `private, max-age=300` for an
+    /// app's own client cache).
+    pub fn route_cache_control(mut self, pattern: &str, value: HeaderValue) -> Self {
+        self.route_cache_control.push((pattern.to_string(), value));
         self
     }
 
@@ -275,9 +303,19 @@ impl<Si: AuditSink> AuditBuilder<Si> {
     /// A [`ConfigError`] for a route pattern that does not parse, a subject that is not one of
     /// its route's parameters, a buffer of zero or more than 16,777,216 records, or a buffered
     /// layer built outside a runtime.
-    pub fn build(self) -> Result<AuditLayer<Si>, ConfigError> {
+    pub fn build(mut self) -> Result<AuditLayer<Si>, ConfigError> {
+        for (pattern, value) in self.route_cache_control {
+            let Some((_, route)) = self.routes.iter_mut().find(|(p, _)| *p == pattern) else {
+                return Err(ConfigError::new(
+                    format!("audit.phi_routes.{pattern}.cache_control"),
+                    "not a PHI route of this layer: add it with phi_route first",
+                ));
+            };
+            route.cache_control = Some(value);
+        }
         let mut routes = RouteMatcher::new();
-        for (pattern, route) in self.routes {
+        for (pattern, mut route) in self.routes {
+            route.cache_control.get_or_insert_with(|| self.cache_control.clone());
             let field = format!("audit.phi_routes.{pattern}");
             let parsed = crate::route::checked(&pattern, field.clone())?;
             if let Some(fault) = route

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::header::{RETRY_AFTER, USER_AGENT};
+use http::header::{CACHE_CONTROL, RETRY_AFTER, USER_AGENT};
 use http::{HeaderValue, Request, Response, StatusCode};
 use tower_service::Service;
 
@@ -79,7 +79,8 @@ where
         if fail_closed && !self.sink.is_healthy() {
             // The data must not leave unrecorded: refuse before the handler runs.
             let shadow = RequestShadow::of(&request);
-            let response = unavailable(&config, &shadow, &draft.request_id);
+            let mut response = unavailable(&config, &shadow, &draft.request_id);
+            keep_out_of_caches(&config, route, &mut response);
             draft.status = response.status().as_u16();
             draft.refused_by = Some(Cow::Borrowed("audit_unavailable"));
             let canonical = draft.canonical(&config.coverage);
@@ -116,6 +117,7 @@ where
                 pending,
                 request_id,
                 shadow,
+                route,
             }),
         }
     }
@@ -126,6 +128,8 @@ pub struct Recording<Si: AuditSink> {
     pending: Pending<Si>,
     request_id: HeaderValue,
     shadow: Option<RequestShadow>,
+    /// The PHI route, for its `Cache-Control`.
+    route: usize,
 }
 
 impl<Si, B, E> Finish<B, E> for Recording<Si>
@@ -163,6 +167,7 @@ where
             .headers_mut()
             .entry(&config.request_id)
             .or_insert_with(|| self.request_id.clone());
+        keep_out_of_caches(&config, self.route, &mut response);
         if let Some(delivered) = queue_now(&config, &draft) {
             return Ok(Ok(self.release(delivered, response)));
         }
@@ -194,7 +199,9 @@ impl<Si: AuditSink> Recording<Si> {
             "audit record not written; the answer is withheld (503)"
         );
         let shadow = self.shadow.unwrap_or_default();
-        unavailable(config, &shadow, &self.request_id)
+        let mut response = unavailable(config, &shadow, &self.request_id);
+        keep_out_of_caches(config, self.route, &mut response);
+        response
     }
 }
 
@@ -378,6 +385,23 @@ fn finish<B>(draft: &mut Draft, began: Instant, response: &Response<B>) {
         .extensions()
         .get::<Rejection>()
         .map(|r| r.error.clone());
+}
+
+/// Gives a PHI route's answer the route's `Cache-Control` when it states none: patient data
+/// must not be kept by a shared cache that guesses its freshness. A 304 carries what its 200
+/// would: the same value, set by the handler or the conditional layer, or this one.
+fn keep_out_of_caches<B>(config: &Config, route: usize, response: &mut Response<B>) {
+    if let Some(value) = config
+        .coverage
+        .routes
+        .at(route)
+        .and_then(|r| r.value.cache_control.as_ref())
+    {
+        response
+            .headers_mut()
+            .entry(CACHE_CONTROL)
+            .or_insert_with(|| value.clone());
+    }
 }
 
 fn unavailable<B>(
