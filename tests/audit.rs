@@ -414,6 +414,76 @@ mod layer {
         assert_eq!(audit.stats().written, 1_000);
     }
 
+    /// PHI answers that state no `Cache-Control` get `no-store`, or their route's configured
+    /// value; an answer's own value is kept; answers off the PHI routes are left alone.
+    #[tokio::test]
+    async fn phi_answers_are_kept_out_of_shared_caches() {
+        use http::HeaderValue;
+        use http::header::CACHE_CONTROL;
+        let path = scratch("cache-control");
+        let audit = AuditLayer::builder(FileSink::builder(&path).open().unwrap())
+            .phi_route_with_subject("/patients/{id}", "id")
+            .phi_route("/notes/{id}")
+            .phi_route("/charts/{id}")
+            .route_cache_control("/charts/{id}", HeaderValue::from_static("private, max-age=300"))
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/patients/{id}", get(|| async { "PATIENT-RECORD" }))
+            .route(
+                "/notes/{id}",
+                get(|| async { ([(CACHE_CONTROL, "private, max-age=60")], "NOTE") }),
+            )
+            .route("/charts/{id}", get(|| async { "CHART" }))
+            .route("/health", get(|| async { "ok" }))
+            .layer(audit);
+        let cache_control = |uri: &'static str, method: http::Method| {
+            let app = app.clone();
+            async move {
+                let request = Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap();
+                let response = app.oneshot(request).await.unwrap();
+                let value = response
+                    .headers()
+                    .get(CACHE_CONTROL)
+                    .map(|v| v.to_str().unwrap().to_string());
+                (response.status(), value)
+            }
+        };
+        let get_ = http::Method::GET;
+        assert_eq!(
+            cache_control("/patients/pat_1", get_.clone()).await,
+            (StatusCode::OK, Some("no-store".into()))
+        );
+        assert_eq!(
+            cache_control("/notes/n_1", get_.clone()).await,
+            (StatusCode::OK, Some("private, max-age=60".into())),
+            "the handler's own value is kept"
+        );
+        assert_eq!(
+            cache_control("/charts/c_1", get_.clone()).await,
+            (StatusCode::OK, Some("private, max-age=300".into()))
+        );
+        // A refusal on a PHI route is kept out of caches as well.
+        assert_eq!(
+            cache_control("/patients/pat_1", http::Method::DELETE).await,
+            (StatusCode::METHOD_NOT_ALLOWED, Some("no-store".into()))
+        );
+        assert_eq!(
+            cache_control("/health", get_).await,
+            (StatusCode::OK, None)
+        );
+        // A route's value for a route the layer does not audit is a configuration error.
+        let unknown = AuditLayer::builder(api_policy::audit::TracingSink::default())
+            .phi_route("/patients/{id}")
+            .route_cache_control("/charts/{id}", HeaderValue::from_static("no-cache"))
+            .build();
+        assert!(unknown.is_err());
+    }
+
     /// A sink that refuses: unhealthy (the handler never runs) or failing on write (the answer
     /// is withheld). Either way 503, and the handler's data never leaves.
     #[derive(Clone)]

@@ -120,3 +120,40 @@ async fn the_demo_metrics_move_under_traffic() {
     let written = "layer=\"audit\",outcome=\"written\"";
     assert_eq!(count(&after, written) - count(&before, written), 5.0);
 }
+
+/// The demo's PHI answers and shared caches: v1 states no freshness of its own, so the audit
+/// layer marks it `no-store`; v2's own `private, max-age=300` is kept, on its 200 and its 304.
+#[tokio::test]
+async fn phi_answers_of_the_demo_stay_out_of_shared_caches() {
+    let (_demo, base) = start_demo().await;
+    let client = reqwest::Client::new();
+    let v1 = client
+        .get(format!("{base}/api/v1/appointments/apt_2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v1.status(), 200);
+    assert_eq!(header(&v1, "cache-control"), "no-store");
+
+    let url = format!("{base}/api/v2/appointments/apt_2");
+    let v2 = client.get(&url).send().await.unwrap();
+    assert_eq!(v2.status(), 200);
+    assert_eq!(header(&v2, "cache-control"), "private, max-age=300");
+    let etag = header(&v2, "etag");
+    let revalidated = client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(header(&revalidated, "cache-control"), "private, max-age=300");
+    // A refusal on a PHI route (an unknown appointment) is not stored either.
+    let missing = client
+        .get(format!("{base}/api/v1/appointments/apt_404"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(header(&missing, "cache-control"), "no-store");
+}
