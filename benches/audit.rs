@@ -3,6 +3,10 @@
 //!   time (one fsync per record) against 64 concurrent writers (group commit);
 //! - `layer/*`: an in-process axum `GET` of a PHI route, bare, and through the layer in
 //!   buffered and in fail-closed mode (the answer waits for its fsync).
+//! - `checkpoints/*` (feature `audit-signing`): what signed checkpoints add per record on the
+//!   request path, each beside the same configuration without them: 64 concurrent fail-closed
+//!   writers into the file sink, and the buffered layer, sealing every 1,000 and every 100
+//!   records.
 //!
 //! Run: `cargo bench --bench audit`. The log goes to a temporary directory; fsync costs what
 //! that disk costs.
@@ -58,25 +62,7 @@ fn file_sink(c: &mut Criterion) {
         group.bench_function(format!("{writers}_writers_x50"), |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let sink = sink.clone();
-                async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let tasks: Vec<_> = (0..writers)
-                            .map(|w| {
-                                let sink = sink.clone();
-                                tokio::spawn(async move {
-                                    for n in 0..50 {
-                                        let _ = sink.write(record(w * 1000 + n)).await;
-                                    }
-                                })
-                            })
-                            .collect();
-                        for task in tasks {
-                            let _ = task.await;
-                        }
-                    }
-                    start.elapsed()
-                }
+                async move { write_burst(&sink, writers, iters).await }
             })
         });
         let stats = sink.stats();
@@ -149,9 +135,86 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
+/// `writers` concurrent writers of 50 records each into `sink`, `iters` times; how long it took.
+async fn write_burst(sink: &FileSink, writers: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    for n in 0..50 {
+                        let _ = sink.write(record(w * 1000 + n)).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+    start.elapsed()
+}
+
+#[cfg(feature = "audit-signing")]
+fn checkpoints(c: &mut Criterion) {
+    use api_policy::audit::{Checkpoints, SigningKey};
+    let rt = runtime();
+    let key = SigningKey::generate().unwrap_or_else(|e| panic!("{e}"));
+    let open = |name: &str, every: Option<u64>| {
+        let mut builder = FileSink::builder(scratch(name));
+        if let Some(every) = every {
+            builder = builder.checkpoints(Checkpoints::new(key.clone()).every_records(every));
+        }
+        rt.block_on(async { builder.open().unwrap_or_else(|e| panic!("{e}")) })
+    };
+    let mut group = c.benchmark_group("checkpoints");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(64 * 50));
+    for (name, every) in [("unsealed", None), ("every_1000", Some(1_000)), ("every_100", Some(100))] {
+        let sink = open(&format!("ckpt-sink-{name}"), every);
+        group.bench_function(format!("file_sink_64_writers_x50/{name}"), |b| {
+            let sink = sink.clone();
+            b.to_async(&rt).iter_custom(move |iters| {
+                let sink = sink.clone();
+                async move { write_burst(&sink, 64, iters).await }
+            })
+        });
+        eprintln!("checkpoints/file_sink/{name}: {:?}", sink.stats());
+    }
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(30);
+    for (name, every) in [("unsealed", None), ("every_1000", Some(1_000)), ("every_100", Some(100))] {
+        let sink = open(&format!("ckpt-layer-{name}"), every);
+        let layer = rt.block_on(async {
+            AuditLayer::builder(sink.clone())
+                .phi_route_with_subject("/patients/{id}", "id")
+                .durability(Durability::Buffered {
+                    capacity: 65_536,
+                    drop_when_full: false,
+                })
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        let app = layered(layer);
+        group.bench_function(format!("buffered_layer/{name}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(app.clone().oneshot(request()).await) })
+        });
+        eprintln!("checkpoints/buffered_layer/{name}: {:?}", sink.stats());
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "audit-signing"))]
+fn checkpoints(_: &mut Criterion) {
+    eprintln!("checkpoints/*: skipped (needs --features audit-signing)");
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = file_sink, layer
+    targets = file_sink, layer, checkpoints
 }
 criterion_main!(benches);

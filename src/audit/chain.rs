@@ -8,8 +8,8 @@
 //! # What a chain without a key proves
 //! Anyone can compute SHA-256: an attacker who rewrites a record *and every hash after it*
 //! leaves a consistent chain. The chain catches edits by anyone who does not (a hand edit, a
-//! script fixing one line, a lost or reordered write); against a determined insider, anchor the
-//! head elsewhere: the Redis stream sink, or a second sink (a SIEM) receiving the same chain.
+//! script fixing one line, a lost or reordered write); against a determined insider, seal it
+//! with signed [checkpoints](super::checkpoint) and keep a copy of them apart from the log.
 //! Deleting the last records cleanly is undetectable from the file alone, for the same reason;
 //! the file sink's head file (the last sequence number and hash, written with each commit) is
 //! what the verifier compares the tail against.

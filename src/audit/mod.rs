@@ -23,7 +23,17 @@
 //! batches of canonical bytes ([`RecordBatch`], [`AuditSink::write_batch`]); a sink that
 //! implements only [`write`](AuditSink::write) gets each record read back as an
 //! [`AuditRecord`]. The chain
-//! and its verifier are in [`chain`]; `cargo run --example audit_verify -- PATH` checks a log.
+//! and its verifier are in [`chain`]; [`LogVerifier`] checks a file sink's whole log (every
+//! file, the head file, the checkpoints) and `cargo run --example audit_verify -- PATH` runs it.
+//!
+//! With the feature `audit-signing`, the file sink seals its chain with signed
+//! [`checkpoint`]s ([`Checkpoints`], [`SigningKey`]), which a verifier given the
+//! [`PublicKey`]s checks: a forger who rewrites the log and recomputes its hashes cannot sign
+//! for the new chain.
+//!
+//! Answers of PHI routes that state no `Cache-Control` get `no-store` (or the route's
+//! configured value, [`AuditBuilder::cache_control`], [`AuditBuilder::route_cache_control`]):
+//! no shared cache keeps patient data.
 //!
 //! # Example
 //! ```
@@ -58,10 +68,12 @@
 //! who accessed which patient's data, when, from where, and with what outcome, on a log whose
 //! alteration is detectable (164.312(c)(1)). It does not cover access outside HTTP (database
 //! consoles, batch jobs), the retention of the logs (six years under 164.316(b)(2); archive
-//! rotated files), their review, or protection against someone who can rewrite the whole chain
-//! (a hash chain without a key proves order and integrity against everyone else; anchor the
-//! head in a second system, such as the Redis stream or a SIEM, against that). Records contain
-//! patient identifiers: the log itself is PHI, to be stored and transmitted as such.
+//! rotated files), or their review. Against someone who can rewrite the whole chain, a hash chain
+//! without a key proves nothing past the head file they can rewrite too: seal it with signed
+//! checkpoints (feature `audit-signing`) and copy them to a second system (the Redis stream, a
+//! SIEM) with [`Checkpoints::copy_to`](crate::audit::Checkpoints), so that checkpoints
+//! published before an intrusion still bind. Records contain patient identifiers: the log
+//! itself is PHI, to be stored and transmitted as such.
 
 mod batch;
 pub mod chain;
