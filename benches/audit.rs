@@ -172,7 +172,11 @@ fn checkpoints(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements(64 * 50));
-    for (name, every) in [("unsealed", None), ("every_1000", Some(1_000)), ("every_100", Some(100))] {
+    for (name, every) in [
+        ("unsealed", None),
+        ("every_1000", Some(1_000)),
+        ("every_100", Some(100)),
+    ] {
         let sink = open(&format!("ckpt-sink-{name}"), every);
         group.bench_function(format!("file_sink_64_writers_x50/{name}"), |b| {
             let sink = sink.clone();
@@ -185,7 +189,11 @@ fn checkpoints(c: &mut Criterion) {
     }
     group.throughput(Throughput::Elements(1));
     group.sample_size(30);
-    for (name, every) in [("unsealed", None), ("every_1000", Some(1_000)), ("every_100", Some(100))] {
+    for (name, every) in [
+        ("unsealed", None),
+        ("every_1000", Some(1_000)),
+        ("every_100", Some(100)),
+    ] {
         let sink = open(&format!("ckpt-layer-{name}"), every);
         let layer = rt.block_on(async {
             AuditLayer::builder(sink.clone())

@@ -1,8 +1,11 @@
 //! The policies in front of a tonic gRPC service: the PHI audit trail, JWT bearer auth and a
-//! per-caller rate limit, as tower layers on tonic's server. Refusals reach gRPC clients as
+//! per-caller rate limit, as tower layers around tonic's routes. Refusals reach gRPC clients as
 //! trailers-only answers with `grpc-status` (UNAUTHENTICATED, PERMISSION_DENIED,
 //! RESOURCE_EXHAUSTED). No protoc at build time: the messages are `prost` derives and the
-//! service is written out by hand, as tonic's generated code would be.
+//! service is written out by hand, as tonic's generated code would be. tonic's routes are served
+//! as a tower service by hyper-util's connection builder (HTTP/2 only) within connection limits:
+//! `--header-read-timeout SECS` (10), `--keep-alive-timeout SECS` (5), `--max-header-bytes
+//! BYTES` (65536), `--max-connections N` (1024); see `examples/support/serving.rs`.
 //!
 //! ```text
 //! cargo run --example grpc --features jwt -- --addr 127.0.0.1:50051 --audit-log /tmp/grpc-audit.log
@@ -17,14 +20,18 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use api_policy::principal::PeerAddr;
+use hyper::body::Incoming;
 use tonic::body::Body;
 use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 
 mod support;
 
+use support::serving::{self, Protocols};
 use support::{Policies, flag, policies};
 
 /// `patients.GetPatient`.
@@ -100,6 +107,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = flag("--addr")
         .unwrap_or_else(|| "127.0.0.1:50051".into())
         .parse()?;
+    let connection_limits = support::limits()?;
+    support::init_logging();
     let Policies {
         audit,
         auth,
@@ -110,12 +119,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "/patients.Patients/*",
         "audit/grpc-audit.log",
     )?;
-    println!("gRPC server with api-policy listening on {addr}");
-    tonic::transport::Server::builder()
-        // Outer to inner, as the crate recommends: audit, auth, rate limit, the service.
-        .layer(ServiceBuilder::new().layer(audit).layer(auth).layer(limits))
-        .add_service(Patients)
-        .serve(addr)
-        .await?;
+    // tonic's routes as a plain tower service, behind the policies (outer to inner, as the
+    // crate recommends: audit, auth, rate limit, the service), served over HTTP/2 within the
+    // connection limits.
+    let service = ServiceBuilder::new()
+        .layer(audit)
+        .layer(auth)
+        .layer(limits)
+        .service(Routes::new(Patients).prepare());
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "gRPC server with api-policy listening on {}",
+        listener.local_addr()?
+    );
+    let make_service = |peer| {
+        // The peer address, for the audit trail's client IP.
+        service
+            .clone()
+            .map_request(move |mut request: http::Request<Incoming>| {
+                request.extensions_mut().insert(PeerAddr(peer));
+                request
+            })
+    };
+    serving::serve(
+        listener,
+        connection_limits,
+        Protocols::Http2Only,
+        make_service,
+        serving::ctrl_c(),
+    )
+    .await;
     Ok(())
 }

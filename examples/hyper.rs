@@ -1,5 +1,8 @@
 //! The policies on a plain hyper 1 server, no framework: the PHI audit trail, JWT bearer auth
-//! and a per-caller rate limit around a `service_fn`, served with hyper's HTTP/1 connection.
+//! and a per-caller rate limit around a `service_fn`, served by hyper-util's connection builder
+//! (HTTP/1.1 and h2c) within connection limits: `--header-read-timeout SECS` (10),
+//! `--keep-alive-timeout SECS` (5), `--max-header-bytes BYTES` (65536), `--max-connections N`
+//! (1024); see `examples/support/serving.rs`.
 //!
 //! ```text
 //! cargo run --example hyper --features jwt -- --addr 127.0.0.1:3001 --audit-log /tmp/hyper-audit.log
@@ -14,16 +17,16 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
+use api_policy::principal::PeerAddr;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 
 mod support;
 
+use support::serving::{self, Protocols};
 use support::{Policies, flag, policies};
 
 /// The handler: a patient record for a doctor, 404 elsewhere.
@@ -53,6 +56,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = flag("--addr")
         .unwrap_or_else(|| "127.0.0.1:3001".into())
         .parse()?;
+    let connection_limits = support::limits()?;
+    support::init_logging();
     let Policies {
         audit,
         auth,
@@ -75,15 +80,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hyper server with api-policy listening on http://{}",
         listener.local_addr()?
     );
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
-                eprintln!("connection error: {error}");
-            }
-        });
-    }
+    let make_service = |peer| {
+        // The peer address, for the audit trail's client IP and IP-keyed anonymous callers.
+        service
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(PeerAddr(peer));
+                request
+            })
+    };
+    serving::serve(
+        listener,
+        connection_limits,
+        Protocols::Http1AndH2c,
+        make_service,
+        serving::ctrl_c(),
+    )
+    .await;
+    Ok(())
 }

@@ -110,6 +110,11 @@ use tower::ServiceBuilder;
 #[path = "mint_token.rs"]
 mod mint_token;
 
+// How the examples serve: hyper-util with connection limits (header-read and keep-alive
+// timeouts, a bounded head, a connection cap), shared with `examples/hyper.rs` and `grpc.rs`.
+#[path = "support/serving.rs"]
+mod serving;
+
 use mint_token::{Role, Tier, TokenSpec};
 
 // ---------------------------------------------------------------------------------------------
@@ -147,6 +152,12 @@ struct Cli {
     /// (audit/phi-audit.log built in). Verify it with `cargo run --example audit_verify -- PATH`.
     #[arg(long, value_name = "PATH")]
     audit_log: Option<std::path::PathBuf>,
+    /// Seal the audit log with checkpoints signed by this Ed25519 key (PKCS#8 PEM, as `openssl
+    /// genpkey -algorithm ed25519` writes it), instead of the configuration's
+    /// `[audit.checkpoints]`. Needs `--features audit-signing`; verify with `cargo run --example
+    /// audit_verify --features audit-signing -- --public-key PUBLIC.pem LOG`.
+    #[arg(long, value_name = "PATH")]
+    audit_signing_key: Option<std::path::PathBuf>,
     /// Keep rate-limit state, idempotency keys, version usage, validators and handled webhook
     /// events in this Redis (needs `--features redis`), whatever the configuration's backend.
     #[arg(long, value_name = "URL")]
@@ -159,6 +170,22 @@ struct Cli {
     /// Simulated latency of a booking, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     booking_latency_ms: u64,
+    /// How long a client may take to send a request head, in seconds; a slower one (a
+    /// slowloris) is disconnected. On HTTP/1 it also bounds the wait for the next request.
+    #[arg(long, value_name = "SECS", default_value_t = serving::DEFAULT_HEADER_READ_TIMEOUT_SECS)]
+    header_read_timeout: u64,
+    /// How long an idle keep-alive connection stays open after its last answer, in seconds
+    /// (hyper's header-read timeout also bounds the wait for the next request on HTTP/1).
+    #[arg(long, value_name = "SECS", default_value_t = serving::DEFAULT_KEEP_ALIVE_TIMEOUT_SECS)]
+    keep_alive_timeout: u64,
+    /// The largest request head, in bytes (at least 8192); a larger one is answered 431.
+    #[arg(long, value_name = "BYTES", default_value_t = serving::DEFAULT_MAX_HEADER_BYTES)]
+    max_header_bytes: usize,
+    /// How many connections are open at once; more wait in the kernel's backlog until one
+    /// closes. Default: 1024, or fewer when the open-file limit (`ulimit -n`) leaves less than
+    /// that after 64 for everything else.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 /// The policies the demo runs without `--config`.
@@ -189,6 +216,14 @@ fn load_config(cli: &Cli) -> Result<StackConfig, Box<dyn std::error::Error>> {
             .as_mut()
             .ok_or(format!("--audit-log: {origin} has no [audit] section"))?;
         audit.log.clone_from(path);
+    }
+    if let Some(key) = &cli.audit_signing_key {
+        let audit = config.audit.as_mut().ok_or(format!(
+            "--audit-signing-key: {origin} has no [audit] section"
+        ))?;
+        let checkpoints = audit.checkpoints.get_or_insert_with(Default::default);
+        checkpoints.key_file = Some(key.clone());
+        checkpoints.key_env = None;
     }
     if cli.jwt_secret.is_some() || cli.jwks_url.is_some() {
         let jwt = config.jwt.as_mut().ok_or(format!(
@@ -1394,6 +1429,13 @@ async fn serve<B: StackBackend>(
     backend: B,
     store_name: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let limits = serving::Limits::new(
+        Duration::from_secs(cli.header_read_timeout),
+        Duration::from_secs(cli.keep_alive_timeout),
+        cli.max_header_bytes,
+        cli.max_connections
+            .unwrap_or_else(serving::default_max_connections),
+    )?;
     let stack = config.build(&backend)?;
     let tokens = demo_tokens(&config).map_err(|e| format!("cannot mint the demo tokens: {e}"))?;
     let state = AppState::new(
@@ -1406,6 +1448,8 @@ async fn serve<B: StackBackend>(
         None => None,
     };
     let stack = stack.conditional(Maybe(conditional));
+    // Kept to seal the audit log once the last answer has left.
+    let audit_log = stack.audit_layer().get().map(|audit| audit.sink().clone());
     let listener = tokio::net::TcpListener::bind(cli.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
@@ -1431,17 +1475,42 @@ async fn serve<B: StackBackend>(
         &cli.stripe_webhook_secret,
     )?;
     print_usage(addr, &cli, &config, store_name, &tokens);
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(async {
-            // Without a signal handler, wait forever: the process is ended some other way.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        })
-        .await?;
+    let make_service = |peer: SocketAddr| {
+        use tower::ServiceExt as _;
+        // What `into_make_service_with_connect_info` gave: the peer address, which
+        // `with_peer_addr` hands to the policies for anonymous callers.
+        app.clone()
+            .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            })
+    };
+    // Until Ctrl-C; then the answers in flight finish.
+    serving::serve(
+        listener,
+        limits,
+        serving::Protocols::Http1AndH2c,
+        make_service,
+        serving::ctrl_c(),
+    )
+    .await;
+    if let Some(log) = audit_log {
+        seal_on_exit(&log).await;
+    }
     Ok(())
 }
+
+/// A last checkpoint of the audit log, when it is signed: `main` returning would not wait for
+/// the writer's own.
+#[cfg(feature = "audit-signing")]
+async fn seal_on_exit(log: &api_policy::audit::FileSink) {
+    if let Err(error) = log.checkpoint_now().await {
+        tracing::error!(%error, "could not seal the audit log on exit");
+    }
+}
+
+#[cfg(not(feature = "audit-signing"))]
+async fn seal_on_exit(_log: &api_policy::audit::FileSink) {}
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = load_config(&cli)?;

@@ -425,7 +425,10 @@ mod layer {
             .phi_route_with_subject("/patients/{id}", "id")
             .phi_route("/notes/{id}")
             .phi_route("/charts/{id}")
-            .route_cache_control("/charts/{id}", HeaderValue::from_static("private, max-age=300"))
+            .route_cache_control(
+                "/charts/{id}",
+                HeaderValue::from_static("private, max-age=300"),
+            )
             .build()
             .unwrap();
         let app = Router::new()
@@ -472,12 +475,9 @@ mod layer {
             cache_control("/patients/pat_1", http::Method::DELETE).await,
             (StatusCode::METHOD_NOT_ALLOWED, Some("no-store".into()))
         );
-        assert_eq!(
-            cache_control("/health", get_).await,
-            (StatusCode::OK, None)
-        );
+        assert_eq!(cache_control("/health", get_).await, (StatusCode::OK, None));
         // A route's value for a route the layer does not audit is a configuration error.
-        let unknown = AuditLayer::builder(api_policy::audit::TracingSink::default())
+        let unknown = AuditLayer::builder(api_policy::audit::TracingSink)
             .phi_route("/patients/{id}")
             .route_cache_control("/charts/{id}", HeaderValue::from_static("no-cache"))
             .build();

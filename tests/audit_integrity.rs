@@ -236,7 +236,10 @@ impl Fixture {
 async fn a_pristine_sealed_log_verifies_and_reports_its_checkpoints() {
     let f = Fixture::new("pristine").await;
     let report = assert_ok(&f.verify());
-    assert!(report.starts_with("OK: 40 records in 1 file(s)"), "{report}");
+    assert!(
+        report.starts_with("OK: 40 records in 1 file(s)"),
+        "{report}"
+    );
     assert!(
         report.contains("4 checkpoint(s)") && report.contains("seal 40 records, 0 unsealed"),
         "{report}"
@@ -316,10 +319,7 @@ async fn every_tamper_of_the_list_is_detected() {
     // another hash for record 39 (the case an earlier verifier let through).
     f.restore();
     let mut forged = f.pristine.clone();
-    forged.insert(
-        15,
-        forged_line(Some(&f.pristine[14]), 15, &record(777_777)),
-    );
+    forged.insert(15, forged_line(Some(&f.pristine[14]), 15, &record(777_777)));
     forged.pop();
     rechain(&mut forged, 15);
     write_lines(&f.log, &forged);
@@ -333,7 +333,11 @@ async fn every_tamper_of_the_list_is_detected() {
     f.restore();
     let mallory = SigningKey::generate().unwrap();
     let mut appended = f.pristine.clone();
-    appended.push(forged_line(appended.last().map(String::as_str), 40, &record(666)));
+    appended.push(forged_line(
+        appended.last().map(String::as_str),
+        40,
+        &record(666),
+    ));
     write_lines(&f.log, &appended);
     forge_head(&f.log);
     let last = parse_line(appended[40].as_bytes()).unwrap();
@@ -423,7 +427,10 @@ async fn the_sink_refuses_to_write_on_over_a_forged_log() {
     write_lines(&f.log, &forged);
     // The head file names the old hash of record 39.
     let refused = FileSink::builder(&f.log).open().unwrap_err();
-    assert!(refused.to_string().contains("records were rewritten"), "{refused}");
+    assert!(
+        refused.to_string().contains("records were rewritten"),
+        "{refused}"
+    );
     // With the head forged too, a sink with checkpoints finds its last one contradicted.
     forge_head(&f.log);
     let key = SigningKey::generate().unwrap();
@@ -432,7 +439,9 @@ async fn the_sink_refuses_to_write_on_over_a_forged_log() {
         .open()
         .unwrap_err();
     assert!(
-        refused.to_string().contains("does not carry the hash it seals"),
+        refused
+            .to_string()
+            .contains("does not carry the hash it seals"),
         "{refused}"
     );
 
@@ -441,7 +450,10 @@ async fn the_sink_refuses_to_write_on_over_a_forged_log() {
     std::fs::remove_file(head_path(&f.log)).unwrap();
     let refused = FileSink::builder(&f.log).open().unwrap_err();
     assert!(refused.to_string().contains("no head file"), "{refused}");
-    let sink = FileSink::builder(&f.log).accept_unanchored().open().unwrap();
+    let sink = FileSink::builder(&f.log)
+        .accept_unanchored()
+        .open()
+        .unwrap();
     sink.write(record(40)).await.unwrap();
     drop(sink);
     // The sink started a new head from the log's end, so the log verifies anchored again.
@@ -452,13 +464,19 @@ async fn the_sink_refuses_to_write_on_over_a_forged_log() {
 async fn keys_rotate_across_checkpoints_and_a_wrong_key_is_refused() {
     let log = scratch("rotate");
     let dir = log.parent().unwrap().to_path_buf();
-    let (old, new) = (SigningKey::generate().unwrap(), SigningKey::generate().unwrap());
+    let (old, new) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
     sealed_log(&log, &old, 0, 20, 10).await;
     // The same log, reopened with the next key: its checkpoints chain on from the old ones.
     sealed_log(&log, &new, 20, 20, 10).await;
     let old_pem = public_key_file(&dir, "old.pem", old.public_key());
     let new_pem = public_key_file(&dir, "new.pem", new.public_key());
-    let report = assert_ok(&run(&log, &["--public-key", &old_pem, "--public-key", &new_pem]));
+    let report = assert_ok(&run(
+        &log,
+        &["--public-key", &old_pem, "--public-key", &new_pem],
+    ));
     assert!(report.contains("4 checkpoint(s)"), "{report}");
     assert!(
         report.contains(&format!("{}, {}", old.id(), new.id())),
@@ -470,12 +488,22 @@ async fn keys_rotate_across_checkpoints_and_a_wrong_key_is_refused() {
         &format!("signed with key {}", old.id()),
     );
     // Nor can a key that never signed anything.
-    let stranger = public_key_file(&dir, "stranger.pem", SigningKey::generate().unwrap().public_key());
-    assert_broken(&run(&log, &["--public-key", &stranger]), "not among the public keys");
+    let stranger = public_key_file(
+        &dir,
+        "stranger.pem",
+        SigningKey::generate().unwrap().public_key(),
+    );
+    assert_broken(
+        &run(&log, &["--public-key", &stranger]),
+        "not among the public keys",
+    );
     // A key file that holds no key is an error of the call, not a verdict on the log.
     std::fs::write(dir.join("garbage.pem"), "hello").unwrap();
     let garbage = dir.join("garbage.pem").to_string_lossy().into_owned();
-    assert_eq!(run(&log, &["--public-key", &garbage]).status.code(), Some(2));
+    assert_eq!(
+        run(&log, &["--public-key", &garbage]).status.code(),
+        Some(2)
+    );
 }
 
 /// A time-based checkpoint seals a quiet log, and a closed sink seals what is left.
@@ -699,4 +727,35 @@ async fn copied_checkpoints(url: &str, stream: &str) -> Vec<String> {
             Checkpoint::from_record(&record).map(|c| String::from_utf8(c.line()).unwrap())
         })
         .collect()
+}
+
+/// The demo with `--audit-signing-key`: its PHI requests land in a log sealed with checkpoints,
+/// and after Ctrl-C the last records are sealed too; the verifier, given the public key, finds
+/// every record sealed.
+#[tokio::test]
+async fn the_demo_seals_its_audit_log() {
+    let dir = scratch("demo").parent().unwrap().to_path_buf();
+    let key = SigningKey::generate().unwrap();
+    let private = dir.join("audit-signing.pem");
+    std::fs::write(&private, key.to_pkcs8_pem().unwrap()).unwrap();
+    let public = public_key_file(&dir, "public.pem", key.public_key());
+    let (demo, base, log) = common::start_example(
+        "server",
+        "/health",
+        &["--audit-signing-key", &private.to_string_lossy()],
+    )
+    .await;
+    for n in 1..=5 {
+        let answer = reqwest::get(format!("{base}/api/v1/appointments/apt_{n}"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let status = demo.interrupt(Duration::from_secs(10));
+    assert!(status.is_some(), "the demo did not stop on Ctrl-C");
+    let report = assert_ok(&run(&log, &["--public-key", &public]));
+    assert!(
+        report.starts_with("OK: 5 records") && report.contains("seal 5 records, 0 unsealed"),
+        "{report}"
+    );
 }

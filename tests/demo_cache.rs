@@ -147,7 +147,10 @@ async fn phi_answers_of_the_demo_stay_out_of_shared_caches() {
         .await
         .unwrap();
     assert_eq!(revalidated.status(), 304);
-    assert_eq!(header(&revalidated, "cache-control"), "private, max-age=300");
+    assert_eq!(
+        header(&revalidated, "cache-control"),
+        "private, max-age=300"
+    );
     // A refusal on a PHI route (an unknown appointment) is not stored either.
     let missing = client
         .get(format!("{base}/api/v1/appointments/apt_404"))

@@ -1,5 +1,6 @@
-//! What the gRPC and hyper examples share: their command-line flags and their three policies
-//! (audit trail, JWT auth with the demo's tokens, a per-caller rate limit).
+//! What the gRPC and hyper examples share: their command-line flags, their three policies
+//! (audit trail, JWT auth with the demo's tokens, a per-caller rate limit) and how they serve
+//! (`serving.rs`, which the demo server uses too).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,12 +14,56 @@ use api_policy::rate_limit::{MemoryRateLimitStore, Quota, RateLimitLayer};
 #[path = "../mint_token.rs"]
 mod mint_token;
 
+pub mod serving;
+
+use serving::Limits;
+
 /// The value after `--name` on the command line.
 pub fn flag(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Logs to stderr: warnings (a failed `accept`, a store down) and errors, or what `RUST_LOG`
+/// asks for.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The connection limits from `--header-read-timeout SECS` (default 10), `--keep-alive-timeout
+/// SECS` (default 5; on HTTP/1 the header-read timeout also bounds the wait for the next
+/// request), `--max-header-bytes BYTES` (default 65536, at least 8192) and `--max-connections N`
+/// (default 1024, or fewer under a low `ulimit -n`).
+pub fn limits() -> Result<Limits, Box<dyn std::error::Error>> {
+    fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match flag(name) {
+            None => Ok(default),
+            Some(value) => value.parse().map_err(|e| format!("{name} {value}: {e}")),
+        }
+    }
+    let secs = |name, default| number(name, default).map(Duration::from_secs);
+    Ok(Limits::new(
+        secs(
+            "--header-read-timeout",
+            serving::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+        )?,
+        secs(
+            "--keep-alive-timeout",
+            serving::DEFAULT_KEEP_ALIVE_TIMEOUT_SECS,
+        )?,
+        number("--max-header-bytes", serving::DEFAULT_MAX_HEADER_BYTES)?,
+        number("--max-connections", serving::default_max_connections())?,
+    )?)
 }
 
 /// The policies of an example, outer to inner.

@@ -332,7 +332,8 @@ impl Anchors {
                 return None;
             }
             self.next += 1;
-            if anchor.position.next_seq == position.next_seq && anchor.position.head != position.head
+            if anchor.position.next_seq == position.next_seq
+                && anchor.position.head != position.head
             {
                 return Some(anchor.source);
             }

@@ -161,6 +161,7 @@ mod tests {
                 "/api/{version}/patients/{id}",
                 PhiRoute {
                     subject_param: Some("id".into()),
+                    cache_control: None,
                 },
             )
             .and_then(|routes| {
@@ -168,6 +169,7 @@ mod tests {
                     "POST /clinic.Records/Get",
                     PhiRoute {
                         subject_param: None,
+                        cache_control: None,
                     },
                 )
             })

@@ -315,7 +315,9 @@ impl<Si: AuditSink> AuditBuilder<Si> {
         }
         let mut routes = RouteMatcher::new();
         for (pattern, mut route) in self.routes {
-            route.cache_control.get_or_insert_with(|| self.cache_control.clone());
+            route
+                .cache_control
+                .get_or_insert_with(|| self.cache_control.clone());
             let field = format!("audit.phi_routes.{pattern}");
             let parsed = crate::route::checked(&pattern, field.clone())?;
             if let Some(fault) = route

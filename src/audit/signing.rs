@@ -180,10 +180,7 @@ impl PublicKey {
     pub fn from_raw(raw: [u8; 32]) -> Self {
         let digest = Sha256::digest(raw);
         let id = format!("ed25519:{}", hex::encode(&digest[..8]));
-        Self {
-            raw,
-            id: id.into(),
-        }
+        Self { raw, id: id.into() }
     }
 
     /// A key from PEM (`-----BEGIN PUBLIC KEY-----`, SPKI, as `openssl pkey -pubout` writes
@@ -330,7 +327,10 @@ mod tests {
         assert_eq!(&public, key.public_key());
         let raw = STANDARD.encode(key.public_key().raw);
         assert_eq!(PublicKey::from_pem(&raw).unwrap().id(), key.id());
-        assert!(PublicKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
+        assert!(
+            PublicKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
+                .is_err()
+        );
         assert!(SigningKey::from_pem("not a key").is_err());
         assert!(format!("{key:?}").contains(key.id()));
     }

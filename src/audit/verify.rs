@@ -131,17 +131,23 @@ impl VerifyError {
     /// Whether the log could not be read at all (rather than read and found broken).
     #[must_use]
     pub fn is_unreadable(&self) -> bool {
-        matches!(self, VerifyError::NoLog { .. } | VerifyError::Unreadable { .. })
+        matches!(
+            self,
+            VerifyError::NoLog { .. } | VerifyError::Unreadable { .. }
+        )
     }
 }
 
 fn describe(fault: &CheckpointFault) -> String {
     match fault {
-        CheckpointFault::Missing => "no checkpoints (the sink signs none, or the file was removed)".into(),
+        CheckpointFault::Missing => {
+            "no checkpoints (the sink signs none, or the file was removed)".into()
+        }
         CheckpointFault::Malformed => "not a checkpoint line".into(),
         CheckpointFault::Torn => "a torn last checkpoint (no newline)".into(),
         CheckpointFault::BrokenChain => {
-            "does not follow the checkpoint before it (checkpoints removed, inserted or changed)".into()
+            "does not follow the checkpoint before it (checkpoints removed, inserted or changed)"
+                .into()
         }
         CheckpointFault::UnknownKey { key } => {
             format!("signed with key {key}, which is not among the public keys given")
@@ -200,8 +206,8 @@ impl LogVerifier {
                 path: self.log.clone(),
             });
         }
-        let head =
-            FileSink::read_head(&self.log).map_err(|e| unreadable(&FileSink::head_path(&self.log), e))?;
+        let head = FileSink::read_head(&self.log)
+            .map_err(|e| unreadable(&FileSink::head_path(&self.log), e))?;
         if head.is_none() && !self.unanchored {
             return Err(VerifyError::NoHeadFile {
                 path: FileSink::head_path(&self.log),

@@ -352,6 +352,28 @@ pub async fn answer(app: &axum::Router, request: http::Request<axum::body::Body>
 /// An example binary run by a test, killed when dropped.
 pub struct Example(std::process::Child);
 
+impl Example {
+    /// The example's process id (to read its `/proc/PID/status`, say).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits up to `patience` for the example to exit; its status.
+    pub fn interrupt(mut self, patience: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for Example {
     fn drop(&mut self) {
         let _ = self.0.kill();

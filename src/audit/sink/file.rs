@@ -78,6 +78,9 @@ enum Work {
     /// The checkpoint interval went by: seal what is unsealed.
     #[cfg_attr(not(feature = "audit-signing"), allow(dead_code))]
     Seal,
+    /// Seal whatever is unsealed now, and say whether a checkpoint was written.
+    #[cfg(feature = "audit-signing")]
+    SealNow(oneshot::Sender<io::Result<bool>>),
 }
 
 /// A hash-chained JSON-lines audit log; cheap to clone (clones share the writer).
@@ -189,6 +192,27 @@ impl FileSink {
         })
     }
 
+    /// Writes a checkpoint of every record acknowledged so far, if any is unsealed, and waits
+    /// for it (feature `audit-signing`): for a clean stop, before the process exits (the writer
+    /// thread also seals on its way out, but a process that returns from `main` does not wait
+    /// for it). `Ok(false)` when nothing was unsealed or the sink has no checkpoints.
+    ///
+    /// # Errors
+    /// The writer is gone, or the checkpoint could not be written.
+    #[cfg(feature = "audit-signing")]
+    pub async fn checkpoint_now(&self) -> Result<bool, SinkError> {
+        let (done, sealed) = oneshot::channel();
+        self.shared
+            .jobs
+            .send(Work::SealNow(done))
+            .await
+            .map_err(|_| SinkError::Closed)?;
+        match sealed.await {
+            Ok(outcome) => outcome.map_err(|e| SinkError::Io(e.to_string())),
+            Err(_) => Err(SinkError::Closed),
+        }
+    }
+
     /// The head file's path for the log at `path`: `<path>.head`.
     #[must_use]
     pub fn head_path(path: &Path) -> PathBuf {
@@ -218,15 +242,19 @@ impl AuditSink for FileSink {
         // share one outcome.
         let count = batch.len();
         let (done, acknowledged) = oneshot::channel();
-        let outcome: Result<(), Option<String>> =
-            match self.shared.jobs.send(Work::Write(Job { batch, done })).await {
+        let outcome: Result<(), Option<String>> = match self
+            .shared
+            .jobs
+            .send(Work::Write(Job { batch, done }))
+            .await
+        {
+            Err(_) => Err(None),
+            Ok(()) => match acknowledged.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(Some(error)),
                 Err(_) => Err(None),
-                Ok(()) => match acknowledged.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(Some(error)),
-                    Err(_) => Err(None),
-                },
-            };
+            },
+        };
         (0..count)
             .map(|_| match &outcome {
                 Ok(()) => Ok(()),
@@ -524,13 +552,18 @@ fn recover(path: &Path, file: &mut File, accept_unanchored: bool) -> io::Result<
     if let Err(error) = verify_bytes(path, &bytes[..complete], &mut position, true) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{error}; the audit log is damaged: verify it and move it aside before writing on"),
+            format!(
+                "{error}; the audit log is damaged: verify it and move it aside before writing on"
+            ),
         ));
     }
     let refused = |why: String| {
         Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{}: {why}; verify the log before writing on", path.display()),
+            format!(
+                "{}: {why}; verify the log before writing on",
+                path.display()
+            ),
         ))
     };
     match FileSink::read_head(path)? {
@@ -565,14 +598,18 @@ fn recover(path: &Path, file: &mut File, accept_unanchored: bool) -> io::Result<
 fn record_hash(path: &Path, seq: u64) -> io::Result<Option<[u8; 32]>> {
     let mut files = rotated(path)?;
     files.sort();
-    let newest_first = std::iter::once(path.to_path_buf()).chain(files.into_iter().rev().map(|(_, p)| p));
+    let newest_first =
+        std::iter::once(path.to_path_buf()).chain(files.into_iter().rev().map(|(_, p)| p));
     for file in newest_first {
         let bytes = match std::fs::read(&file) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),
         };
-        let mut lines = bytes.split(|&b| b == b'\n').filter_map(parse_line).peekable();
+        let mut lines = bytes
+            .split(|&b| b == b'\n')
+            .filter_map(parse_line)
+            .peekable();
         // Files hold runs of sequence numbers, newest file first: skip those that start later.
         if lines.peek().is_none_or(|first| first.seq > seq) {
             continue;
@@ -623,6 +660,8 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, mut queue: mpsc::Receiver<Work>) {
+        #[cfg(feature = "audit-signing")]
+        let mut sealing_now: Vec<oneshot::Sender<io::Result<bool>>> = Vec::new();
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut buffer = Vec::new();
         while let Some(work) = queue.blocking_recv() {
@@ -630,6 +669,11 @@ impl Writer {
                 Work::Write(job) => job,
                 Work::Seal => {
                     self.seal(true);
+                    continue;
+                }
+                #[cfg(feature = "audit-signing")]
+                Work::SealNow(done) => {
+                    let _ = done.send(self.seal_now());
                     continue;
                 }
             };
@@ -643,6 +687,12 @@ impl Writer {
                     }
                     // A commit follows, and looks at the time itself.
                     Ok(Work::Seal) => {}
+                    // After the records before it, which this commit writes.
+                    #[cfg(feature = "audit-signing")]
+                    Ok(Work::SealNow(done)) => {
+                        sealing_now.push(done);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -671,13 +721,20 @@ impl Writer {
             if outcome.is_ok() {
                 self.seal(false);
             }
+            #[cfg(feature = "audit-signing")]
+            for done in sealing_now.drain(..) {
+                let _ = done.send(self.seal_now());
+            }
         }
         // Every sink handle is gone: seal what is left, so a clean stop leaves nothing unsealed.
         self.seal_rest();
     }
 
     /// Writes a checkpoint if one is due; `timer` when the writer woke for time alone.
-    #[cfg_attr(not(feature = "audit-signing"), allow(unused_variables, clippy::unused_self))]
+    #[cfg_attr(
+        not(feature = "audit-signing"),
+        allow(unused_variables, clippy::unused_self)
+    )]
     fn seal(&mut self, timer: bool) {
         #[cfg(feature = "audit-signing")]
         if let Some(sealer) = self.sealer.as_mut() {
@@ -693,6 +750,21 @@ impl Writer {
             let sealed = sealer.seal_rest(&self.position);
             self.count_seal(sealed);
         }
+    }
+
+    /// Seals whatever is unsealed now, for [`FileSink::checkpoint_now`].
+    #[cfg(feature = "audit-signing")]
+    fn seal_now(&mut self) -> io::Result<bool> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            return Ok(false);
+        };
+        let sealed = sealer.seal_rest(&self.position);
+        let outcome = match &sealed {
+            Ok(done) => Ok(*done),
+            Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
+        };
+        self.count_seal(sealed);
+        outcome
     }
 
     #[cfg(feature = "audit-signing")]

@@ -10,10 +10,10 @@ mod tracing_sink;
 use std::future::Future;
 
 pub use file::{FileSink, FileSinkBuilder, FileSinkStats};
-#[cfg(feature = "audit-signing")]
-pub use seal::Checkpoints;
 #[cfg(feature = "redis")]
 pub use redis_stream::RedisStreamSink;
+#[cfg(feature = "audit-signing")]
+pub use seal::Checkpoints;
 pub use tracing_sink::TracingSink;
 
 use super::batch::RecordBatch;

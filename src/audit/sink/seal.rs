@@ -23,7 +23,8 @@ use crate::audit::signing::SigningKey;
 use crate::clock::{SharedClock, rfc3339_micros};
 
 /// Starts the task that hands checkpoints to a second sink, on the runtime given.
-type StartCopy = Box<dyn FnOnce(&tokio::runtime::Handle) -> mpsc::UnboundedSender<AuditRecord> + Send>;
+type StartCopy =
+    Box<dyn FnOnce(&tokio::runtime::Handle) -> mpsc::UnboundedSender<AuditRecord> + Send>;
 
 /// How a [`FileSink`](super::FileSink) signs checkpoints of its chain; see the
 /// [`checkpoint`](crate::audit::checkpoint) module for what one is.
@@ -186,8 +187,7 @@ impl Sealer {
             }
             // Checkpoints signed with an earlier key are checked by the verifier, which is
             // given every public key; this process holds only its own.
-            if checkpoint.key == config.key.id() && !config.key.public_key().verifies(&checkpoint)
-            {
+            if checkpoint.key == config.key.id() && !config.key.public_key().verifies(&checkpoint) {
                 return Err(damaged(number, "its signature does not check"));
             }
             sealed = checkpoint.seq.saturating_add(1);
