@@ -113,14 +113,27 @@ fn public_key_file(dir: &Path, name: &str, key: &PublicKey) -> String {
 }
 
 /// Writes `records` records one commit at a time, with a checkpoint every `every` records, and
-/// waits for the checkpoints the count makes.
-async fn sealed_log(path: &Path, key: &SigningKey, first: u64, records: u64, every: u64) {
+/// waits for the checkpoints the count makes; the head file as it was when the log held each
+/// count of `snapshots` records (the copies a forger with early access could have kept).
+async fn sealed_log(
+    path: &Path,
+    checkpoints: Checkpoints,
+    first: u64,
+    records: u64,
+    every: u64,
+    snapshots: &[u64],
+) -> Vec<(u64, String)> {
     let sink = FileSink::builder(path)
-        .checkpoints(Checkpoints::new(key.clone()).every_records(every))
+        .checkpoints(checkpoints.every_records(every))
         .open()
         .unwrap();
+    let mut heads = Vec::new();
     for n in first..first + records {
         sink.write(record(n)).await.unwrap();
+        // The head is written before a record is acknowledged.
+        if snapshots.contains(&(n + 1)) {
+            heads.push((n + 1, std::fs::read_to_string(head_path(path)).unwrap()));
+        }
     }
     let expected = records / every;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -128,6 +141,7 @@ async fn sealed_log(path: &Path, key: &SigningKey, first: u64, records: u64, eve
         assert!(Instant::now() < deadline, "checkpoints: {:?}", sink.stats());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    heads
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -146,7 +160,8 @@ fn head_path(log: &Path) -> PathBuf {
     FileSink::head_path(log)
 }
 
-/// Rewrites the head file as a forger would, to name the chain's end as the log holds it now.
+/// Rewrites the head file as a forger without the key would, to name the chain's end as the
+/// log holds it now (unsigned: the forger cannot sign it).
 fn forge_head(log: &Path) {
     let last = lines(log)
         .last()
@@ -186,9 +201,12 @@ fn forged_line(after: Option<&str>, seq: u64, record: &AuditRecord) -> String {
 
 struct Fixture {
     log: PathBuf,
+    signing: SigningKey,
     key: String,
     pristine: Vec<String>,
     head: String,
+    /// The signed head file as it was at 15 and at 33 records.
+    earlier_heads: Vec<(u64, String)>,
     checkpoints: String,
 }
 
@@ -196,16 +214,36 @@ impl Fixture {
     /// 40 records sealed by 4 checkpoints (every 10).
     async fn new(test: &str) -> Fixture {
         let log = scratch(test);
-        let key = SigningKey::generate().unwrap();
-        sealed_log(&log, &key, 0, 40, 10).await;
+        let signing = SigningKey::generate().unwrap();
+        let earlier_heads = sealed_log(
+            &log,
+            Checkpoints::new(signing.clone()),
+            0,
+            40,
+            10,
+            &[15, 33],
+        )
+        .await;
         let dir = log.parent().unwrap();
         Fixture {
-            key: public_key_file(dir, "public.pem", key.public_key()),
+            key: public_key_file(dir, "public.pem", signing.public_key()),
+            signing,
             pristine: lines(&log),
             head: std::fs::read_to_string(head_path(&log)).unwrap(),
+            earlier_heads,
             checkpoints: std::fs::read_to_string(FileSink::checkpoint_path(&log)).unwrap(),
             log,
         }
+    }
+
+    /// Puts back the signed head the log had at `records` records.
+    fn replay_head(&self, records: u64) {
+        let (_, head) = self
+            .earlier_heads
+            .iter()
+            .find(|(n, _)| *n == records)
+            .unwrap();
+        std::fs::write(head_path(&self.log), head).unwrap();
     }
 
     fn restore(&self) {
@@ -306,13 +344,17 @@ async fn every_tamper_of_the_list_is_detected() {
     std::fs::write(&f.log, text).unwrap();
     assert_broken(&f.verify(), "log truncated");
 
-    // A clean truncation of sealed records, the head file forged to match: the checkpoints
-    // still name 40 records.
+    // A clean truncation of sealed records, with the signed head the log had at 33 records (a
+    // copy a forger kept): the checkpoints still name 40 records.
     f.restore();
     write_lines(&f.log, &f.pristine[..33]);
-    forge_head(&f.log);
+    f.replay_head(33);
     assert_broken(&f.verify(), "log truncated");
-    // Without the checkpoints the forged head hides it: what an unkeyed chain cannot see.
+    // Without the checkpoints the old head hides it: what an unkeyed chain cannot see.
+    assert_ok(&f.verify_without_key());
+    // A head rewritten by hand to match gives itself away: it is not signed.
+    forge_head(&f.log);
+    assert_broken(&f.verify(), "the head file is not signed");
     assert_ok(&f.verify_without_key());
 
     // A forged line inserted mid-log, the rest re-chained, the head left: the head file pins
@@ -324,10 +366,14 @@ async fn every_tamper_of_the_list_is_detected() {
     rechain(&mut forged, 15);
     write_lines(&f.log, &forged);
     assert_broken(&f.verify_without_key(), "the head file pins");
-    // The same with the head file forged too: only the checkpoints catch it.
-    forge_head(&f.log);
+    // With the signed head of when the log held 15 records (before the forgery), the head
+    // holds: only the checkpoints catch it.
+    f.replay_head(15);
     assert_broken(&f.verify(), "the checkpoint at line 2 pins");
     assert_ok(&f.verify_without_key());
+    // With a head rewritten to match, its missing signature does.
+    forge_head(&f.log);
+    assert_broken(&f.verify(), "the head file is not signed");
 
     // A forged line appended and sealed with another key (its own checkpoint chained on).
     f.restore();
@@ -338,8 +384,9 @@ async fn every_tamper_of_the_list_is_detected() {
         40,
         &record(666),
     ));
+    // The head left as it was (a rewritten one is refused unsigned, as above): the log may go
+    // on past it.
     write_lines(&f.log, &appended);
-    forge_head(&f.log);
     let last = parse_line(appended[40].as_bytes()).unwrap();
     let previous = f.checkpoints.lines().last().unwrap();
     let forged_seal = seal(&mallory, 40, last.hash, previous);
@@ -382,6 +429,31 @@ async fn every_tamper_of_the_list_is_detected() {
     let report = assert_ok(&run(&f.log, &["--unanchored", "--public-key", &f.key]));
     assert!(report.contains("no head file (unanchored)"), "{report}");
 
+    // Lines spelt otherwise than the sink writes them, with every hash still right.
+    assert_broken(
+        &f.tampered(|l| l[5] = l[5].replacen("{\"seq\":5,", "{\"seq\":0005,", 1)),
+        ":6: not a record line",
+    );
+    assert_broken(
+        &f.tampered(|l| {
+            let hash = parse_line(l[5].as_bytes()).unwrap().hash;
+            let (lower, upper) = (hex::encode(hash), hex::encode_upper(hash));
+            l[5] = l[5].replace(&lower, &upper);
+            l[6] = l[6].replace(&lower, &upper);
+        }),
+        ":6: not a record line",
+    );
+    // A head file that is not one is a broken log (exit 1), not an unreadable one.
+    f.restore();
+    std::fs::write(head_path(&f.log), "forty records, honest\n").unwrap();
+    assert_broken(&f.verify_without_key(), "not a head file");
+    // A record at the last sequence number a chain can hold: refused, no overflow.
+    f.restore();
+    write_lines(&f.log, &[forged_line(None, u64::MAX, &record(1))]);
+    std::fs::write(head_path(&f.log), format!("0 {}\n", hex::encode(GENESIS))).unwrap();
+    assert_broken(&f.verify_without_key(), "record");
+    assert!(FileSink::builder(&f.log).open().is_err());
+
     f.restore();
     assert_ok(&f.verify());
 }
@@ -421,43 +493,125 @@ fn base64_decode(text: &str) -> Vec<u8> {
 #[tokio::test]
 async fn the_sink_refuses_to_write_on_over_a_forged_log() {
     let f = Fixture::new("refuse").await;
+    let sealing = || Checkpoints::new(f.signing.clone());
+    let opened = |checkpoints: Option<Checkpoints>| {
+        let builder = FileSink::builder(&f.log);
+        match checkpoints {
+            Some(checkpoints) => builder.checkpoints(checkpoints).open(),
+            None => builder.open(),
+        }
+    };
+    let refused_with = |checkpoints: Option<Checkpoints>, why: &str| {
+        let refused = opened(checkpoints).unwrap_err().to_string();
+        assert!(refused.contains(why), "expected {why:?} in {refused}");
+    };
     let mut forged = f.pristine.clone();
     forged[20] = forged[20].replacen("dr_who", "dr_how", 1);
     rechain(&mut forged, 20);
     write_lines(&f.log, &forged);
     // The head file names the old hash of record 39.
-    let refused = FileSink::builder(&f.log).open().unwrap_err();
-    assert!(
-        refused.to_string().contains("records were rewritten"),
-        "{refused}"
+    refused_with(None, "records were rewritten");
+    // With the signed head the log had at 15 records (before the rewrite), the sink finds its
+    // last checkpoint contradicted.
+    f.replay_head(15);
+    refused_with(Some(sealing()), "does not carry the hash it seals");
+    // A sink with a key it cannot check the last checkpoint with does not go on from it.
+    refused_with(
+        Some(Checkpoints::new(SigningKey::generate().unwrap())),
+        "which this sink does not know",
     );
-    // With the head forged too, a sink with checkpoints finds its last one contradicted.
+
+    // The last checkpoint removed, the records after the one before rewritten, the head
+    // rewritten to match: a restart must not seal them.
+    f.restore();
+    let mut forged = f.pristine.clone();
+    forged[35] = forged[35].replacen("dr_who", "dr_how", 1);
+    rechain(&mut forged, 35);
+    write_lines(&f.log, &forged);
     forge_head(&f.log);
-    let key = SigningKey::generate().unwrap();
-    let refused = FileSink::builder(&f.log)
-        .checkpoints(Checkpoints::new(key))
-        .open()
-        .unwrap_err();
-    assert!(
-        refused
-            .to_string()
-            .contains("does not carry the hash it seals"),
-        "{refused}"
+    let mut seals: Vec<String> = f.checkpoints.lines().map(str::to_string).collect();
+    seals.pop();
+    write_lines(&FileSink::checkpoint_path(&f.log), &seals);
+    refused_with(Some(sealing()), "no head signed by a known key vouches");
+    // Nor when only the last checkpoint's newline was removed: a whole checkpoint is not a
+    // torn one, and it contradicts the rewritten records.
+    let whole = f.checkpoints.trim_end_matches('\n').to_string();
+    std::fs::write(FileSink::checkpoint_path(&f.log), &whole).unwrap();
+    refused_with(Some(sealing()), "does not carry the hash it seals");
+    // Nor with the checkpoint file removed.
+    std::fs::remove_file(FileSink::checkpoint_path(&f.log)).unwrap();
+    refused_with(Some(sealing()), "no head signed by a known key vouches");
+    assert_broken(&f.verify(), "the head file is not signed");
+    // Nor with a checkpoint of another key appended.
+    f.restore();
+    let foreign = seal(
+        &SigningKey::generate().unwrap(),
+        39,
+        parse_line(f.pristine[39].as_bytes()).unwrap().hash,
+        f.checkpoints.lines().last().unwrap(),
     );
+    std::fs::write(
+        FileSink::checkpoint_path(&f.log),
+        format!("{}{foreign}\n", f.checkpoints),
+    )
+    .unwrap();
+    refused_with(Some(sealing()), "seals no more records than the one before");
+
+    // A record that lost only its newline is a whole record: it is kept, not cut.
+    f.restore();
+    let text = std::fs::read_to_string(&f.log).unwrap();
+    std::fs::write(&f.log, text.trim_end_matches('\n')).unwrap();
+    drop(opened(Some(sealing())).unwrap());
+    assert_eq!(lines(&f.log), f.pristine);
 
     // A log whose head file is gone is refused, unless accepted as unanchored.
     f.restore();
     std::fs::remove_file(head_path(&f.log)).unwrap();
-    let refused = FileSink::builder(&f.log).open().unwrap_err();
-    assert!(refused.to_string().contains("no head file"), "{refused}");
+    refused_with(None, "no head file");
     let sink = FileSink::builder(&f.log)
         .accept_unanchored()
+        .checkpoints(sealing())
         .open()
         .unwrap();
     sink.write(record(40)).await.unwrap();
     drop(sink);
-    // The sink started a new head from the log's end, so the log verifies anchored again.
+    // The sink started a new, signed head from the log's end: the log verifies again.
     assert_ok(&f.verify());
+}
+
+/// Checkpoints enabled on a log that had none: its records are sealed only when the operator
+/// says so, once.
+#[tokio::test]
+async fn enabling_checkpoints_on_an_existing_log_takes_a_decision() {
+    let log = scratch("enable");
+    let sink = FileSink::builder(&log).open().unwrap();
+    for n in 0..5 {
+        sink.write(record(n)).await.unwrap();
+    }
+    drop(sink);
+    let key = SigningKey::generate().unwrap();
+    let refused = FileSink::builder(&log)
+        .checkpoints(Checkpoints::new(key.clone()))
+        .open()
+        .unwrap_err();
+    assert!(refused.to_string().contains("accept_unsealed"), "{refused}");
+    let sink = FileSink::builder(&log)
+        .checkpoints(Checkpoints::new(key.clone()).accept_unsealed())
+        .open()
+        .unwrap();
+    assert!(sink.checkpoint_now().await.unwrap());
+    drop(sink);
+    let dir = log.parent().unwrap();
+    let public = public_key_file(dir, "public.pem", key.public_key());
+    let report = assert_ok(&run(&log, &["--public-key", &public]));
+    assert!(report.contains("seal 5 records, 0 unsealed"), "{report}");
+    // From then on it opens without the decision.
+    drop(
+        FileSink::builder(&log)
+            .checkpoints(Checkpoints::new(key))
+            .open()
+            .unwrap(),
+    );
 }
 
 #[tokio::test]
@@ -468,9 +622,16 @@ async fn keys_rotate_across_checkpoints_and_a_wrong_key_is_refused() {
         SigningKey::generate().unwrap(),
         SigningKey::generate().unwrap(),
     );
-    sealed_log(&log, &old, 0, 20, 10).await;
-    // The same log, reopened with the next key: its checkpoints chain on from the old ones.
-    sealed_log(&log, &new, 20, 20, 10).await;
+    sealed_log(&log, Checkpoints::new(old.clone()), 0, 20, 10, &[]).await;
+    // Reopened with the next key alone, the sink cannot check the checkpoint it goes on from.
+    let refused = FileSink::builder(&log)
+        .checkpoints(Checkpoints::new(new.clone()))
+        .open()
+        .unwrap_err();
+    assert!(refused.to_string().contains("previous key"), "{refused}");
+    // Given the old public key, its checkpoints chain on from the old ones.
+    let rotated = Checkpoints::new(new.clone()).previous_key(old.public_key().clone());
+    sealed_log(&log, rotated, 20, 20, 10, &[]).await;
     let old_pem = public_key_file(&dir, "old.pem", old.public_key());
     let new_pem = public_key_file(&dir, "new.pem", new.public_key());
     let report = assert_ok(&run(
@@ -673,8 +834,12 @@ async fn checkpoints_copied_to_a_redis_stream_catch_a_truncated_pair() {
         )
         .open()
         .unwrap();
+    let mut head_at_20 = String::new();
     for n in 0..30 {
         sink.write(record(n)).await.unwrap();
+        if n == 19 {
+            head_at_20 = std::fs::read_to_string(head_path(&log)).unwrap();
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let copied = loop {
@@ -691,11 +856,11 @@ async fn checkpoints_copied_to_a_redis_stream_catch_a_truncated_pair() {
     assert_eq!(copied, file.lines().map(str::to_string).collect::<Vec<_>>());
     assert!(copy.verify().await.unwrap().is_ok());
 
-    // A forger cuts the log and the checkpoint file back by one checkpoint, and forges the
-    // head: the files agree with each other.
+    // A forger cuts the log and the checkpoint file back by one checkpoint, and puts back the
+    // signed head of that time: the files agree with each other.
     let kept: Vec<String> = lines(&log).into_iter().take(20).collect();
     write_lines(&log, &kept);
-    forge_head(&log);
+    std::fs::write(head_path(&log), head_at_20).unwrap();
     let seals: Vec<String> = file.lines().take(2).map(str::to_string).collect();
     write_lines(&FileSink::checkpoint_path(&log), &seals);
     assert_ok(&run(&log, &["--public-key", &public]));
@@ -758,4 +923,37 @@ async fn the_demo_seals_its_audit_log() {
         report.starts_with("OK: 5 records") && report.contains("seal 5 records, 0 unsealed"),
         "{report}"
     );
+}
+
+/// The newest rotated file is checked on opening too: a record edited there, its own hash
+/// recomputed, is refused rather than written on.
+#[tokio::test]
+async fn the_sink_checks_the_newest_rotated_file() {
+    let log = scratch("rotated");
+    let sink = FileSink::builder(&log)
+        .rotate_at_bytes(3_000)
+        .open()
+        .unwrap();
+    for n in 0..12 {
+        sink.write(record(n)).await.unwrap();
+    }
+    drop(sink);
+    let files = FileSink::files(&log).unwrap();
+    assert!(files.len() >= 2, "{files:?}");
+    let newest_rotated = &files[files.len() - 2];
+    let mut rotated = lines(newest_rotated);
+    let line = parse_line(rotated[0].as_bytes()).unwrap();
+    let edited = String::from_utf8(line.record.to_vec())
+        .unwrap()
+        .replacen("dr_who", "dr_how", 1);
+    let formed = format_line(
+        line.seq,
+        &line.prev,
+        &link(&line.prev, edited.as_bytes()),
+        edited.as_bytes(),
+    );
+    rotated[0] = String::from_utf8(formed).unwrap().trim_end().to_string();
+    write_lines(newest_rotated, &rotated);
+    let refused = FileSink::builder(&log).open().unwrap_err().to_string();
+    assert!(refused.contains("damaged"), "{refused}");
 }

@@ -85,9 +85,22 @@ pub struct Line<'a> {
     pub record: &'a [u8],
 }
 
-/// Parses one line (without its newline); `None` when it is not one.
+/// Parses one line (without its newline); `None` when it is not one, or not spelt exactly as
+/// [`format_line`] writes it: the sequence number and the hashes are not under the record's
+/// hash, so a line that reads the same but is written differently (`"seq":0005`, upper-case
+/// hex) is an edit the hashes alone would not show.
 #[must_use]
 pub fn parse_line(line: &[u8]) -> Option<Line<'_>> {
+    let parsed = parse_fields(line)?;
+    let mut spelt = Vec::with_capacity(200);
+    append_line(&mut spelt, parsed.seq, &parsed.prev, &parsed.hash, b"");
+    // `spelt` is the line around an empty record: the part before the record, then `}` and
+    // the newline.
+    let before_record = &spelt[..spelt.len() - 2];
+    line.starts_with(before_record).then_some(parsed)
+}
+
+fn parse_fields(line: &[u8]) -> Option<Line<'_>> {
     let rest = line.strip_prefix(b"{\"seq\":")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     let seq = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
@@ -392,7 +405,11 @@ fn check_bytes(
             return Err(error(i, expected, Tamper::Edited));
         }
         if line.seq == expected && line.prev == position.head {
-            position.next_seq += 1;
+            // The last sequence number a chain can hold: a line claiming it ends the chain.
+            let Some(next) = position.next_seq.checked_add(1) else {
+                return Err(error(i, expected, Tamper::Malformed));
+            };
+            position.next_seq = next;
             position.head = line.hash;
             if let Some(by) = anchors.passed(position) {
                 return Err(error(i, expected, Tamper::Rewritten { by }));

@@ -28,6 +28,7 @@ use crate::route::checked;
 /// key_file = "audit-signing.pem" # or key_env = "AUDIT_SIGNING_KEY"
 /// every_records = 1000
 /// every_secs = 60
+/// previous_public_keys = []     # after a key change: the earlier keys' public PEM files
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +84,14 @@ pub struct CheckpointConfig {
     pub every_records: Option<u64>,
     /// A checkpoint once a record has waited this many seconds unsealed (default 60).
     pub every_secs: Option<u64>,
+    /// Public keys (PEM files) the log was signed with before this key (see
+    /// [`Checkpoints::previous_key`](super::Checkpoints::previous_key)).
+    #[serde(default)]
+    pub previous_public_keys: Vec<PathBuf>,
+    /// Seal records after the last checkpoint that no signed head vouches for, once (see
+    /// [`Checkpoints::accept_unsealed`](super::Checkpoints::accept_unsealed)).
+    #[serde(default)]
+    pub accept_unsealed: bool,
 }
 
 /// An `[[audit.routes]]` entry.
@@ -280,6 +289,18 @@ fn with_checkpoints(
     }
     if let Some(secs) = section.every_secs {
         checkpoints = checkpoints.every(std::time::Duration::from_secs(secs));
+    }
+    for (i, path) in section.previous_public_keys.iter().enumerate() {
+        let key = super::PublicKey::from_file(path).map_err(|e| {
+            ConfigError::new(
+                format!("audit.checkpoints.previous_public_keys[{i}]"),
+                e.to_string(),
+            )
+        })?;
+        checkpoints = checkpoints.previous_key(key);
+    }
+    if section.accept_unsealed {
+        checkpoints = checkpoints.accept_unsealed();
     }
     Ok(sink.checkpoints(checkpoints))
 }

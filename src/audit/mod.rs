@@ -80,6 +80,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod config;
 mod draft;
+pub mod head;
 mod layer;
 mod queue;
 mod record;
@@ -101,4 +102,4 @@ pub use sink::Checkpoints;
 #[cfg(feature = "redis")]
 pub use sink::RedisStreamSink;
 pub use sink::{AuditSink, FileSink, SinkError, TracingSink};
-pub use verify::{CheckpointFault, LogReport, LogVerifier, VerifyError};
+pub use verify::{CheckpointFault, HeadFault, LogReport, LogVerifier, VerifyError};

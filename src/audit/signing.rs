@@ -19,7 +19,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 
+use super::chain::Position;
 use super::checkpoint::Checkpoint;
+use super::head::Head;
 
 /// The DER prefix of an Ed25519 `SubjectPublicKeyInfo` (RFC 8410): the key's 32 bytes follow.
 const SPKI_PREFIX: [u8; 12] = [
@@ -151,6 +153,18 @@ impl SigningKey {
         checkpoint.signature = self.pair.sign(&checkpoint.message()).as_ref().to_vec();
     }
 
+    /// The head file's content for `position`, signed.
+    pub(crate) fn sign_head(&self, position: Position) -> Head {
+        let message = Head::message(&position, &self.public.id);
+        Head {
+            position,
+            signature: Some((
+                self.public.id.to_string(),
+                self.pair.sign(&message).as_ref().to_vec(),
+            )),
+        }
+    }
+
     fn from_pair(pair: Ed25519KeyPair) -> Self {
         let mut raw = [0; 32];
         raw.copy_from_slice(pair.public_key().as_ref());
@@ -236,9 +250,25 @@ impl PublicKey {
     /// Whether `checkpoint` names this key and carries its valid signature.
     #[must_use]
     pub fn verifies(&self, checkpoint: &Checkpoint) -> bool {
-        *checkpoint.key == *self.id
+        self.checks(
+            &checkpoint.key,
+            &checkpoint.message(),
+            &checkpoint.signature,
+        )
+    }
+
+    /// Whether `head` is signed, names this key and carries its valid signature.
+    #[must_use]
+    pub fn verifies_head(&self, head: &Head) -> bool {
+        head.signature.as_ref().is_some_and(|(key, signature)| {
+            self.checks(key, &Head::message(&head.position, key), signature)
+        })
+    }
+
+    fn checks(&self, key: &str, message: &[u8], signature: &[u8]) -> bool {
+        *key == *self.id
             && UnparsedPublicKey::new(&ED25519, &self.raw)
-                .verify(&checkpoint.message(), &checkpoint.signature)
+                .verify(message, signature)
                 .is_ok()
     }
 }

@@ -84,6 +84,24 @@ pub enum CheckpointFault {
     NotAfter,
 }
 
+/// Why a head file is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeadFault {
+    /// It is not a head line (see [`Head::parse`](super::head::Head::parse)).
+    Malformed,
+    /// It carries no signature, though the log is checked with public keys (the sink signs its
+    /// head whenever it signs checkpoints).
+    Unsigned,
+    /// It names a key none of the given public keys has.
+    UnknownKey {
+        /// The key id it names.
+        key: String,
+    },
+    /// Its signature does not check with the key it names.
+    BadSignature,
+}
+
 /// Why a log does not verify.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -112,6 +130,14 @@ pub enum VerifyError {
         /// The head file's path.
         path: PathBuf,
     },
+    /// The head file is refused.
+    #[error("{}: {}", .path.display(), describe_head(.fault))]
+    BadHead {
+        /// The head file's path.
+        path: PathBuf,
+        /// What is wrong.
+        fault: HeadFault,
+    },
     /// The chain is broken.
     #[error("{0}")]
     Chain(ChainError),
@@ -135,6 +161,19 @@ impl VerifyError {
             self,
             VerifyError::NoLog { .. } | VerifyError::Unreadable { .. }
         )
+    }
+}
+
+fn describe_head(fault: &HeadFault) -> String {
+    match fault {
+        HeadFault::Malformed => "not a head file".into(),
+        HeadFault::Unsigned => {
+            "the head file is not signed, though the sink signs it with its checkpoints (rewritten?)".into()
+        }
+        HeadFault::UnknownKey { key } => {
+            format!("the head file is signed with key {key}, which is not among the public keys given")
+        }
+        HeadFault::BadSignature => "the head file's signature does not check".into(),
     }
 }
 
@@ -206,8 +245,19 @@ impl LogVerifier {
                 path: self.log.clone(),
             });
         }
-        let head = FileSink::read_head(&self.log)
-            .map_err(|e| unreadable(&FileSink::head_path(&self.log), e))?;
+        let head_path = FileSink::head_path(&self.log);
+        let head_line = match FileSink::read_head_line(&self.log) {
+            Ok(head) => head,
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(VerifyError::BadHead {
+                    path: head_path,
+                    fault: HeadFault::Malformed,
+                });
+            }
+            Err(error) => return Err(unreadable(&head_path, error)),
+        };
+        self.check_head_signature(head_line.as_ref(), &head_path)?;
+        let head = head_line.map(|h| h.position);
         if head.is_none() && !self.unanchored {
             return Err(VerifyError::NoHeadFile {
                 path: FileSink::head_path(&self.log),
@@ -232,6 +282,42 @@ impl LogVerifier {
             sealed: sealed.records,
             keys: sealed.keys,
         })
+    }
+
+    /// With public keys, a head file must be signed by one of them.
+    #[cfg(feature = "audit-signing")]
+    fn check_head_signature(
+        &self,
+        head: Option<&super::head::Head>,
+        path: &Path,
+    ) -> Result<(), VerifyError> {
+        let (Some(head), false) = (head, self.keys.is_empty()) else {
+            return Ok(());
+        };
+        let refuse = |fault| {
+            Err(VerifyError::BadHead {
+                path: path.to_path_buf(),
+                fault,
+            })
+        };
+        let Some((key, _)) = &head.signature else {
+            return refuse(HeadFault::Unsigned);
+        };
+        match self.keys.iter().find(|k| k.id() == key) {
+            None => refuse(HeadFault::UnknownKey { key: key.clone() }),
+            Some(known) if !known.verifies_head(head) => refuse(HeadFault::BadSignature),
+            Some(_) => Ok(()),
+        }
+    }
+
+    #[cfg(not(feature = "audit-signing"))]
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
+    fn check_head_signature(
+        &self,
+        _head: Option<&super::head::Head>,
+        _path: &Path,
+    ) -> Result<(), VerifyError> {
+        Ok(())
     }
 
     /// Checks the checkpoint file (with public keys) and adds an anchor for each checkpoint.

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{AuditSink, SinkError};
 use crate::audit::batch::RecordBatch;
 use crate::audit::chain::{Position, append_line, link, parse_line, verify_bytes};
+use crate::audit::head::Head;
 use crate::audit::record::AuditRecord;
 use crate::clock::{SharedClock, SystemClock, day_of};
 
@@ -165,27 +166,28 @@ impl FileSink {
     /// head file.
     ///
     /// # Errors
-    /// The head file cannot be read, or is not one line of a sequence number and a hash.
+    /// The head file cannot be read, or is not a head line (see [`Head::parse`]).
     pub fn read_head(path: &Path) -> io::Result<Option<Position>> {
+        Ok(Self::read_head_line(path)?.map(|head| head.position))
+    }
+
+    /// The head file of the log at `path`, with its signature if it has one; `Ok(None)` when
+    /// there is no head file.
+    ///
+    /// # Errors
+    /// The head file cannot be read, or is not a head line (see [`Head::parse`]).
+    pub fn read_head_line(path: &Path) -> io::Result<Option<Head>> {
         let file = head_path(path);
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error),
         };
-        let parsed = text.trim().split_once(' ').and_then(|(seq, hash)| {
-            let mut head = [0; 32];
-            hex::decode_to_slice(hash, &mut head).ok()?;
-            Some(Position {
-                next_seq: seq.parse().ok()?,
-                head,
-            })
-        });
-        parsed.map(Some).ok_or_else(|| {
+        Head::parse(&bytes).map(Some).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{}: not a head file (a sequence number and a hash)",
+                    "{}: not a head file (a sequence number and a hash, and a key and signature when signed)",
                     file.display()
                 ),
             )
@@ -355,10 +357,11 @@ impl FileSinkBuilder {
             .open(&self.path)?;
         let position = recover(&self.path, &mut file, self.accept_unanchored)?;
         #[cfg(feature = "audit-signing")]
-        let (sealer, seal_every) = match self.checkpoints {
-            None => (None, None),
+        let (sealer, seal_every, head_signer) = match self.checkpoints {
+            None => (None, None, None),
             Some(config) => {
                 let every = config.interval();
+                let signer = config.key().clone();
                 let sealer = super::seal::Sealer::open(
                     &self.path,
                     config,
@@ -366,14 +369,19 @@ impl FileSinkBuilder {
                     |seq| record_hash(&self.path, seq),
                     self.clock.clone(),
                 )?;
-                (Some(sealer), Some(every))
+                (Some(sealer), Some(every), Some(signer))
             }
         };
         let (jobs, queue) = mpsc::channel(self.queue);
         let healthy = Arc::new(AtomicBool::new(true));
         let counters = Arc::new(Counters::default());
         let size = file.metadata()?.len();
-        let head = HeadFile::open(&self.path, &position)?;
+        let head = HeadFile::open(
+            &self.path,
+            &position,
+            #[cfg(feature = "audit-signing")]
+            head_signer,
+        )?;
         #[cfg(feature = "audit-signing")]
         if let Some(every) = seal_every {
             start_seal_timer(&jobs, every)?;
@@ -414,26 +422,43 @@ impl FileSinkBuilder {
 struct HeadFile {
     file: File,
     len: u64,
+    /// Signs each head, when the sink signs checkpoints.
+    #[cfg(feature = "audit-signing")]
+    signer: Option<crate::audit::SigningKey>,
 }
 
 impl HeadFile {
     /// Opens the head file and records where the recovered chain stands: a new log has a head
     /// from its start, and a head that lagged (a crash between a commit and its head update)
     /// catches up.
-    fn open(log: &Path, position: &Position) -> io::Result<HeadFile> {
+    fn open(
+        log: &Path,
+        position: &Position,
+        #[cfg(feature = "audit-signing")] signer: Option<crate::audit::SigningKey>,
+    ) -> io::Result<HeadFile> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(head_path(log))?;
         let len = file.metadata()?.len();
-        let mut head = HeadFile { file, len };
+        let mut head = HeadFile {
+            file,
+            len,
+            #[cfg(feature = "audit-signing")]
+            signer,
+        };
         head.record(position)?;
         head.file.sync_data()?;
         Ok(head)
     }
 
     fn record(&mut self, position: &Position) -> io::Result<()> {
+        #[cfg(feature = "audit-signing")]
+        if let Some(signer) = &self.signer {
+            let line = signer.sign_head(*position).line();
+            return self.write(&line);
+        }
         let mut line = [0u8; 20 + 1 + 64 + 1];
         let mut seq = itoa::Buffer::new();
         let digits = seq.format(position.next_seq).as_bytes();
@@ -445,13 +470,19 @@ impl HeadFile {
         end += 64;
         line[end] = b'\n';
         end += 1;
+        self.write(&line[..end])
+    }
+
+    /// Writes `line` over the head file's content.
+    fn write(&mut self, line: &[u8]) -> io::Result<()> {
         self.file.seek(SeekFrom::Start(0))?;
-        self.file.write_all(&line[..end])?;
-        // Sequence numbers only grow, so this is rare: a longer line left by an older file.
-        if (end as u64) < self.len {
-            self.file.set_len(end as u64)?;
+        self.file.write_all(line)?;
+        // Rare: a longer line left by an older or unsigned head.
+        let end = line.len() as u64;
+        if end < self.len {
+            self.file.set_len(end)?;
         }
-        self.len = end as u64;
+        self.len = end;
         Ok(())
     }
 }
@@ -482,6 +513,8 @@ fn rotated(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
         let Some(n) = file_name
             .to_str()
             .and_then(|f| f.strip_prefix(&prefix))
+            // Digits only, no leading zero: `.+1` or `.01` is someone else's file.
+            .filter(|rest| rest.bytes().all(|b| b.is_ascii_digit()) && !rest.starts_with('0'))
             .and_then(|rest| rest.parse::<u64>().ok())
         else {
             continue;
@@ -491,32 +524,33 @@ fn rotated(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// The last complete record of `bytes`, cutting off a torn tail; refuses damage elsewhere.
-fn tail_of(bytes: &[u8], path: &Path) -> io::Result<(Option<Position>, usize)> {
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let mut last = None;
-    for (number, line) in bytes[..complete]
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        let parsed = parse_line(line).filter(|l| link(&l.prev, l.record) == l.hash);
-        let Some(parsed) = parsed else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}:{}: the audit log is damaged; verify it and move it aside before writing on",
-                    path.display(),
-                    number + 1
-                ),
-            ));
+/// Where the chain stands at the end of a rotated file: its records checked from its first
+/// one's place (the verifier checks how the files join); `None` for a file without records.
+fn end_of_rotated(bytes: &[u8], path: &Path) -> io::Result<Option<Position>> {
+    let Some(first) = bytes.split(|&b| b == b'\n').next().and_then(parse_line) else {
+        return if bytes.is_empty() {
+            Ok(None)
+        } else {
+            Err(damaged(path, "its first line is not a record"))
         };
-        last = Some(Position {
-            next_seq: parsed.seq.saturating_add(1),
-            head: parsed.hash,
-        });
-    }
-    Ok((last, complete))
+    };
+    let mut position = Position {
+        next_seq: first.seq,
+        head: first.prev,
+    };
+    verify_bytes(path, bytes, &mut position, false)
+        .map_err(|error| damaged(path, &error.to_string()))?;
+    Ok(Some(position))
+}
+
+fn damaged(path: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}: {what}; the audit log is damaged: verify it and move it aside before writing on",
+            path.display()
+        ),
+    )
 }
 
 /// Where the chain continues: the live file's last complete record (its torn tail cut off), or
@@ -529,11 +563,20 @@ fn recover(path: &Path, file: &mut File, accept_unanchored: bool) -> io::Result<
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0))?;
     file.read_to_end(&mut bytes)?;
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     if complete < bytes.len() {
-        tracing::warn!(layer = "audit", path = %path.display(), torn = bytes.len() - complete,
-            "cutting off a torn last line (a write a crash interrupted; it was never acknowledged)");
-        file.set_len(complete as u64)?;
+        let tail = &bytes[complete..];
+        if parse_line(tail).is_some_and(|line| link(&line.prev, line.record) == line.hash) {
+            // A whole record whose newline alone is missing is kept: it may be acknowledged,
+            // and a crash that tears a write leaves part of a record, not all of it.
+            file.write_all(b"\n")?;
+            bytes.push(b'\n');
+            complete = bytes.len();
+        } else {
+            tracing::warn!(layer = "audit", path = %path.display(), torn = bytes.len() - complete,
+                "cutting off a torn last line (a write a crash interrupted; it was never acknowledged)");
+            file.set_len(complete as u64)?;
+        }
         file.sync_all()?;
     }
     let mut files = rotated(path)?;
@@ -541,7 +584,7 @@ fn recover(path: &Path, file: &mut File, accept_unanchored: bool) -> io::Result<
     let mut start = None;
     for (_, older) in files.iter().rev() {
         let bytes = std::fs::read(older)?;
-        if let (Some(position), _) = tail_of(&bytes, older)? {
+        if let Some(position) = end_of_rotated(&bytes, older)? {
             start = Some(position);
             break;
         }
@@ -550,12 +593,7 @@ fn recover(path: &Path, file: &mut File, accept_unanchored: bool) -> io::Result<
     // Checked from where the rotated files end, so a live file that does not continue them,
     // or whose records no longer follow each other, is refused here.
     if let Err(error) = verify_bytes(path, &bytes[..complete], &mut position, true) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{error}; the audit log is damaged: verify it and move it aside before writing on"
-            ),
-        ));
+        return Err(damaged(path, &error.to_string()));
     }
     let refused = |why: String| {
         Err(io::Error::new(
@@ -798,7 +836,9 @@ impl Writer {
             let hash = link(&position.head, canonical);
             append_line(buffer, position.next_seq, &position.head, &hash, canonical);
             position = Position {
-                next_seq: position.next_seq + 1,
+                next_seq: position.next_seq.checked_add(1).ok_or_else(|| {
+                    io::Error::other("the chain has reached the last sequence number")
+                })?,
                 head: hash,
             };
         }
@@ -838,7 +878,8 @@ impl Writer {
             .map(|(n, _)| *n)
             .max()
             .unwrap_or(0)
-            + 1;
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("no rotated file number is left"))?;
         let mut target = self.path.as_os_str().to_owned();
         target.push(format!(".{next}"));
         self.file.sync_all()?;

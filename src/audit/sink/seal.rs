@@ -19,7 +19,7 @@ use super::AuditSink;
 use crate::audit::chain::Position;
 use crate::audit::checkpoint::{Checkpoint, FIRST_PREV};
 use crate::audit::record::AuditRecord;
-use crate::audit::signing::SigningKey;
+use crate::audit::signing::{PublicKey, SigningKey};
 use crate::clock::{SharedClock, rfc3339_micros};
 
 /// Starts the task that hands checkpoints to a second sink, on the runtime given.
@@ -53,6 +53,8 @@ type StartCopy =
 #[must_use]
 pub struct Checkpoints {
     key: SigningKey,
+    previous: Vec<PublicKey>,
+    accept_unsealed: bool,
     every_records: u64,
     every: Duration,
     copy: Option<StartCopy>,
@@ -62,6 +64,8 @@ impl std::fmt::Debug for Checkpoints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoints")
             .field("key", &self.key.id())
+            .field("previous", &self.previous)
+            .field("accept_unsealed", &self.accept_unsealed)
             .field("every_records", &self.every_records)
             .field("every", &self.every)
             .field("copy", &self.copy.is_some())
@@ -74,10 +78,32 @@ impl Checkpoints {
     pub fn new(key: SigningKey) -> Self {
         Self {
             key,
+            previous: Vec::new(),
+            accept_unsealed: false,
             every_records: 1_000,
             every: Duration::from_secs(60),
             copy: None,
         }
+    }
+
+    /// A public key the log's checkpoints and head were signed with before this key: after a
+    /// key change, the sink checks the last checkpoint and the head it goes on from with it.
+    pub fn previous_key(mut self, key: PublicKey) -> Self {
+        self.previous.push(key);
+        self
+    }
+
+    /// Seals, on opening, records after the last checkpoint that no signed head vouches for:
+    /// once, when checkpoints are first enabled on an existing log, or after verifying a log
+    /// whose head or checkpoints were lost. Without it such a log is refused.
+    pub fn accept_unsealed(mut self) -> Self {
+        self.accept_unsealed = true;
+        self
+    }
+
+    /// The signing key.
+    pub(super) fn key(&self) -> &SigningKey {
+        &self.key
     }
 
     /// A checkpoint once this many records are unsealed (default 1,000; at least 1).
@@ -133,13 +159,22 @@ pub(super) struct Sealer {
     /// The hash of the last checkpoint line.
     last_line: [u8; 32],
     last_time: Instant,
+    /// Set when a failed write could not be cut back.
+    broken: bool,
 }
 
 impl Sealer {
-    /// Opens the checkpoint file beside `log` and checks that its last checkpoint is on the
-    /// recovered chain (`hash_at` gives a record's hash by sequence number): the sink refuses
-    /// to seal a chain its own earlier checkpoints contradict. A torn last line (a crash while
-    /// appending it) is cut.
+    /// Opens the checkpoint file beside `log` and checks what this sink is about to vouch for:
+    /// - the checkpoints follow each other, each sealing more records than the one before, and
+    ///   the last is signed by this key or a [previous one](Checkpoints::previous_key) and is
+    ///   on the chain the log holds now (`hash_at` gives a record's hash by sequence number);
+    /// - the records after the last checkpoint, which this process did not write, are
+    ///   vouched for by a head file signed by one of those keys (unless
+    ///   [`accept_unsealed`](Checkpoints::accept_unsealed)): otherwise a forger who removed the
+    ///   last checkpoints and rewrote those records would have them sealed by the next start.
+    ///
+    /// A last line without its newline is cut when it is not a whole checkpoint (a crash while
+    /// appending it), and given its newline back when it is.
     pub(super) fn open(
         log: &Path,
         config: Checkpoints,
@@ -158,9 +193,15 @@ impl Sealer {
         file.read_to_end(&mut bytes)?;
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         if complete < bytes.len() {
-            tracing::warn!(layer = "audit", path = %path.display(),
-                "cutting off a torn last checkpoint line (a crash while it was written)");
-            file.set_len(complete as u64)?;
+            if Checkpoint::parse(&bytes[complete..]).is_some() {
+                file.write_all(b"\n")?;
+                bytes.push(b'\n');
+            } else {
+                tracing::warn!(layer = "audit", path = %path.display(),
+                    "cutting off a torn last checkpoint line (a crash while it was written)");
+                file.set_len(complete as u64)?;
+                bytes.truncate(complete);
+            }
             file.sync_all()?;
         }
         let damaged = |line: usize, what: &str| {
@@ -172,11 +213,16 @@ impl Sealer {
                 ),
             )
         };
-        let lines: Vec<&[u8]> = bytes[..complete]
+        let signed_by_known = |key: &str| {
+            std::iter::once(config.key.public_key())
+                .chain(&config.previous)
+                .find(|known| known.id() == key)
+        };
+        let lines: Vec<&[u8]> = bytes
             .split_inclusive(|&b| b == b'\n')
             .map(|line| &line[..line.len() - 1])
             .collect();
-        let (mut sealed, mut last_line) = (0, FIRST_PREV);
+        let (mut sealed, mut last_line) = (0u64, FIRST_PREV);
         for (index, line) in lines.iter().enumerate() {
             let number = index + 1;
             let Some(checkpoint) = Checkpoint::parse(line) else {
@@ -185,30 +231,80 @@ impl Sealer {
             if checkpoint.prev != last_line {
                 return Err(damaged(number, "does not follow the checkpoint before it"));
             }
-            // Checkpoints signed with an earlier key are checked by the verifier, which is
-            // given every public key; this process holds only its own.
-            if checkpoint.key == config.key.id() && !config.key.public_key().verifies(&checkpoint) {
+            if index > 0 && checkpoint.seq < sealed {
+                return Err(damaged(
+                    number,
+                    "seals no more records than the one before it",
+                ));
+            }
+            let Some(next) = checkpoint.seq.checked_add(1) else {
+                return Err(damaged(number, "seals past the last sequence number"));
+            };
+            sealed = next;
+            last_line = Checkpoint::line_hash(line);
+            if number < lines.len() {
+                continue;
+            }
+            // The checkpoint this sink goes on from: its own or a known earlier key's, and on
+            // the chain the log holds now.
+            let Some(key) = signed_by_known(&checkpoint.key) else {
+                return Err(damaged(
+                    number,
+                    &format!(
+                        "signed with key {}, which this sink does not know (after a key change, give the earlier public key as a previous key)",
+                        checkpoint.key
+                    ),
+                ));
+            };
+            if !key.verifies(&checkpoint) {
                 return Err(damaged(number, "its signature does not check"));
             }
-            sealed = checkpoint.seq.saturating_add(1);
-            last_line = Checkpoint::line_hash(line);
-            if number == lines.len() {
-                // The last checkpoint must be on the chain the log holds now.
-                if sealed > position.next_seq {
-                    return Err(damaged(
-                        number,
-                        &format!(
-                            "it seals {sealed} records but the log holds {}: sealed records are missing",
-                            position.next_seq
-                        ),
-                    ));
+            if sealed > position.next_seq {
+                return Err(damaged(
+                    number,
+                    &format!(
+                        "it seals {sealed} records but the log holds {}: sealed records are missing",
+                        position.next_seq
+                    ),
+                ));
+            }
+            if hash_at(checkpoint.seq)? != Some(checkpoint.hash) {
+                return Err(damaged(
+                    number,
+                    &format!(
+                        "the log's record {} does not carry the hash it seals: the log was rewritten",
+                        checkpoint.seq
+                    ),
+                ));
+            }
+        }
+        if sealed < position.next_seq && !config.accept_unsealed {
+            // Records this process did not write, about to be sealed: something signed must
+            // vouch for them. The head file names where the chain stood after the last commit
+            // (recovery checked the record it names carries its hash).
+            let head = super::FileSink::read_head_line(log)?;
+            let vouched = head.as_ref().and_then(|head| {
+                let (key, _) = head.signature.as_ref()?;
+                signed_by_known(key)
+                    .filter(|known| known.verifies_head(head))
+                    .map(|_| head.position.next_seq)
+            });
+            match vouched {
+                // A signed head older than the last checkpoint was not this log's last one.
+                Some(through) if through >= sealed => {
+                    if through < position.next_seq {
+                        tracing::warn!(layer = "audit", path = %log.display(),
+                            records = position.next_seq - through,
+                            "records past the signed head (a crash between a commit and its head update) are sealed now");
+                    }
                 }
-                if hash_at(checkpoint.seq)? != Some(checkpoint.hash) {
-                    return Err(damaged(
-                        number,
-                        &format!(
-                            "the log's record {} does not carry the hash it seals: the log was rewritten",
-                            checkpoint.seq
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: records {sealed} to {} come after the last checkpoint and no head signed by a known key vouches for them (checkpoints removed, a head rewritten, or checkpoints enabled on a log that had none); verify the log, then open it once with accept_unsealed to seal them",
+                            log.display(),
+                            position.next_seq - 1
                         ),
                     ));
                 }
@@ -242,6 +338,7 @@ impl Sealer {
             sealed,
             last_line,
             last_time: Instant::now(),
+            broken: false,
         })
     }
 
@@ -268,6 +365,11 @@ impl Sealer {
     }
 
     fn seal(&mut self, position: &Position) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other(
+                "a failed checkpoint write could not be undone; restart to recover the file",
+            ));
+        }
         let mut checkpoint = Checkpoint {
             seq: position.next_seq - 1,
             hash: position.head,
@@ -285,8 +387,11 @@ impl Sealer {
             .write_all(&line)
             .and_then(|()| self.file.sync_data());
         if let Err(error) = written {
-            // A part that reached the file would make the next line follow a broken one.
-            let _ = self.file.set_len(self.size);
+            // A part that reached the file would make the next line follow a broken one: cut
+            // it, or, when that fails too, write no more checkpoints (a restart cuts it).
+            if self.file.set_len(self.size).is_err() {
+                self.broken = true;
+            }
             return Err(error);
         }
         self.size += line.len() as u64;
