@@ -7,6 +7,8 @@
 #
 #   bash scripts/callgrind.sh                          # full and rate_limit_layer
 #   STACKS="bare full conditional" REQUESTS=4000 bash scripts/callgrind.sh
+#   BIN=/tmp/loadtest-before bash scripts/callgrind.sh  # another build (a copy kept from before
+#                                                     # a change), to compare in one sitting
 #
 # Needs valgrind (apt-get install valgrind) and python3.
 set -euo pipefail
@@ -20,8 +22,10 @@ WORK=$(mktemp -d /tmp/api-policy-callgrind.XXXXXX)
 trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
-cargo build --quiet --release --example loadtest --features jwt,redis
-BIN=target/release/examples/loadtest
+if [[ -z ${BIN:-} ]]; then
+  cargo build --quiet --release --example loadtest --features jwt,redis
+  BIN=target/release/examples/loadtest
+fi
 TOKEN=$("$BIN" --print-token)
 
 # Sends $2 GETs on one keep-alive connection to port $1; fails on any answer but 200.
@@ -52,9 +56,9 @@ for stack in $STACKS; do
     sleep 0.1
   done
   send "$PORT" "$WARMUP"
-  callgrind_control -z "$SERVER" >/dev/null
+  callgrind_control -z "$SERVER" >/dev/null 2>&1
   send "$PORT" "$REQUESTS"
-  callgrind_control -d "$SERVER" >/dev/null
+  callgrind_control -d "$SERVER" >/dev/null 2>&1
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
   # The dump after zeroing is the second file: <out>.<pid>.1 or <out>.1, by valgrind's version.
   dump=$(ls "$out"* | grep -E '\.1$' | head -1)
