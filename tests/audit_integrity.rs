@@ -541,7 +541,7 @@ async fn the_sink_refuses_to_write_on_over_a_forged_log() {
     // Nor with the checkpoint file removed.
     std::fs::remove_file(FileSink::checkpoint_path(&f.log)).unwrap();
     refused_with(Some(sealing()), "no head signed by a known key vouches");
-    assert_broken(&f.verify(), "the head file is not signed");
+    assert_broken(&f.verify(), "no checkpoints");
     // Nor with a checkpoint of another key appended.
     f.restore();
     let foreign = seal(
@@ -956,4 +956,94 @@ async fn the_sink_checks_the_newest_rotated_file() {
     write_lines(newest_rotated, &rotated);
     let refused = FileSink::builder(&log).open().unwrap_err().to_string();
     assert!(refused.contains("damaged"), "{refused}");
+}
+
+/// The head an empty log starts with is the same for every log a key signs: it vouches for no
+/// record, so a log rewritten from its first record with that head and no checkpoints is not
+/// sealed on the next start.
+#[tokio::test]
+async fn the_empty_logs_head_vouches_for_nothing() {
+    let f = Fixture::new("genesis").await;
+    // Another log signed with the same key, as it starts: its head file.
+    let other = scratch("genesis-other");
+    drop(
+        FileSink::builder(&other)
+            .checkpoints(Checkpoints::new(f.signing.clone()))
+            .open()
+            .unwrap(),
+    );
+    let empty_head = std::fs::read_to_string(head_path(&other)).unwrap();
+    let mut forged = f.pristine[..10].to_vec();
+    forged[0] = forged[0].replacen("dr_who", "dr_how", 1);
+    rechain(&mut forged, 0);
+    write_lines(&f.log, &forged);
+    std::fs::write(FileSink::checkpoint_path(&f.log), "").unwrap();
+    std::fs::write(head_path(&f.log), empty_head).unwrap();
+    let refused = FileSink::builder(&f.log)
+        .checkpoints(Checkpoints::new(f.signing.clone()))
+        .open()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("no head signed by a known key vouches"),
+        "{refused}"
+    );
+}
+
+/// After a key change, the earlier key signs nothing more: a checkpoint or head it signs after
+/// its successor did is refused.
+#[tokio::test]
+async fn a_replaced_key_signs_nothing_after_its_successor() {
+    let log = scratch("retired");
+    let dir = log.parent().unwrap().to_path_buf();
+    let (old, new) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    sealed_log(&log, Checkpoints::new(old.clone()), 0, 10, 10, &[]).await;
+    let rotated = Checkpoints::new(new.clone()).previous_key(old.public_key().clone());
+    sealed_log(&log, rotated, 10, 10, 10, &[]).await;
+    let keys = [
+        "--public-key".to_string(),
+        public_key_file(&dir, "old.pem", old.public_key()),
+        "--public-key".to_string(),
+        public_key_file(&dir, "new.pem", new.public_key()),
+    ];
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    assert_ok(&run(&log, &keys));
+    // The old key, leaked, seals a forged record appended after the new key's checkpoints.
+    let mut appended = lines(&log);
+    appended.push(forged_line(
+        appended.last().map(String::as_str),
+        20,
+        &record(666),
+    ));
+    write_lines(&log, &appended);
+    let seals = std::fs::read_to_string(FileSink::checkpoint_path(&log)).unwrap();
+    let last = parse_line(appended[20].as_bytes()).unwrap();
+    let forged_seal = seal(&old, 20, last.hash, seals.lines().last().unwrap());
+    std::fs::write(
+        FileSink::checkpoint_path(&log),
+        format!("{seals}{forged_seal}\n"),
+    )
+    .unwrap();
+    assert_broken(&run(&log, &keys), "which a later key replaced");
+}
+
+/// A head or checkpoint file that is not a regular file (a FIFO would hang a reader) is
+/// refused at once.
+#[tokio::test]
+async fn files_that_are_not_regular_files_are_refused() {
+    let f = Fixture::new("fifo").await;
+    std::fs::remove_file(head_path(&f.log)).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(head_path(&f.log))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let started = Instant::now();
+    let output = f.verify();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_broken(&output, "not a head file");
+    assert!(FileSink::builder(&f.log).open().is_err());
 }

@@ -27,6 +27,33 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+/// Reads a file of the log (a log file, its head, its checkpoints) whole, refusing anything but
+/// a regular file of at most `max` bytes: a FIFO or a link to a device would hang or exhaust the
+/// reader.
+///
+/// # Errors
+/// The file cannot be read, is not a regular file, or is larger than `max`.
+pub fn read_log_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: larger than {max} bytes", path.display()),
+        ));
+    }
+    std::fs::read(path)
+}
+
+/// The most a log file may hold for the verifier and the sink's recovery to read it whole:
+/// rotate long before (64 MiB is usual).
+pub const MAX_LOG_FILE: u64 = 1 << 34;
+
 /// The hash before the first record.
 pub const GENESIS: [u8; 32] = [0; 32];
 
@@ -295,7 +322,7 @@ pub fn verify_anchored(files: &[PathBuf], anchors: &[Anchor]) -> Result<Verified
     }
     for (index, file) in files.iter().enumerate() {
         let last_file = index + 1 == files.len();
-        let bytes = std::fs::read(file).map_err(|_| ChainError {
+        let bytes = read_log_file(file, MAX_LOG_FILE).map_err(|_| ChainError {
             file: file.clone(),
             line: 0,
             expected_seq: position.next_seq,

@@ -94,6 +94,7 @@ pub use crate::future::ResponseFuture;
 pub use batch::RecordBatch;
 pub use layer::{AuditBuilder, AuditLayer, AuditStats, Durability};
 pub use record::AuditRecord;
+pub(crate) use service::ANSWER_FIELDS;
 pub use service::Audit;
 #[cfg(feature = "audit-signing")]
 pub use signing::{KeyError, PublicKey, SigningKey};

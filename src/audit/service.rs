@@ -387,6 +387,9 @@ fn finish<B>(draft: &mut Draft, began: Instant, response: &Response<B>) {
         .map(|r| r.error.clone());
 }
 
+/// How many fields a recorded answer gets at most: the request id and `Cache-Control`.
+pub(crate) const ANSWER_FIELDS: usize = 2;
+
 /// Gives a PHI route's answer the route's `Cache-Control` when it states none: patient data
 /// must not be kept by a shared cache that guesses its freshness. A 304 carries what its 200
 /// would: the same value, set by the handler or the conditional layer, or this one.

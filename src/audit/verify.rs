@@ -82,6 +82,12 @@ pub enum CheckpointFault {
     BadSignature,
     /// It seals no more records than the checkpoint before it.
     NotAfter,
+    /// It is signed with a key that another key followed in an earlier checkpoint: a retired
+    /// key signs nothing after its successor did.
+    RetiredKey {
+        /// The key id it names.
+        key: String,
+    },
 }
 
 /// Why a head file is refused.
@@ -100,6 +106,11 @@ pub enum HeadFault {
     },
     /// Its signature does not check with the key it names.
     BadSignature,
+    /// It is signed with a key that the checkpoints show replaced by another.
+    RetiredKey {
+        /// The key id it names.
+        key: String,
+    },
 }
 
 /// Why a log does not verify.
@@ -174,6 +185,9 @@ fn describe_head(fault: &HeadFault) -> String {
             format!("the head file is signed with key {key}, which is not among the public keys given")
         }
         HeadFault::BadSignature => "the head file's signature does not check".into(),
+        HeadFault::RetiredKey { key } => {
+            format!("the head file is signed with key {key}, which a later key replaced")
+        }
     }
 }
 
@@ -193,6 +207,9 @@ fn describe(fault: &CheckpointFault) -> String {
         }
         CheckpointFault::BadSignature => "its signature does not check".into(),
         CheckpointFault::NotAfter => "seals no more records than the checkpoint before it".into(),
+        CheckpointFault::RetiredKey { key } => {
+            format!("signed with key {key}, which a later key replaced in an earlier checkpoint")
+        }
     }
 }
 
@@ -256,8 +273,7 @@ impl LogVerifier {
             }
             Err(error) => return Err(unreadable(&head_path, error)),
         };
-        self.check_head_signature(head_line.as_ref(), &head_path)?;
-        let head = head_line.map(|h| h.position);
+        let head = head_line.as_ref().map(|h| h.position);
         if head.is_none() && !self.unanchored {
             return Err(VerifyError::NoHeadFile {
                 path: FileSink::head_path(&self.log),
@@ -271,6 +287,7 @@ impl LogVerifier {
             .into_iter()
             .collect();
         let sealed = self.checkpoint_anchors(&mut anchors)?;
+        self.check_head_signature(head_line.as_ref(), &head_path, &sealed.retired)?;
         let verified = verify_anchored(&files, &anchors).map_err(VerifyError::Chain)?;
         Ok(LogReport {
             records: verified.records,
@@ -290,6 +307,7 @@ impl LogVerifier {
         &self,
         head: Option<&super::head::Head>,
         path: &Path,
+        retired: &[String],
     ) -> Result<(), VerifyError> {
         let (Some(head), false) = (head, self.keys.is_empty()) else {
             return Ok(());
@@ -303,6 +321,9 @@ impl LogVerifier {
         let Some((key, _)) = &head.signature else {
             return refuse(HeadFault::Unsigned);
         };
+        if retired.contains(key) {
+            return refuse(HeadFault::RetiredKey { key: key.clone() });
+        }
         match self.keys.iter().find(|k| k.id() == key) {
             None => refuse(HeadFault::UnknownKey { key: key.clone() }),
             Some(known) if !known.verifies_head(head) => refuse(HeadFault::BadSignature),
@@ -316,6 +337,7 @@ impl LogVerifier {
         &self,
         _head: Option<&super::head::Head>,
         _path: &Path,
+        _retired: &[String],
     ) -> Result<(), VerifyError> {
         Ok(())
     }
@@ -335,7 +357,7 @@ impl LogVerifier {
             line,
             fault,
         };
-        let bytes = match std::fs::read(&file) {
+        let bytes = match super::chain::read_log_file(&file, super::chain::MAX_LOG_FILE) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Err(refuse(0, CheckpointFault::Missing));
@@ -377,7 +399,14 @@ impl LogVerifier {
             if sealed.count > 0 && checkpoint.seq < sealed.records {
                 return Err(refuse(number, CheckpointFault::NotAfter));
             }
-            if !sealed.keys.contains(&checkpoint.key) {
+            if sealed.keys.last() != Some(&checkpoint.key) {
+                if sealed.keys.contains(&checkpoint.key) {
+                    let key = checkpoint.key.clone();
+                    return Err(refuse(number, CheckpointFault::RetiredKey { key }));
+                }
+                if let Some(replaced) = sealed.keys.last() {
+                    sealed.retired.push(replaced.clone());
+                }
                 sealed.keys.push(checkpoint.key.clone());
             }
             anchors.push(checkpoint.anchor(number));
@@ -404,6 +433,8 @@ struct Sealed {
     count: u64,
     records: u64,
     keys: Vec<String>,
+    /// Keys a later key replaced.
+    retired: Vec<String>,
 }
 
 impl fmt::Display for LogReport {

@@ -88,5 +88,6 @@ pub use memory::MemoryValidatorStore;
 pub use precondition::{Evaluation, Preconditions, Validators, evaluate};
 #[cfg(feature = "redis")]
 pub use redis::RedisValidatorStore;
+pub(crate) use service::ANSWER_FIELDS;
 pub use service::Conditional;
 pub use store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};

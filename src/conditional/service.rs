@@ -710,6 +710,10 @@ fn view(validators: &StoredValidators) -> Validators<'_> {
     }
 }
 
+/// How many fields a read's answer gets at most: `ETag`, `Last-Modified` and the resource's
+/// `Cache-Control`.
+pub(crate) const ANSWER_FIELDS: usize = 3;
+
 fn write_validators(headers: &mut HeaderMap, validators: &StoredValidators) {
     if let Some(tag) = &validators.etag {
         headers.insert(ETAG, tag.to_header_value());

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::layer::Unidentified;
+use super::policy::Unidentified;
 use super::{Algorithm, Quota, RateLimitBuilder, RateLimitLayer, RateLimitStore, RouteRule};
 use crate::error::{ConfigError, FailurePolicy};
 use crate::principal::KeyExtractor;

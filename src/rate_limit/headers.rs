@@ -4,7 +4,6 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
-use super::layer::Limit;
 use super::quota::Quota;
 use super::store::Decision;
 use crate::clock::ceil_secs;
@@ -42,8 +41,39 @@ pub(crate) fn policy_value(name: &str, quota: &Quota) -> HeaderValue {
     HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
 }
 
+/// A quota's header values, built once with its limit.
+#[derive(Debug, Clone)]
+pub(crate) struct LimitFields {
+    /// The quota's name, for a `RateLimit-Policy` of another quota (a caller's override).
+    name: Box<str>,
+    /// The quota these values are for.
+    quota: Quota,
+    /// The name as a structured-field string (`"free"`), as the IETF fields write it.
+    quoted: Box<str>,
+    policy: HeaderValue,
+    /// `X-RateLimit-Limit`.
+    capacity: HeaderValue,
+}
+
+impl LimitFields {
+    pub(crate) fn new(name: &str, quota: &Quota) -> Self {
+        Self {
+            name: name.into(),
+            quota: *quota,
+            quoted: sf_string(name).into(),
+            policy: policy_value(name, quota),
+            capacity: HeaderValue::from(quota.capacity()),
+        }
+    }
+}
+
+/// How many fields [`write`] adds to an answer it lets through: `X-RateLimit-Limit`,
+/// `-Remaining`, `-Used`, `-Reset`, and with the IETF fields `RateLimit-Policy` and `RateLimit`
+/// (`Retry-After` goes on refusals only).
+pub(crate) const ANSWER_FIELDS: usize = 6;
+
 /// Writes the fields for a decision; `ietf` adds `RateLimit-Policy` and `RateLimit`.
-pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, limit: &Limit, ietf: bool) {
+pub(crate) fn write(headers: &mut HeaderMap, decision: &Decision, limit: &LimitFields, ietf: bool) {
     // Grow the map once, not once per field as it fills.
     headers.reserve(4 + usize::from(decision.retry_after_us.is_some()) + 2 * usize::from(ietf));
     let same_quota = decision.quota == limit.quota;

@@ -67,6 +67,7 @@ mod headers;
 mod layer;
 #[cfg(feature = "memory")]
 mod memory;
+mod policy;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis;
@@ -76,9 +77,11 @@ mod store;
 mod verdict;
 
 pub use crate::error::FailurePolicy;
-pub use layer::{RateLimitBuilder, RateLimitLayer, RouteRule, Unidentified};
+pub(crate) use headers::ANSWER_FIELDS;
+pub use layer::{RateLimitBuilder, RateLimitLayer, RouteRule};
 #[cfg(feature = "memory")]
 pub use memory::MemoryRateLimitStore;
+pub use policy::Unidentified;
 pub use quota::{Algorithm, Quota};
 #[cfg(feature = "redis")]
 pub use redis::RedisRateLimitStore;

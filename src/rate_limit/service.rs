@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::headers;
-use super::layer::{CompiledRule, Config, Limit, Unidentified};
+use super::policy::{CompiledRule, Config, Limit, Unidentified};
 use super::store::{BucketKey, Decision, RateLimitStore};
 use crate::body::PolicyBody;
 use crate::clock::ceil_secs;
@@ -93,7 +93,7 @@ impl Gate for Deciding {
     }
 
     fn stamp<B>((decision, limit, ietf): Self::Stamp, response: &mut Response<B>) {
-        headers::write(response.headers_mut(), &decision, &limit, ietf);
+        headers::write(response.headers_mut(), &decision, &limit.fields, ietf);
     }
 }
 
@@ -122,7 +122,7 @@ where
             headers::write(
                 &mut rejection.headers,
                 &decision,
-                limit,
+                &limit.fields,
                 config.ietf_headers,
             );
             rejection

@@ -15,9 +15,16 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 /// How many header fields each slot's layer may add to an answer it lets through, outer to inner
-/// (audit, auth, rate limit, versioning, idempotency, conditional). Refusals are fresh answers
-/// and need no room here.
-pub(crate) const SLOT_FIELDS: [usize; 6] = [1, 0, 6, 6, 0, 3];
+/// (audit, auth, rate limit, versioning, idempotency, conditional), each counted beside the code
+/// that writes them. Refusals are fresh answers and need no room here.
+pub(crate) const SLOT_FIELDS: [usize; 6] = [
+    crate::audit::ANSWER_FIELDS,
+    0,
+    crate::rate_limit::ANSWER_FIELDS,
+    crate::versioning::ANSWER_FIELDS,
+    0,
+    crate::conditional::ANSWER_FIELDS,
+];
 
 /// The service under the innermost slot of a [`PolicyStack`](super::PolicyStack): reserves room
 /// in its answer's header map for the fields the stack's layers add.

@@ -78,6 +78,7 @@ pub use policy::Deprecation;
 #[cfg(feature = "redis")]
 pub use redis::RedisVersionPinStore;
 pub use resolve::Source;
+pub(crate) use service::ANSWER_FIELDS;
 pub use service::{ResponseFuture, VersionSource, Versioning};
 pub use store::{Usage, VersionPinStore};
 pub use version::{ApiVersion, VersionError};

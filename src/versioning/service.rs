@@ -122,6 +122,7 @@ impl<St: VersionPinStore> Gate for Resolving<St> {
         )
     }
 
+    /// Writes at most [`ANSWER_FIELDS`] fields.
     fn stamp<B>((echo, announcement, config, pinned): Self::Stamp, response: &mut Response<B>) {
         let headers = response.headers_mut();
         // The version depended on who asked: no shared cache may hand this answer to another.
@@ -139,6 +140,10 @@ impl<St: VersionPinStore> Gate for Resolving<St> {
         }
     }
 }
+
+/// How many fields a versioned answer gets at most: `Cache-Control` (a pinned caller's), the
+/// version's echo, `Vary`, and the announcement's `Deprecation`, `Sunset` and `Link`.
+pub(crate) const ANSWER_FIELDS: usize = 6;
 
 /// Where the version is served, refused, or what the request said that cannot be served.
 fn decide<S, ReqBody, B, St>(

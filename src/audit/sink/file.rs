@@ -35,7 +35,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditSink, SinkError};
 use crate::audit::batch::RecordBatch;
-use crate::audit::chain::{Position, append_line, link, parse_line, verify_bytes};
+use crate::audit::chain::{
+    MAX_LOG_FILE, Position, append_line, link, parse_line, read_log_file, verify_bytes,
+};
 use crate::audit::head::Head;
 use crate::audit::record::AuditRecord;
 use crate::clock::{SharedClock, SystemClock, day_of};
@@ -178,7 +180,8 @@ impl FileSink {
     /// The head file cannot be read, or is not a head line (see [`Head::parse`]).
     pub fn read_head_line(path: &Path) -> io::Result<Option<Head>> {
         let file = head_path(path);
-        let bytes = match std::fs::read(&file) {
+        // A head line is short; anything larger is not one.
+        let bytes = match read_log_file(&file, 1024) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error),
@@ -350,6 +353,8 @@ impl FileSinkBuilder {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
+        regular_or_absent(&self.path)?;
+        regular_or_absent(&head_path(&self.path))?;
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -414,6 +419,18 @@ impl FileSinkBuilder {
                 path: self.path,
             }),
         })
+    }
+}
+
+/// Refuses a path that exists but is not a regular file (a FIFO would hang the open, a link to
+/// a device would be read without end).
+pub(super) fn regular_or_absent(path: &Path) -> io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a regular file", path.display()),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -583,7 +600,7 @@ fn recover(path: &Path, file: &mut File, accept_unanchored: bool) -> io::Result<
     files.sort();
     let mut start = None;
     for (_, older) in files.iter().rev() {
-        let bytes = std::fs::read(older)?;
+        let bytes = read_log_file(older, MAX_LOG_FILE)?;
         if let Some(position) = end_of_rotated(&bytes, older)? {
             start = Some(position);
             break;
@@ -639,7 +656,7 @@ fn record_hash(path: &Path, seq: u64) -> io::Result<Option<[u8; 32]>> {
     let newest_first =
         std::iter::once(path.to_path_buf()).chain(files.into_iter().rev().map(|(_, p)| p));
     for file in newest_first {
-        let bytes = match std::fs::read(&file) {
+        let bytes = match read_log_file(&file, MAX_LOG_FILE) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),

@@ -9,6 +9,8 @@ mod tracing_sink;
 
 use std::future::Future;
 
+#[cfg(feature = "audit-signing")]
+use file::regular_or_absent;
 pub use file::{FileSink, FileSinkBuilder, FileSinkStats};
 #[cfg(feature = "redis")]
 pub use redis_stream::RedisStreamSink;

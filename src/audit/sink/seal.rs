@@ -183,6 +183,7 @@ impl Sealer {
         clock: SharedClock,
     ) -> io::Result<Sealer> {
         let path = super::FileSink::checkpoint_path(log);
+        super::regular_or_absent(&path)?;
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -222,7 +223,7 @@ impl Sealer {
             .split_inclusive(|&b| b == b'\n')
             .map(|line| &line[..line.len() - 1])
             .collect();
-        let (mut sealed, mut last_line) = (0u64, FIRST_PREV);
+        let (mut sealed, mut last_line, mut last_key) = (0u64, FIRST_PREV, None);
         for (index, line) in lines.iter().enumerate() {
             let number = index + 1;
             let Some(checkpoint) = Checkpoint::parse(line) else {
@@ -242,6 +243,7 @@ impl Sealer {
             };
             sealed = next;
             last_line = Checkpoint::line_hash(line);
+            last_key = Some(checkpoint.key.clone());
             if number < lines.len() {
                 continue;
             }
@@ -285,13 +287,18 @@ impl Sealer {
             let head = super::FileSink::read_head_line(log)?;
             let vouched = head.as_ref().and_then(|head| {
                 let (key, _) = head.signature.as_ref()?;
+                // Signed by this key, or by the one the last checkpoint names: an earlier key
+                // vouches for nothing after its successor signed.
+                let current = *key == *config.key.id() || last_key.as_deref() == Some(key);
                 signed_by_known(key)
+                    .filter(|_| current)
                     .filter(|known| known.verifies_head(head))
                     .map(|_| head.position.next_seq)
             });
             match vouched {
-                // A signed head older than the last checkpoint was not this log's last one.
-                Some(through) if through >= sealed => {
+                // A signed head older than the last checkpoint was not this log's last one;
+                // and the head of an empty log is the same for every log the key signs.
+                Some(through) if through >= sealed && through > 0 => {
                     if through < position.next_seq {
                         tracing::warn!(layer = "audit", path = %log.display(),
                             records = position.next_seq - through,
