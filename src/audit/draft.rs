@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use http::{HeaderValue, Method, Uri};
 
-use super::layer::Coverage;
+use super::policy::Coverage;
 use super::record::{Field, write_canonical};
 use crate::principal::{Principal, PrincipalKind};
 
@@ -152,7 +152,7 @@ fn shortened(text: &str, max: usize) -> &str {
 mod tests {
     use super::*;
     use crate::audit::AuditRecord;
-    use crate::audit::layer::PhiRoute;
+    use crate::audit::policy::PhiRoute;
     use crate::route::RouteMatcher;
 
     fn coverage() -> Coverage {

@@ -1,13 +1,14 @@
-//! [`AuditLayer`]: configuration, built once, shared by every clone of the service.
+//! [`AuditLayer`] and its builder.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use tower_layer::Layer;
 
-use super::queue::{QueueHandle, RecordQueue};
+use super::policy::{Config, Counters, Coverage, PhiRoute};
+use super::queue::RecordQueue;
 use super::service::Audit;
 use super::sink::AuditSink;
 use crate::clock::{Clock, SharedClock, SystemClock};
@@ -70,14 +71,6 @@ pub enum Durability {
     },
 }
 
-/// A PHI route: which path parameter names the patient or record, and the `Cache-Control` its
-/// answers get when they state none.
-#[derive(Debug, Clone)]
-pub(crate) struct PhiRoute {
-    pub(crate) subject_param: Option<String>,
-    pub(crate) cache_control: Option<HeaderValue>,
-}
-
 /// What a PHI answer that states no `Cache-Control` gets by default: no cache may keep it.
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
@@ -91,41 +84,6 @@ pub struct AuditStats {
     pub failed: u64,
     /// Records dropped because the buffer was full (`drop_when_full` only).
     pub dropped: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) written: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-}
-
-/// What is recorded, and of which requests: the PHI routes, and the query parameters whose
-/// values a record may keep.
-#[derive(Debug)]
-pub(crate) struct Coverage {
-    pub(crate) routes: RouteMatcher<PhiRoute>,
-    pub(crate) allowed_query: Vec<String>,
-}
-
-pub(crate) struct Config {
-    pub(crate) coverage: Coverage,
-    pub(crate) request_id: HeaderName,
-    pub(crate) proxies: TrustedProxies,
-    pub(crate) clock: SharedClock,
-    pub(crate) renderer: SharedRenderer,
-    /// The queue of a buffered layer (records as their canonical bytes), and whether a full
-    /// queue drops rather than waits.
-    pub(crate) buffer: Option<(QueueHandle, bool)>,
-    pub(crate) counters: Arc<Counters>,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("buffered", &self.buffer.is_some())
-            .finish_non_exhaustive()
-    }
 }
 
 /// One tamper-evident record per request to a PHI route; see the [module docs](super).

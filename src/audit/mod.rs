@@ -82,6 +82,7 @@ pub mod config;
 mod draft;
 pub mod head;
 mod layer;
+mod policy;
 mod queue;
 mod record;
 mod service;

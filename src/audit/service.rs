@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use super::batch::RecordBatch;
 use super::draft::Draft;
-use super::layer::Config;
+use super::policy::Config;
 use super::queue::Refused;
 use super::sink::AuditSink;
 use crate::body::PolicyBody;

@@ -92,6 +92,7 @@ pub mod config;
 mod jwks;
 mod keys;
 mod layer;
+mod policy;
 mod require;
 mod revocation;
 mod service;

@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::cache::Verified;
 use super::challenge::Failure;
-use super::layer::Config;
+use super::policy::Config;
 use super::token::Found;
 use super::verify::Outcome;
 use crate::body::PolicyBody;

@@ -13,7 +13,7 @@ use super::cache::Verified;
 use super::challenge::Failure;
 use super::claims::{RawClaims, numeric_date, whole_secs};
 use super::keys::VerifyKey;
-use super::layer::Config;
+use super::policy::Config;
 use super::token::TokenSource;
 
 /// A `jti` longer than this is refused when revocation is on: it becomes a store key.

@@ -73,6 +73,7 @@ mod etag;
 mod layer;
 #[cfg(feature = "memory")]
 mod memory;
+mod policy;
 mod precondition;
 #[cfg(feature = "redis")]
 mod redis;
@@ -82,9 +83,10 @@ mod store;
 pub use crate::future::ResponseFuture;
 pub use crate::owner::OwnerToken;
 pub use etag::{EntityTag, EtagError, TagList};
-pub use layer::{ConditionalBuilder, ConditionalLayer, Current, Resource, ResourceRule};
+pub use layer::{ConditionalBuilder, ConditionalLayer, ResourceRule};
 #[cfg(feature = "memory")]
 pub use memory::MemoryValidatorStore;
+pub use policy::{Current, Resource};
 pub use precondition::{Evaluation, Preconditions, Validators, evaluate};
 #[cfg(feature = "redis")]
 pub use redis::RedisValidatorStore;

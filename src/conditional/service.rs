@@ -15,7 +15,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::etag::EntityTag;
-use super::layer::{CompiledRule, Config, Current, Resource};
+use super::policy::{CompiledRule, Config, Current, Resource};
 use super::precondition::{Evaluation, Preconditions, Validators, evaluate};
 use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::body::PolicyBody;

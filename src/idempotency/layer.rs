@@ -1,4 +1,4 @@
-//! [`IdempotencyLayer`]: configuration, built once, shared by every clone of the service.
+//! [`IdempotencyLayer`] and its builder.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,56 +8,13 @@ use http::Method;
 use tower_layer::Layer;
 
 use super::once::{Keep, Settings};
+use super::policy::{Config, KeyRule};
 use super::service::Idempotency;
 use super::store::{IdempotencyStore, Terms};
 use crate::error::ConfigError;
 use crate::principal::KeyExtractor;
 use crate::rejection::{RenderRejection, SharedRenderer};
 use crate::route::RouteMatcher;
-
-/// Whether requests on a route must, may or need not carry an `Idempotency-Key`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum KeyRule {
-    /// Without a key: 400 `idempotency_key_missing`.
-    Required,
-    /// Without a key the request passes through and nothing is stored.
-    Optional,
-    /// The header is not looked at.
-    Ignored,
-}
-
-pub(crate) struct Config {
-    pub(crate) methods: Vec<Method>,
-    pub(crate) routes: RouteMatcher<KeyRule>,
-    pub(crate) default_rule: KeyRule,
-    pub(crate) max_request_bytes: usize,
-    pub(crate) extractor: KeyExtractor,
-    pub(crate) settings: Arc<Settings>,
-}
-
-impl Config {
-    /// The rule for a request: ignored for methods the layer does not cover, else the first
-    /// matching route's, else the default.
-    pub(crate) fn rule(&self, method: &Method, path: &str) -> KeyRule {
-        if !self.methods.contains(method) {
-            return KeyRule::Ignored;
-        }
-        self.routes
-            .find(method, path)
-            .map_or(self.default_rule, |m| *m.value)
-    }
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("methods", &self.methods)
-            .field("default_rule", &self.default_rule)
-            .field("terms", &self.settings.terms)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Idempotency keys with Stripe's semantics; see the [module docs](super).
 #[derive(Debug, Clone)]

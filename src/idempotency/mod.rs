@@ -88,6 +88,7 @@ mod layer;
 #[cfg(feature = "memory")]
 mod memory;
 pub(crate) mod once;
+mod policy;
 mod record;
 #[cfg(feature = "redis")]
 mod redis;
@@ -100,10 +101,11 @@ pub use crate::future::ResponseFuture;
 pub use crate::owner::OwnerToken;
 pub use fingerprint::Fingerprint;
 pub use key::{IDEMPOTENCY_KEY, KeyError, MAX_KEY_LEN, parse_key};
-pub use layer::{IdempotencyBuilder, IdempotencyLayer, KeyRule};
+pub use layer::{IdempotencyBuilder, IdempotencyLayer};
 #[cfg(feature = "memory")]
 pub use memory::MemoryIdempotencyStore;
 pub use once::{IDEMPOTENT_REPLAYED, IdempotencyKey, NotExecuted};
+pub use policy::KeyRule;
 pub use record::{Outcome, StoredResponse};
 #[cfg(feature = "redis")]
 pub use redis::RedisIdempotencyStore;

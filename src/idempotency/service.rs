@@ -11,8 +11,8 @@ use tower_service::Service;
 
 use super::fingerprint::Fingerprint;
 use super::key::{self, KeyError};
-use super::layer::{Config, KeyRule};
 use super::once::{self, Keyed};
+use super::policy::{Config, KeyRule};
 use super::store::IdempotencyStore;
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, read_request};

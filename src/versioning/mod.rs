@@ -60,6 +60,7 @@
 //! ```
 
 pub mod config;
+mod deprecation;
 mod layer;
 #[cfg(feature = "memory")]
 mod memory;
@@ -71,10 +72,11 @@ mod service;
 mod store;
 mod version;
 
-pub use layer::{VersionStatus, VersioningBuilder, VersioningLayer};
+pub use deprecation::Deprecation;
+pub use layer::{VersioningBuilder, VersioningLayer};
 #[cfg(feature = "memory")]
 pub use memory::MemoryVersionPinStore;
-pub use policy::Deprecation;
+pub use policy::VersionStatus;
 #[cfg(feature = "redis")]
 pub use redis::RedisVersionPinStore;
 pub use resolve::Source;

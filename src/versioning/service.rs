@@ -11,8 +11,8 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::layer::{Announcement, Config, Explicit, VersionStatus};
-use super::policy::Gone;
+use super::deprecation::Gone;
+use super::policy::{Announcement, Config, Explicit, VersionStatus};
 use super::resolve::{self, Source};
 use super::store::VersionPinStore;
 use super::version::ApiVersion;

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use http::HeaderName;
 use tower_layer::Layer;
 
+use super::policy::{Config, EventId, Scheme};
 use super::service::Webhook;
 use super::signature::{HmacHeader, WebhookSecret};
 use crate::clock::{Clock, SharedClock, SystemClock};
@@ -14,48 +14,6 @@ use crate::error::ConfigError;
 use crate::idempotency::once::{Keep, Settings};
 use crate::idempotency::{IdempotencyStore, Terms};
 use crate::rejection::{RenderRejection, SharedRenderer};
-
-/// How deliveries are signed.
-#[derive(Debug, Clone)]
-pub(crate) enum Scheme {
-    /// `Stripe-Signature: t=...,v1=...`, with a timestamp tolerance in seconds.
-    Stripe { tolerance_secs: u64 },
-    /// One HMAC header over the body.
-    Hmac(HmacHeader),
-}
-
-/// Where a delivery's event id is found, for de-duplication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EventId {
-    /// A string member of the JSON body, by JSON pointer: `/id` for Stripe events.
-    JsonPointer(String),
-    /// A header: `X-GitHub-Delivery` for GitHub.
-    Header(HeaderName),
-    /// No de-duplication: every verified delivery runs the handler.
-    None,
-}
-
-pub(crate) struct Config {
-    pub(crate) scheme: Scheme,
-    pub(crate) secrets: Vec<WebhookSecret>,
-    pub(crate) event_id: EventId,
-    pub(crate) scope: String,
-    pub(crate) max_body_bytes: usize,
-    pub(crate) clock: SharedClock,
-    pub(crate) settings: Arc<Settings>,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("scheme", &self.scheme)
-            .field("secrets", &self.secrets.len())
-            .field("event_id", &self.event_id)
-            .field("scope", &self.scope)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Verifies webhook signatures and runs each event once; see the [module docs](super).
 #[derive(Debug, Clone)]

@@ -56,9 +56,11 @@
 //! - Every signature comparison is constant-time.
 
 mod layer;
+mod policy;
 mod service;
 mod signature;
 
-pub use layer::{EventId, WebhookBuilder, WebhookLayer};
+pub use layer::{WebhookBuilder, WebhookLayer};
+pub use policy::EventId;
 pub use service::{STRIPE_SIGNATURE, Webhook};
 pub use signature::*;

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 
-use super::layer::{Config, EventId, Scheme};
+use super::policy::{Config, EventId, Scheme};
 use super::signature::{SignatureError, verify_stripe};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, read_request};
