@@ -1,4 +1,4 @@
-//! Mints an HS256 access token for the demo API (`examples/server.rs`) and prints it.
+//! Mints an HS256 access token for the demo API (`examples/server/`) and prints it.
 //!
 //! ```text
 //! cargo run -q --example mint_token --features jwt -- --role patient --sub pat_1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak test: the demo (examples/server.rs) with every policy on Redis, under mixed traffic for
+# The soak test: the demo (examples/server/) with every policy on Redis, under mixed traffic for
 # a while (ten minutes by default), its resident memory sampled every ten seconds.
 #
 #   bash scripts/soak.sh                      # 600 s, 32 connections

@@ -42,7 +42,7 @@
 //! ## Quick start
 //! [`stack::PolicyStack`] composes the layers in this order, each optional, and
 //! [`stack::StackConfig`] builds the whole stack from a configuration file (each layer's section
-//! is its module's `config`). Every layer's module has a runnable example; `examples/server.rs`
+//! is its module's `config`). Every layer's module has a runnable example; `examples/server/`
 //! is a whole API run from `examples/server.toml`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
