@@ -91,12 +91,11 @@ mod signing;
 pub mod sink;
 mod verify;
 
-pub use crate::future::ResponseFuture;
 pub use batch::RecordBatch;
 pub use layer::{AuditBuilder, AuditLayer, AuditStats, Durability};
 pub use record::AuditRecord;
 pub(crate) use service::ANSWER_FIELDS;
-pub use service::Audit;
+pub use service::{Audit, ResponseFuture};
 #[cfg(feature = "audit-signing")]
 pub use signing::{KeyError, PublicKey, SigningKey};
 #[cfg(feature = "audit-signing")]

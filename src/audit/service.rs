@@ -17,8 +17,9 @@ use super::policy::Config;
 use super::queue::Refused;
 use super::sink::AuditSink;
 use crate::body::PolicyBody;
-use crate::future::{Answer, Finish, ResponseFuture};
-use crate::gate::BoxFuture;
+use crate::kit::{
+    Answer, BoxFuture, Finish, Nothing, PolicyFuture, policy_future, policy_future_poll,
+};
 use crate::principal::Principal;
 use crate::rejection::{Rejection, RequestShadow};
 
@@ -57,7 +58,7 @@ where
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error, Recording<Si>>;
+    type Future = ResponseFuture<Si, S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -70,9 +71,7 @@ where
             .routes
             .position(request.method(), request.uri().path())
         else {
-            return ResponseFuture::Passing {
-                future: self.inner.call(request),
-            };
+            return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
         };
         let Started { mut draft, began } = start(&config, route, &mut request);
         let fail_closed = config.buffer.is_none();
@@ -97,7 +96,7 @@ where
                     counter.fetch_add(1, Ordering::Relaxed);
                 });
             }
-            return ResponseFuture::answered(response);
+            return ResponseFuture::new(PolicyFuture::answer(response));
         }
         // Only a fail-closed answer can be replaced by a 503 rendered for this request.
         let shadow = fail_closed.then(|| RequestShadow::of(&request));
@@ -111,20 +110,33 @@ where
             sink: self.sink.clone(),
             config,
         };
-        ResponseFuture::Finishing {
-            future: self.inner.call(request),
-            then: Some(Recording {
-                pending,
-                request_id,
-                shadow,
-                route,
-            }),
-        }
+        let recording = Recording {
+            pending,
+            request_id,
+            shadow,
+            route,
+        };
+        ResponseFuture::new(PolicyFuture::finishing(&mut self.inner, request, recording))
     }
 }
 
+policy_future! {
+    /// The response future of [`Audit`]: the inner service's call, then the record's delivery.
+    pub struct ResponseFuture<Si, S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Recording<Si>>
+    where Si: AuditSink, S: Service<Request<ReqBody>>
+}
+
+policy_future_poll! {
+    ResponseFuture<Si, S, ReqBody, B>
+    where
+        Si: AuditSink,
+        S: Service<Request<ReqBody>, Response = Response<B>>,
+        S::Error: Send + 'static,
+        B: Send + 'static
+}
+
 /// What a recorded request's future holds until the inner service answers.
-pub struct Recording<Si: AuditSink> {
+pub(crate) struct Recording<Si: AuditSink> {
     pending: Pending<Si>,
     request_id: HeaderValue,
     shadow: Option<RequestShadow>,

@@ -1,12 +1,9 @@
 //! [`JwtAuth`]: the service the layer wraps around yours.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::cache::Verified;
@@ -16,7 +13,7 @@ use super::token::Found;
 use super::verify::Outcome;
 use crate::body::PolicyBody;
 use crate::error::FailurePolicy;
-use crate::gate::{BoxFuture, Gate, Step};
+use crate::kit::{BoxFuture, Gate, Nothing, PolicyFuture, policy_future, policy_future_poll};
 use crate::principal::Principal;
 use crate::rejection::RejectionContext;
 
@@ -44,27 +41,16 @@ impl<S> JwtAuth<S> {
 /// Who the request is from, once known: a verified token, or nobody (optional authentication).
 type Identity = Result<Option<Arc<Verified>>, Failure>;
 
-pin_project! {
+policy_future! {
     /// The response future of [`JwtAuth`]: key fetching or a revocation check when needed, then
     /// the inner service's call.
-    pub struct ResponseFuture<S, ReqBody, B>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        step: Step<S, ReqBody, B, Authenticating>,
-    }
+    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Authenticating, Nothing>
+    where S: Service<Request<ReqBody>>
 }
 
-impl<S, ReqBody, B> Future for ResponseFuture<S, ReqBody, B>
-where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
-{
-    type Output = Result<Response<PolicyBody<B>>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().step.poll_response(cx)
-    }
+policy_future_poll! {
+    ResponseFuture<S, ReqBody, B>
+    where S: Service<Request<ReqBody>, Response = Response<B>>
 }
 
 /// A request waiting to learn who is calling (keys being fetched, the revocation list asked).
@@ -75,12 +61,12 @@ impl Gate for Authenticating {
     /// The principal, copied onto the response.
     type Stamp = Principal;
 
-    fn admit<S, ReqBody, B>(
+    fn admit<S, ReqBody, B, T>(
         self,
         verdict: Identity,
         inner: &mut S,
         request: Request<ReqBody>,
-    ) -> Step<S, ReqBody, B, Self>
+    ) -> PolicyFuture<S, ReqBody, B, Self, T>
     where
         S: Service<Request<ReqBody>>,
     {
@@ -93,12 +79,12 @@ impl Gate for Authenticating {
 }
 
 /// The answer once the caller is known: the inner call, or a refusal.
-fn admit<S, ReqBody, B>(
+fn admit<S, ReqBody, B, T>(
     identity: Identity,
     inner: &mut S,
     mut request: Request<ReqBody>,
     config: &Arc<Config>,
-) -> Step<S, ReqBody, B, Authenticating>
+) -> PolicyFuture<S, ReqBody, B, Authenticating, T>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -125,17 +111,17 @@ where
     } else {
         crate::metrics::decision!("jwt_auth", "anonymous");
     }
-    Step::call(inner, request, Some(principal))
+    PolicyFuture::call(inner, request, Some(principal))
 }
 
 /// The rendered refusal. A caller refused for want of privileges is known, and stays on the
 /// response so the audit layer can record who was denied.
-fn refuse<S, ReqBody, B>(
+fn refuse<S, ReqBody, B, T>(
     failure: Failure,
     principal: Option<Principal>,
     request: &Request<ReqBody>,
     config: &Config,
-) -> Step<S, ReqBody, B, Authenticating>
+) -> PolicyFuture<S, ReqBody, B, Authenticating, T>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -156,7 +142,7 @@ where
     if let Some(principal) = principal.filter(|p| !p.is_anonymous()) {
         response.extensions_mut().insert(principal);
     }
-    Step::answer(response)
+    PolicyFuture::answer(response)
 }
 
 /// What the revocation list says of a verified token: known now, or a future.
@@ -278,9 +264,7 @@ where
             },
         };
         let gate = Authenticating(self.config.clone());
-        ResponseFuture {
-            step: Step::wait(check, &mut self.inner, request, gate),
-        }
+        ResponseFuture::new(PolicyFuture::check(check, &mut self.inner, request, gate))
     }
 }
 
@@ -294,8 +278,6 @@ impl<S> JwtAuth<S> {
     where
         S: Service<Request<ReqBody>>,
     {
-        ResponseFuture {
-            step: admit(identity, &mut self.inner, request, &self.config),
-        }
+        ResponseFuture::new(admit(identity, &mut self.inner, request, &self.config))
     }
 }

@@ -80,7 +80,6 @@ mod redis;
 mod service;
 mod store;
 
-pub use crate::future::ResponseFuture;
 pub use crate::owner::OwnerToken;
 pub use etag::{EntityTag, EtagError, TagList};
 pub use layer::{ConditionalBuilder, ConditionalLayer, ResourceRule};
@@ -91,5 +90,5 @@ pub use precondition::{Evaluation, Preconditions, Validators, evaluate};
 #[cfg(feature = "redis")]
 pub use redis::RedisValidatorStore;
 pub(crate) use service::ANSWER_FIELDS;
-pub use service::Conditional;
+pub use service::{Conditional, ResponseFuture};
 pub use store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};

@@ -8,7 +8,7 @@ use http::HeaderValue;
 
 use super::store::StoredValidators;
 use crate::error::StoreError;
-use crate::gate::BoxFuture;
+use crate::kit::BoxFuture;
 use crate::rejection::SharedRenderer;
 use crate::route::RouteMatcher;
 

@@ -20,8 +20,9 @@ use super::precondition::{Evaluation, Preconditions, Validators, evaluate};
 use super::store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, Collected, Reading, collect_now, collect_rest};
-use crate::future::{Answer, Finish, ResponseFuture};
-use crate::gate::BoxFuture;
+use crate::kit::{
+    Answer, BoxFuture, Finish, Nothing, PolicyFuture, policy_future, policy_future_poll, take_ready,
+};
 use crate::owner::OwnerToken;
 use crate::rejection::{Rejection, RejectionContext, RequestShadow};
 
@@ -69,7 +70,7 @@ where
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error, Read<St>>;
+    type Future = ResponseFuture<St, S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -79,9 +80,7 @@ where
         let config = &self.config;
         let method = request.method().clone();
         if matches!(method, Method::CONNECT | Method::OPTIONS | Method::TRACE) {
-            return ResponseFuture::Passing {
-                future: self.inner.call(request),
-            };
+            return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
         }
         let preconditions = match Preconditions::from_headers(request.headers()) {
             Ok(p) => p,
@@ -105,9 +104,7 @@ where
         }
         if route.is_none() && !safe {
             // Not a tracked resource: nothing to decide before the handler, nothing to learn.
-            return ResponseFuture::Passing {
-                future: self.inner.call(request),
-            };
+            return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
         }
         // Only a lookup reads the template and the parameters, and only updates call it.
         let describe = !safe && config.lookup.is_some();
@@ -142,10 +139,10 @@ where
         };
         let (store, config) = (self.store.clone(), self.config.clone());
         if !safe {
-            let inner = self.take_ready();
-            return ResponseFuture::Working {
-                future: Box::pin(update(store, config, plan, inner, request)),
-            };
+            let inner = take_ready(&mut self.inner);
+            return ResponseFuture::new(PolicyFuture::working(Box::pin(update(
+                store, config, plan, inner, request,
+            ))));
         }
         let context = shadow_for_412(&plan, &request);
         let immediate = match &plan.target {
@@ -163,41 +160,54 @@ where
             context,
         };
         let Some(snapshot) = immediate else {
-            let inner = self.take_ready();
-            return ResponseFuture::Working {
-                future: Box::pin(read_later(read, inner, request)),
-            };
+            let inner = take_ready(&mut self.inner);
+            return ResponseFuture::new(PolicyFuture::working(Box::pin(read_later(
+                read, inner, request,
+            ))));
         };
         // The store answered without waiting: the handler is called now, and its future is
         // awaited in place, beside only what judging its answer needs.
         read.snapshot = snapshot;
         if let Some(response) = read.fast_not_modified() {
-            return ResponseFuture::answered(response);
+            return ResponseFuture::new(PolicyFuture::answer(response));
         }
-        ResponseFuture::Finishing {
-            future: self.inner.call(request),
-            then: Some(read),
-        }
+        ResponseFuture::new(PolicyFuture::finishing(&mut self.inner, request, read))
     }
 }
 
 impl<St, S> Conditional<St, S> {
-    /// The ready inner service, for a future that calls it later; a clone takes its place.
-    fn take_ready(&mut self) -> S
-    where
-        S: Clone,
-    {
-        let clone = self.inner.clone();
-        mem::replace(&mut self.inner, clone)
-    }
-
-    fn refuse<F, B, E, ReqBody>(
+    fn refuse<ReqBody, B>(
         &self,
         rejection: Rejection,
         request: &Request<ReqBody>,
-    ) -> ResponseFuture<F, B, E, Read<St>> {
-        ResponseFuture::refused(&self.config.renderer, rejection, request)
+    ) -> ResponseFuture<St, S, ReqBody, B>
+    where
+        St: ValidatorStore,
+        S: Service<Request<ReqBody>>,
+    {
+        ResponseFuture::new(PolicyFuture::refused(
+            &self.config.renderer,
+            rejection,
+            request,
+        ))
     }
+}
+
+policy_future! {
+    /// The response future of [`Conditional`]: a read's answer judged (and digested) as it
+    /// comes, or an update decided before the handler, under the resource's lock.
+    pub struct ResponseFuture<St, S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Read<St>>
+    where St: ValidatorStore, S: Service<Request<ReqBody>>
+}
+
+policy_future_poll! {
+    ResponseFuture<St, S, ReqBody, B>
+    where
+        St: ValidatorStore,
+        S: Service<Request<ReqBody>, Response = Response<B>>,
+        S::Error: Send + 'static,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BoxError>
 }
 
 /// `GET` and `HEAD` when the store must be waited for: maybe a 304 from the known validators,

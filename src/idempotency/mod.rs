@@ -97,7 +97,6 @@ mod store;
 #[cfg(feature = "redis")]
 mod wire;
 
-pub use crate::future::ResponseFuture;
 pub use crate::owner::OwnerToken;
 pub use fingerprint::Fingerprint;
 pub use key::{IDEMPOTENCY_KEY, KeyError, MAX_KEY_LEN, parse_key};
@@ -109,5 +108,5 @@ pub use policy::KeyRule;
 pub use record::{Outcome, StoredResponse};
 #[cfg(feature = "redis")]
 pub use redis::RedisIdempotencyStore;
-pub use service::Idempotency;
+pub use service::{Idempotency, ResponseFuture};
 pub use store::{Begin, IdempotencyStore, RecordKey, Terms};

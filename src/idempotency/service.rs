@@ -1,6 +1,5 @@
 //! [`Idempotency`]: the service the layer wraps around yours.
 
-use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,7 +15,7 @@ use super::policy::{Config, KeyRule};
 use super::store::IdempotencyStore;
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, read_request};
-use crate::future::ResponseFuture;
+use crate::kit::{Nothing, PolicyFuture, policy_future, policy_future_poll, take_ready};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The idempotency service; built by [`IdempotencyLayer`](super::IdempotencyLayer).
@@ -50,7 +49,7 @@ where
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -60,16 +59,12 @@ where
         let config = &self.config;
         let rule = config.rule(request.method(), request.uri().path());
         if rule == KeyRule::Ignored {
-            return ResponseFuture::Passing {
-                future: self.inner.call(request),
-            };
+            return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
         }
         let key = match key::from_headers(request.headers()) {
             Ok(Some(key)) => key.into_owned(),
             Ok(None) if rule == KeyRule::Optional => {
-                return ResponseFuture::Passing {
-                    future: self.inner.call(request),
-                };
+                return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
             }
             Ok(None) => return self.refuse(missing(), &request),
             Err(error) => return self.refuse(invalid(error), &request),
@@ -78,9 +73,7 @@ where
             .extractor
             .identify(request.headers(), request.extensions())
             .map_or_else(|| "anonymous".to_string(), |caller| caller.key());
-        // The ready instance is the one to call; a clone takes its place.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
+        let inner = take_ready(&mut self.inner);
         let future = keyed(
             self.store.clone(),
             config.clone(),
@@ -89,20 +82,36 @@ where
             inner,
             request,
         );
-        ResponseFuture::Working {
-            future: Box::pin(future),
-        }
+        ResponseFuture::new(PolicyFuture::working(Box::pin(future)))
     }
 }
 
 impl<St, S> Idempotency<St, S> {
-    fn refuse<F, B, E, ReqBody>(
+    fn refuse<ReqBody, B>(
         &self,
         rejection: Rejection,
         request: &Request<ReqBody>,
-    ) -> ResponseFuture<F, B, E> {
-        ResponseFuture::refused(&self.config.settings.renderer, rejection, request)
+    ) -> ResponseFuture<S, ReqBody, B>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        ResponseFuture::new(PolicyFuture::refused(
+            &self.config.settings.renderer,
+            rejection,
+            request,
+        ))
     }
+}
+
+policy_future! {
+    /// The response future of [`Idempotency`].
+    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Nothing>
+    where S: Service<Request<ReqBody>>
+}
+
+policy_future_poll! {
+    ResponseFuture<S, ReqBody, B>
+    where S: Service<Request<ReqBody>, Response = Response<B>>
 }
 
 async fn keyed<St, S, ReqBody, ResBody>(

@@ -1,14 +1,11 @@
 //! [`RateLimit`]: the service the layer wraps around yours.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::headers;
@@ -17,7 +14,7 @@ use super::store::{BucketKey, Decision, RateLimitStore};
 use crate::body::PolicyBody;
 use crate::clock::ceil_secs;
 use crate::error::{FailurePolicy, StoreError};
-use crate::gate::{Gate, Step};
+use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, policy_future_poll};
 use crate::principal::Caller;
 use crate::rejection::{Rejection, RejectionContext};
 
@@ -39,26 +36,15 @@ impl<St, S> RateLimit<St, S> {
     }
 }
 
-pin_project! {
+policy_future! {
     /// The response future of [`RateLimit`]: the store's decision, then the inner service's call.
-    pub struct ResponseFuture<S, ReqBody, B>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        step: Step<S, ReqBody, B, Deciding>,
-    }
+    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Deciding, Nothing>
+    where S: Service<Request<ReqBody>>
 }
 
-impl<S, ReqBody, B> Future for ResponseFuture<S, ReqBody, B>
-where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
-{
-    type Output = Result<Response<PolicyBody<B>>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().step.poll_response(cx)
-    }
+policy_future_poll! {
+    ResponseFuture<S, ReqBody, B>
+    where S: Service<Request<ReqBody>, Response = Response<B>>
 }
 
 /// What a decision waits with: the limit checked, at what cost, under which configuration.
@@ -73,12 +59,12 @@ impl Gate for Deciding {
     /// The headers to write: the decision, its limit, and whether the IETF fields are on.
     type Stamp = (Decision, Arc<Limit>, bool);
 
-    fn admit<S, ReqBody, B>(
+    fn admit<S, ReqBody, B, T>(
         self,
         verdict: Self::Verdict,
         inner: &mut S,
         request: Request<ReqBody>,
-    ) -> Step<S, ReqBody, B, Self>
+    ) -> PolicyFuture<S, ReqBody, B, Self, T>
     where
         S: Service<Request<ReqBody>>,
     {
@@ -99,14 +85,14 @@ impl Gate for Deciding {
 
 /// What follows a decision: the inner call (with headers to add), or an answer without it.
 #[inline]
-fn decided<S, ReqBody, B>(
+fn decided<S, ReqBody, B, T>(
     outcome: Result<Decision, StoreError>,
     inner: &mut S,
     request: Request<ReqBody>,
     limit: &Arc<Limit>,
     cost: u32,
     config: &Config,
-) -> Step<S, ReqBody, B, Deciding>
+) -> PolicyFuture<S, ReqBody, B, Deciding, T>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -114,7 +100,7 @@ where
         Ok(decision) if decision.allowed => {
             crate::metrics::decision!("rate_limit", "allowed");
             let stamp = (decision, limit.clone(), config.ietf_headers);
-            return Step::call(inner, request, Some(stamp));
+            return PolicyFuture::call(inner, request, Some(stamp));
         }
         Ok(decision) => {
             crate::metrics::decision!("rate_limit", "limited");
@@ -139,7 +125,7 @@ where
                 "rate-limit store failed"
             );
             if config.failure == FailurePolicy::Open {
-                return Step::call(inner, request, None);
+                return PolicyFuture::call(inner, request, None);
             }
             Rejection::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -152,7 +138,7 @@ where
             )
         }
     };
-    Step::answer(
+    PolicyFuture::answer(
         config
             .renderer
             .respond(rejection, &RejectionContext::of(&request)),
@@ -254,8 +240,8 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
         let step = match plan(config, &request) {
-            Planned::Exempt => Step::call(&mut self.inner, request, None),
-            Planned::Reject(rejection) => Step::answer(
+            Planned::Exempt => PolicyFuture::call(&mut self.inner, request, None),
+            Planned::Reject(rejection) => PolicyFuture::answer(
                 config
                     .renderer
                     .respond(rejection, &RejectionContext::of(&request)),
@@ -301,11 +287,11 @@ where
                             cost,
                             config: config.clone(),
                         };
-                        Step::wait(decision, &mut self.inner, request, gate)
+                        PolicyFuture::check(decision, &mut self.inner, request, gate)
                     }
                 }
             }
         };
-        ResponseFuture { step }
+        ResponseFuture::new(step)
     }
 }

@@ -11,7 +11,6 @@ use tower_service::Service;
 
 use super::room::{HeaderRoom, SLOT_FIELDS};
 use crate::body::PolicyBody;
-use crate::future::ResponseFuture;
 
 /// The response body of a service behind a [`PolicyStack`]: one [`PolicyBody`] level per slot,
 /// whether the slot holds a layer or is skipped, so the type does not change with the
@@ -267,16 +266,39 @@ where
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = SkippedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        ResponseFuture::Passing {
+        SkippedFuture {
             future: self.inner.call(request),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Skipped`]: the inner service's, its body in a [`PolicyBody`].
+    pub struct SkippedFuture<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F, B, E> std::future::Future for SkippedFuture<F>
+where
+    F: std::future::Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<PolicyBody<B>>, E>;
+
+    #[inline]
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .future
+            .poll(cx)
+            .map(|outcome| outcome.map(|response| response.map(PolicyBody::inner)))
     }
 }
 

@@ -33,7 +33,9 @@ mod config;
 mod room;
 
 pub use backend::StackBackend;
-pub use compose::{Maybe, MaybeFuture, MaybeService, PolicyStack, Skip, Skipped, StackBody};
+pub use compose::{
+    Maybe, MaybeFuture, MaybeService, PolicyStack, Skip, Skipped, SkippedFuture, StackBody,
+};
 pub use config::{
     ApiKeyConfig, AuthSlot, BackendConfig, BackendKind, CallersConfig, ConfiguredStack, StackConfig,
 };

@@ -1,14 +1,11 @@
 //! [`Versioning`]: the service the layer wraps around yours.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{CACHE_CONTROL, LINK, RETRY_AFTER, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::deprecation::Gone;
@@ -19,7 +16,7 @@ use super::version::ApiVersion;
 use crate::body::PolicyBody;
 use crate::clock::day_of;
 use crate::error::StoreError;
-use crate::gate::{Gate, Step};
+use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, policy_future_poll};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The versioning service; built by [`VersioningLayer`](super::VersioningLayer).
@@ -40,28 +37,15 @@ impl<St, S> Versioning<St, S> {
     }
 }
 
-pin_project! {
+policy_future! {
     /// The response future of [`Versioning`].
-    pub struct ResponseFuture<S, ReqBody, B, St>
-    where
-        S: Service<Request<ReqBody>>,
-        St: VersionPinStore,
-    {
-        #[pin]
-        step: Step<S, ReqBody, B, Resolving<St>>,
-    }
+    pub struct ResponseFuture<S, ReqBody, B, St> = PolicyFuture<S, ReqBody, B, Resolving<St>, Nothing>
+    where S: Service<Request<ReqBody>>, St: VersionPinStore
 }
 
-impl<S, ReqBody, B, St> Future for ResponseFuture<S, ReqBody, B, St>
-where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
-    St: VersionPinStore,
-{
-    type Output = Result<Response<PolicyBody<B>>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().step.poll_response(cx)
-    }
+policy_future_poll! {
+    ResponseFuture<S, ReqBody, B, St>
+    where S: Service<Request<ReqBody>, Response = Response<B>>, St: VersionPinStore
 }
 
 /// The version of a request the layer resolved, in its request extensions beside the
@@ -82,12 +66,12 @@ impl<St: VersionPinStore> Gate for Resolving<St> {
     /// whether the version came from the caller's pin.
     type Stamp = (HeaderValue, Option<Announcement>, Arc<Config>, bool);
 
-    fn admit<S, ReqBody, B>(
+    fn admit<S, ReqBody, B, T>(
         self,
         verdict: Self::Verdict,
         inner: &mut S,
         request: Request<ReqBody>,
-    ) -> Step<S, ReqBody, B, Self>
+    ) -> PolicyFuture<S, ReqBody, B, Self, T>
     where
         S: Service<Request<ReqBody>>,
     {
@@ -103,7 +87,7 @@ impl<St: VersionPinStore> Gate for Resolving<St> {
                         "Your pinned API version cannot be read right now; retry shortly, or name a version.",
                     )
                     .with_header(RETRY_AFTER, HeaderValue::from_static("1"));
-                    return Step::answer(self.config.renderer.respond(
+                    return PolicyFuture::answer(self.config.renderer.respond(
                         cacheable_as_refused(rejection, &self.config),
                         &RejectionContext::of(&request),
                     ));
@@ -146,7 +130,7 @@ impl<St: VersionPinStore> Gate for Resolving<St> {
 pub(crate) const ANSWER_FIELDS: usize = 6;
 
 /// Where the version is served, refused, or what the request said that cannot be served.
-fn decide<S, ReqBody, B, St>(
+fn decide<S, ReqBody, B, St, T>(
     version: ApiVersion,
     source: Source,
     inner: &mut S,
@@ -154,14 +138,14 @@ fn decide<S, ReqBody, B, St>(
     config: &Arc<Config>,
     store: &St,
     caller: Option<String>,
-) -> Step<S, ReqBody, B, Resolving<St>>
+) -> PolicyFuture<S, ReqBody, B, Resolving<St>, T>
 where
     S: Service<Request<ReqBody>>,
     St: VersionPinStore,
 {
     let refuse = |rejection: Rejection, request: &Request<ReqBody>| {
         crate::metrics::decision!("versioning", "gone");
-        Step::answer(config.renderer.respond(
+        PolicyFuture::answer(config.renderer.respond(
             cacheable_as_refused(rejection, config),
             &RejectionContext::of(request),
         ))
@@ -242,7 +226,7 @@ where
     request.extensions_mut().insert(version);
     request.extensions_mut().insert(VersionSource(source));
     let pinned = source == Source::Pin;
-    Step::call(
+    PolicyFuture::call(
         inner,
         request,
         Some((echo, announcement, config.clone(), pinned)),
@@ -392,7 +376,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = self.config.clone();
         let step = match named(&config, &request) {
-            Err(rejection) => Step::answer(config.renderer.respond(
+            Err(rejection) => PolicyFuture::answer(config.renderer.respond(
                 cacheable_as_refused(*rejection, &config),
                 &RejectionContext::of(&request),
             )),
@@ -445,11 +429,11 @@ where
                             store: self.store.clone(),
                             caller,
                         };
-                        Step::wait(check, &mut self.inner, request, gate)
+                        PolicyFuture::check(check, &mut self.inner, request, gate)
                     }
                 }
             }
         };
-        ResponseFuture { step }
+        ResponseFuture::new(step)
     }
 }

@@ -62,5 +62,5 @@ mod signature;
 
 pub use layer::{WebhookBuilder, WebhookLayer};
 pub use policy::EventId;
-pub use service::{STRIPE_SIGNATURE, Webhook};
+pub use service::{ResponseFuture, STRIPE_SIGNATURE, Webhook};
 pub use signature::*;

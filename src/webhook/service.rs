@@ -1,6 +1,5 @@
 //! [`Webhook`]: the service the layer wraps around a webhook handler.
 
-use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -14,9 +13,9 @@ use super::policy::{Config, EventId, Scheme};
 use super::signature::{SignatureError, verify_stripe};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, read_request};
-use crate::future::ResponseFuture;
 use crate::idempotency::once::{self, Keyed};
 use crate::idempotency::{Fingerprint, IdempotencyStore};
+use crate::kit::{Nothing, PolicyFuture, policy_future, policy_future_poll, take_ready};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The header Stripe signs deliveries in.
@@ -53,21 +52,28 @@ where
 {
     type Response = Response<PolicyBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The ready instance is the one to call; a clone takes its place.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
+        let inner = take_ready(&mut self.inner);
         let future = deliver(self.store.clone(), self.config.clone(), inner, request);
-        ResponseFuture::Working {
-            future: Box::pin(future),
-        }
+        ResponseFuture::new(PolicyFuture::working(Box::pin(future)))
     }
+}
+
+policy_future! {
+    /// The response future of [`Webhook`].
+    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Nothing>
+    where S: Service<Request<ReqBody>>
+}
+
+policy_future_poll! {
+    ResponseFuture<S, ReqBody, B>
+    where S: Service<Request<ReqBody>, Response = Response<B>>
 }
 
 async fn deliver<St, S, ReqBody, ResBody>(

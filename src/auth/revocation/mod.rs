@@ -14,7 +14,7 @@ pub use memory::MemoryRevocationStore;
 pub use redis::RedisRevocationStore;
 
 use crate::error::StoreError;
-use crate::gate::BoxFuture;
+use crate::kit::BoxFuture;
 
 /// Where revoked token ids live, one trait for every backend.
 pub trait RevocationStore: Clone + Send + Sync + 'static {
