@@ -9,6 +9,7 @@
 #   STACKS="bare full conditional" REQUESTS=4000 bash scripts/callgrind.sh
 #   BIN=/tmp/loadtest-before bash scripts/callgrind.sh  # another build (a copy kept from before
 #                                                     # a change), to compare in one sitting
+#   KEEP=/tmp/cg bash scripts/callgrind.sh              # keep each dump, for callgrind_annotate
 #
 # Needs valgrind (apt-get install valgrind) and python3.
 set -euo pipefail
@@ -64,4 +65,5 @@ for stack in $STACKS; do
   dump=$(ls "$out"* | grep -E '\.1$' | head -1)
   total=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
   printf '%-24s %14s\n' "$stack" "$((total / REQUESTS))"
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp "$dump" "$KEEP/$stack.callgrind"; fi
 done

@@ -45,6 +45,7 @@
 //! is its module's `config`). Every layer's module has a runnable example; `examples/server/`
 //! is a whole API run from `examples/server.toml`.
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -62,6 +63,7 @@ mod header_value;
 pub mod idempotency;
 mod kit;
 pub mod metrics;
+pub(crate) mod once;
 mod owner;
 pub mod principal;
 pub mod rate_limit;

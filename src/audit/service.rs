@@ -71,7 +71,13 @@ where
             .routes
             .position(request.method(), request.uri().path())
         else {
-            return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
+            return ResponseFuture {
+                inner: PolicyFuture::Calling {
+                    future: self.inner.call(request),
+                    stamp: None,
+                    then: None,
+                },
+            };
         };
         let Started { mut draft, began } = start(&config, route, &mut request);
         let fail_closed = config.buffer.is_none();
@@ -116,7 +122,13 @@ where
             shadow,
             route,
         };
-        ResponseFuture::new(PolicyFuture::finishing(&mut self.inner, request, recording))
+        ResponseFuture {
+            inner: PolicyFuture::Calling {
+                future: self.inner.call(request),
+                stamp: None,
+                then: Some(recording),
+            },
+        }
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) struct CompiledRule {
     pub(crate) fast_not_modified: bool,
 }
 
-/// Whether a resource exists now, and with which validators: what a [lookup](ConditionalBuilder::lookup) answers.
+/// Whether a resource exists now, and with which validators: what a [lookup](super::ConditionalBuilder::lookup) answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Current {

@@ -80,7 +80,13 @@ where
         let config = &self.config;
         let method = request.method().clone();
         if matches!(method, Method::CONNECT | Method::OPTIONS | Method::TRACE) {
-            return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
+            return ResponseFuture {
+                inner: PolicyFuture::Calling {
+                    future: self.inner.call(request),
+                    stamp: None,
+                    then: None,
+                },
+            };
         }
         let preconditions = match Preconditions::from_headers(request.headers()) {
             Ok(p) => p,
@@ -104,7 +110,13 @@ where
         }
         if route.is_none() && !safe {
             // Not a tracked resource: nothing to decide before the handler, nothing to learn.
-            return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
+            return ResponseFuture {
+                inner: PolicyFuture::Calling {
+                    future: self.inner.call(request),
+                    stamp: None,
+                    then: None,
+                },
+            };
         }
         // Only a lookup reads the template and the parameters, and only updates call it.
         let describe = !safe && config.lookup.is_some();
@@ -171,7 +183,13 @@ where
         if let Some(response) = read.fast_not_modified() {
             return ResponseFuture::new(PolicyFuture::answer(response));
         }
-        ResponseFuture::new(PolicyFuture::finishing(&mut self.inner, request, read))
+        ResponseFuture {
+            inner: PolicyFuture::Calling {
+                future: self.inner.call(request),
+                stamp: None,
+                then: Some(read),
+            },
+        }
     }
 }
 
@@ -285,7 +303,7 @@ fn shadow_for_412<B>(plan: &Plan, request: &Request<B>) -> Option<RequestShadow>
 }
 
 /// What judging a read's answer needs, kept while the handler works on it.
-pub struct Read<St> {
+pub(crate) struct Read<St> {
     store: St,
     config: Arc<Config>,
     plan: Plan,

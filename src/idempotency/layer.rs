@@ -7,11 +7,11 @@ use std::time::Duration;
 use http::Method;
 use tower_layer::Layer;
 
-use super::once::{Keep, Settings};
 use super::policy::{Config, KeyRule};
 use super::service::Idempotency;
 use super::store::{IdempotencyStore, Terms};
 use crate::error::ConfigError;
+use crate::once::{Keep, Settings};
 use crate::principal::KeyExtractor;
 use crate::rejection::{RenderRejection, SharedRenderer};
 use crate::route::RouteMatcher;

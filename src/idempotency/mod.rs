@@ -82,28 +82,27 @@
 //!   instances needs the Redis store.
 
 pub mod config;
-mod fingerprint;
+pub(crate) mod fingerprint;
 mod key;
 mod layer;
 #[cfg(feature = "memory")]
 mod memory;
-pub(crate) mod once;
 mod policy;
-mod record;
+pub(crate) mod record;
 #[cfg(feature = "redis")]
 mod redis;
 mod service;
-mod store;
+pub(crate) mod store;
 #[cfg(feature = "redis")]
 mod wire;
 
+pub use crate::once::{IDEMPOTENT_REPLAYED, IdempotencyKey, NotExecuted};
 pub use crate::owner::OwnerToken;
 pub use fingerprint::Fingerprint;
 pub use key::{IDEMPOTENCY_KEY, KeyError, MAX_KEY_LEN, parse_key};
 pub use layer::{IdempotencyBuilder, IdempotencyLayer};
 #[cfg(feature = "memory")]
 pub use memory::MemoryIdempotencyStore;
-pub use once::{IDEMPOTENT_REPLAYED, IdempotencyKey, NotExecuted};
 pub use policy::KeyRule;
 pub use record::{Outcome, StoredResponse};
 #[cfg(feature = "redis")]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use super::once::Settings;
+use crate::once::Settings;
 use crate::principal::KeyExtractor;
 use crate::route::RouteMatcher;
 

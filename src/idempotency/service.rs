@@ -10,12 +10,12 @@ use tower_service::Service;
 
 use super::fingerprint::Fingerprint;
 use super::key::{self, KeyError};
-use super::once::{self, Keyed};
 use super::policy::{Config, KeyRule};
 use super::store::IdempotencyStore;
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, read_request};
 use crate::kit::{Nothing, PolicyFuture, policy_future, policy_future_poll, take_ready};
+use crate::once::{self, Keyed};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The idempotency service; built by [`IdempotencyLayer`](super::IdempotencyLayer).
@@ -59,12 +59,24 @@ where
         let config = &self.config;
         let rule = config.rule(request.method(), request.uri().path());
         if rule == KeyRule::Ignored {
-            return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
+            return ResponseFuture {
+                inner: PolicyFuture::Calling {
+                    future: self.inner.call(request),
+                    stamp: None,
+                    then: None,
+                },
+            };
         }
         let key = match key::from_headers(request.headers()) {
             Ok(Some(key)) => key.into_owned(),
             Ok(None) if rule == KeyRule::Optional => {
-                return ResponseFuture::new(PolicyFuture::call(&mut self.inner, request, None));
+                return ResponseFuture {
+                    inner: PolicyFuture::Calling {
+                        future: self.inner.call(request),
+                        stamp: None,
+                        then: None,
+                    },
+                };
             }
             Ok(None) => return self.refuse(missing(), &request),
             Err(error) => return self.refuse(invalid(error), &request),

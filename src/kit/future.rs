@@ -85,8 +85,9 @@ impl<B, E> Finish<B, E> for Nothing {
 pin_project! {
     /// Where a request stands in a layer: answered by the layer, waiting for the layer's check
     /// (`G`), calling the inner service (and then finishing its answer with `T`), or worked on
-    /// by the layer in a boxed future (a body to read, a store to wait for, in turn). Polling it
-    /// after it completed panics, as tower-http's futures do.
+    /// by the layer in a boxed future (a body to read, a store to wait for, in turn). Polled
+    /// after it completed, it panics, as tower-http's futures do: where it holds the answer or
+    /// the request itself, and otherwise as the inner or boxed future it polls again does.
     #[project = StateProj]
     pub(crate) enum PolicyFuture<S, ReqBody, B, G, T>
     where
@@ -109,7 +110,6 @@ pin_project! {
             then: Option<T>,
         },
         Working { future: BoxFuture<Answer<B, S::Error>> },
-        Done,
     }
 }
 
@@ -132,16 +132,6 @@ where
             future: inner.call(request),
             stamp,
             then: None,
-        }
-    }
-
-    /// Calls the (ready) inner service now; `then` finishes its answer.
-    #[inline]
-    pub(crate) fn finishing(inner: &mut S, request: Request<ReqBody>, then: T) -> Self {
-        Self::Calling {
-            future: inner.call(request),
-            stamp: None,
-            then: Some(then),
         }
     }
 
@@ -189,9 +179,7 @@ where
         loop {
             let next = match self.as_mut().project() {
                 StateProj::Answered { response } => {
-                    let response = response.take();
-                    self.set(Self::Done);
-                    return Poll::Ready(Ok(response.unwrap_or_else(|| completed())));
+                    return Poll::Ready(Ok(response.take().unwrap_or_else(|| completed())));
                 }
                 StateProj::Calling {
                     future,
@@ -203,24 +191,14 @@ where
                         G::stamp(stamp, response);
                     }
                     match then.take() {
-                        None => {
-                            self.set(Self::Done);
-                            return Poll::Ready(outcome.map(|r| r.map(PolicyBody::inner)));
-                        }
+                        None => return Poll::Ready(outcome.map(|r| r.map(PolicyBody::inner))),
                         Some(then) => match then.finish(outcome) {
-                            Ok(answer) => {
-                                self.set(Self::Done);
-                                return Poll::Ready(answer);
-                            }
+                            Ok(answer) => return Poll::Ready(answer),
                             Err(waiting) => Self::Working { future: waiting },
                         },
                     }
                 }
-                StateProj::Working { future } => {
-                    let answer = ready!(future.as_mut().poll(cx));
-                    self.set(Self::Done);
-                    return Poll::Ready(answer);
-                }
+                StateProj::Working { future } => return future.as_mut().poll(cx),
                 StateProj::Checking { check, pending } => {
                     let verdict = ready!(check.as_mut().poll(cx));
                     let Some(pending) = pending.take() else {
@@ -229,7 +207,6 @@ where
                     let (mut inner, request, gate) = *pending;
                     gate.admit(verdict, &mut inner, request)
                 }
-                StateProj::Done => completed(),
             };
             self.set(next);
         }

@@ -11,8 +11,8 @@ use super::service::Webhook;
 use super::signature::{HmacHeader, WebhookSecret};
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::error::ConfigError;
-use crate::idempotency::once::{Keep, Settings};
 use crate::idempotency::{IdempotencyStore, Terms};
+use crate::once::{Keep, Settings};
 use crate::rejection::{RenderRejection, SharedRenderer};
 
 /// Verifies webhook signatures and runs each event once; see the [module docs](super).

@@ -7,7 +7,7 @@ use http::HeaderName;
 
 use super::signature::{HmacHeader, WebhookSecret};
 use crate::clock::SharedClock;
-use crate::idempotency::once::Settings;
+use crate::once::Settings;
 
 /// How deliveries are signed.
 #[derive(Debug, Clone)]

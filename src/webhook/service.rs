@@ -13,9 +13,9 @@ use super::policy::{Config, EventId, Scheme};
 use super::signature::{SignatureError, verify_stripe};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, read_request};
-use crate::idempotency::once::{self, Keyed};
 use crate::idempotency::{Fingerprint, IdempotencyStore};
 use crate::kit::{Nothing, PolicyFuture, policy_future, policy_future_poll, take_ready};
+use crate::once::{self, Keyed};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The header Stripe signs deliveries in.

@@ -1,5 +1,6 @@
-//! Running a keyed request once: the record's life from lock to replay, shared by the
-//! idempotency layer and the webhook layer's event de-duplication.
+//! The once-per-key engine: running a keyed request once, the record's life from lock to
+//! replay, on an [`IdempotencyStore`]. A shared piece: the idempotency layer runs requests by
+//! their `Idempotency-Key`, the webhook layer deliveries by their event id.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,11 +12,11 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 
-use super::fingerprint::Fingerprint;
-use super::record::{Outcome, StoredResponse};
-use super::store::{Begin, IdempotencyStore, RecordKey, Terms};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, Collected, collect};
+use crate::idempotency::fingerprint::Fingerprint;
+use crate::idempotency::record::{Outcome, StoredResponse};
+use crate::idempotency::store::{Begin, IdempotencyStore, RecordKey, Terms};
 use crate::owner::OwnerToken;
 use crate::rejection::{Rejection, RejectionContext, RequestShadow, SharedRenderer};
 
