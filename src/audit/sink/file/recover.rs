@@ -1,0 +1,146 @@
+//! Recovery on opening: where the chain continues, and what refuses a log.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use super::FileSink;
+use super::files::{head_path, rotated};
+use crate::audit::chain::{MAX_LOG_FILE, Position, link, parse_line, read_log_file, verify_bytes};
+
+/// Where the chain stands at the end of a rotated file: its records checked from its first
+/// one's place (the verifier checks how the files join); `None` for a file without records.
+fn end_of_rotated(bytes: &[u8], path: &Path) -> io::Result<Option<Position>> {
+    let Some(first) = bytes.split(|&b| b == b'\n').next().and_then(parse_line) else {
+        return if bytes.is_empty() {
+            Ok(None)
+        } else {
+            Err(damaged(path, "its first line is not a record"))
+        };
+    };
+    let mut position = Position {
+        next_seq: first.seq,
+        head: first.prev,
+    };
+    verify_bytes(path, bytes, &mut position, false)
+        .map_err(|error| damaged(path, &error.to_string()))?;
+    Ok(Some(position))
+}
+
+fn damaged(path: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}: {what}; the audit log is damaged: verify it and move it aside before writing on",
+            path.display()
+        ),
+    )
+}
+
+/// Where the chain continues: the live file's last complete record (its torn tail cut off), or
+/// the newest rotated file holding one, or the start. The live file's chain is checked from
+/// the rotated file's end, and against the head file: a log that ends before its head, or
+/// whose record at the head carries another hash, is refused (records were removed, or
+/// rewritten and re-chained), and writing on would hide it; so is a log with records and no
+/// head file, unless `accept_unanchored`.
+pub(super) fn recover(
+    path: &Path,
+    file: &mut File,
+    accept_unanchored: bool,
+) -> io::Result<Position> {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)?;
+    let mut complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if complete < bytes.len() {
+        let tail = &bytes[complete..];
+        if parse_line(tail).is_some_and(|line| link(&line.prev, line.record) == line.hash) {
+            // A whole record whose newline alone is missing is kept: it may be acknowledged,
+            // and a crash that tears a write leaves part of a record, not all of it.
+            file.write_all(b"\n")?;
+            bytes.push(b'\n');
+            complete = bytes.len();
+        } else {
+            tracing::warn!(layer = "audit", path = %path.display(), torn = bytes.len() - complete,
+                "cutting off a torn last line (a write a crash interrupted; it was never acknowledged)");
+            file.set_len(complete as u64)?;
+        }
+        file.sync_all()?;
+    }
+    let mut files = rotated(path)?;
+    files.sort();
+    let mut start = None;
+    for (_, older) in files.iter().rev() {
+        let bytes = read_log_file(older, MAX_LOG_FILE)?;
+        if let Some(position) = end_of_rotated(&bytes, older)? {
+            start = Some(position);
+            break;
+        }
+    }
+    let mut position = start.unwrap_or_default();
+    // Checked from where the rotated files end, so a live file that does not continue them,
+    // or whose records no longer follow each other, is refused here.
+    if let Err(error) = verify_bytes(path, &bytes[..complete], &mut position, true) {
+        return Err(damaged(path, &error.to_string()));
+    }
+    let refused = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: {why}; verify the log before writing on",
+                path.display()
+            ),
+        ))
+    };
+    match FileSink::read_head(path)? {
+        None if position.next_seq > 0 && !accept_unanchored => refused(format!(
+            "the log holds {} records but has no head file ({}), so records removed from its end or rewritten could not be told; if it is known to be lost, open the log with accept_unanchored",
+            position.next_seq,
+            head_path(path).display()
+        )),
+        None => Ok(position),
+        Some(head) if head.next_seq > position.next_seq => refused(format!(
+            "the log ends at sequence number {} but its head file says {}: records are missing",
+            position.next_seq, head.next_seq
+        )),
+        Some(head) => {
+            let at_head = match head.next_seq.checked_sub(1) {
+                None => Some(crate::audit::chain::GENESIS),
+                Some(seq) => record_hash(path, seq)?,
+            };
+            if at_head == Some(head.head) {
+                Ok(position)
+            } else {
+                refused(format!(
+                    "the record before sequence number {} does not carry the hash its head file names: records were rewritten",
+                    head.next_seq
+                ))
+            }
+        }
+    }
+}
+
+/// The hash of record `seq`, found in the live file or the rotated ones (newest first).
+pub(super) fn record_hash(path: &Path, seq: u64) -> io::Result<Option<[u8; 32]>> {
+    let mut files = rotated(path)?;
+    files.sort();
+    let newest_first =
+        std::iter::once(path.to_path_buf()).chain(files.into_iter().rev().map(|(_, p)| p));
+    for file in newest_first {
+        let bytes = match read_log_file(&file, MAX_LOG_FILE) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        let mut lines = bytes
+            .split(|&b| b == b'\n')
+            .filter_map(parse_line)
+            .peekable();
+        // Files hold runs of sequence numbers, newest file first: skip those that start later.
+        if lines.peek().is_none_or(|first| first.seq > seq) {
+            continue;
+        }
+        return Ok(lines.find(|line| line.seq == seq).map(|line| line.hash));
+    }
+    Ok(None)
+}
