@@ -69,16 +69,22 @@
 //! ```
 
 pub mod config;
+mod digest;
 mod etag;
 mod layer;
+mod lock_guard;
 #[cfg(feature = "memory")]
 mod memory;
 mod policy;
 mod precondition;
+mod read;
 #[cfg(feature = "redis")]
 mod redis;
+mod rejections;
 mod service;
 mod store;
+mod update;
+mod validators;
 
 pub use crate::owner::OwnerToken;
 pub use etag::{EntityTag, EtagError, TagList};
@@ -89,6 +95,6 @@ pub use policy::{Current, Resource};
 pub use precondition::{Evaluation, Preconditions, Validators, evaluate};
 #[cfg(feature = "redis")]
 pub use redis::RedisValidatorStore;
-pub(crate) use service::ANSWER_FIELDS;
 pub use service::{Conditional, ResponseFuture};
 pub use store::{Locked, Snapshot, StoredValidators, Update, ValidatorStore};
+pub(crate) use validators::ANSWER_FIELDS;
