@@ -75,6 +75,7 @@ mod layer;
 mod lock_guard;
 #[cfg(feature = "memory")]
 mod memory;
+mod plan;
 mod policy;
 mod precondition;
 mod read;

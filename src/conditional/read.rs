@@ -12,10 +12,10 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::digest::{Digest, Digesting, start_digesting};
+use super::plan::Plan;
 use super::policy::Config;
 use super::precondition::{Evaluation, evaluate};
 use super::rejections::precondition_failed;
-use super::service::Plan;
 use super::store::{Snapshot, StoredValidators, ValidatorStore};
 use super::validators::{view, write_validators};
 use crate::body::PolicyBody;

@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 
+use super::plan::{Plan, Target};
 use super::policy::{CompiledRule, Config, Resource};
 use super::precondition::Preconditions;
 use super::read::{Read, known_or_warn, read_later, shadow_for_412};
@@ -36,20 +36,6 @@ impl<St, S> Conditional<St, S> {
             config,
         }
     }
-}
-
-/// What a request is to the layer.
-pub(super) struct Plan {
-    pub(super) preconditions: Preconditions,
-    pub(super) target: Option<Target>,
-}
-
-/// A request to a resource route.
-pub(super) struct Target {
-    pub(super) resource: Resource,
-    pub(super) fast_not_modified: bool,
-    pub(super) cache_control: Option<HeaderValue>,
-    pub(super) require_preconditions: bool,
 }
 
 impl<St, S, ReqBody, ResBody> Service<Request<ReqBody>> for Conditional<St, S>

@@ -10,10 +10,10 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::lock_guard::LockGuard;
+use super::plan::Plan;
 use super::policy::{Config, Current, Resource};
 use super::precondition::{Evaluation, Preconditions, evaluate};
 use super::rejections::{busy, precondition_failed, precondition_required, unavailable};
-use super::service::Plan;
 use super::store::{Locked, StoredValidators, Update, ValidatorStore};
 use super::validators::{stated, view};
 use crate::body::PolicyBody;

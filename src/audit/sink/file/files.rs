@@ -5,7 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::audit::chain::Position;
+use crate::audit::chain::{Position, read_log_file};
+use crate::audit::head::Head;
 
 /// Refuses a path that exists but is not a regular file (a FIFO would hang the open, a link to
 /// a device would be read without end).
@@ -124,4 +125,24 @@ pub(super) fn rotated(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
         out.push((n, dir.join(file_name)));
     }
     Ok(out)
+}
+
+/// The head file of the log at `path`; `Ok(None)` when there is none.
+pub(super) fn read_head(path: &Path) -> io::Result<Option<Head>> {
+    let file = head_path(path);
+    // A head line is short; anything larger is not one.
+    let bytes = match read_log_file(&file, 1024) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    Head::parse(&bytes).map(Some).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: not a head file (a sequence number and a hash, and a key and signature when signed)",
+                file.display()
+            ),
+        )
+    })
 }

@@ -47,7 +47,7 @@ use self::writer::start_seal_timer;
 use self::writer::{Counters, Job, Work, Writer};
 use super::{AuditSink, SinkError};
 use crate::audit::batch::RecordBatch;
-use crate::audit::chain::{Position, read_log_file};
+use crate::audit::chain::Position;
 use crate::audit::head::Head;
 use crate::audit::record::AuditRecord;
 use crate::clock::{SharedClock, SystemClock, day_of};
@@ -160,22 +160,7 @@ impl FileSink {
     /// # Errors
     /// The head file cannot be read, or is not a head line (see [`Head::parse`]).
     pub fn read_head_line(path: &Path) -> io::Result<Option<Head>> {
-        let file = head_path(path);
-        // A head line is short; anything larger is not one.
-        let bytes = match read_log_file(&file, 1024) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error),
-        };
-        Head::parse(&bytes).map(Some).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: not a head file (a sequence number and a hash, and a key and signature when signed)",
-                    file.display()
-                ),
-            )
-        })
+        files::read_head(path)
     }
 
     /// Writes a checkpoint of every record acknowledged so far, if any is unsealed, and waits

@@ -4,8 +4,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use super::FileSink;
-use super::files::{head_path, rotated};
+use super::files::{head_path, read_head, rotated};
 use crate::audit::chain::{MAX_LOG_FILE, Position, link, parse_line, read_log_file, verify_bytes};
 
 /// Where the chain stands at the end of a rotated file: its records checked from its first
@@ -92,7 +91,7 @@ pub(super) fn recover(
             ),
         ))
     };
-    match FileSink::read_head(path)? {
+    match read_head(path)?.map(|head| head.position) {
         None if position.next_seq > 0 && !accept_unanchored => refused(format!(
             "the log holds {} records but has no head file ({}), so records removed from its end or rewritten could not be told; if it is known to be lost, open the log with accept_unanchored",
             position.next_seq,
