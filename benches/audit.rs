@@ -84,6 +84,19 @@ fn layered<Si: AuditSink>(layer: AuditLayer<Si>) -> Router {
     router().layer(layer)
 }
 
+/// A buffered audit layer over `sink` for the bench's PHI route (inside a runtime: it starts its
+/// writer).
+fn buffered_layer(sink: FileSink) -> AuditLayer<FileSink> {
+    AuditLayer::builder(sink)
+        .phi_route_with_subject("/patients/{id}", "id")
+        .durability(Durability::Buffered {
+            capacity: 65_536,
+            drop_when_full: false,
+        })
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn request() -> Request<Body> {
     Request::get("/patients/pat_1")
         .header("user-agent", "bench")
@@ -103,14 +116,7 @@ fn layer(c: &mut Criterion) {
         let sink = FileSink::builder(scratch("buffered"))
             .open()
             .unwrap_or_else(|e| panic!("{e}"));
-        AuditLayer::builder(sink)
-            .phi_route_with_subject("/patients/{id}", "id")
-            .durability(Durability::Buffered {
-                capacity: 65_536,
-                drop_when_full: false,
-            })
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"))
+        buffered_layer(sink)
     });
     let app = layered(buffered);
     group.bench_function("buffered", |b| {
@@ -195,16 +201,7 @@ fn checkpoints(c: &mut Criterion) {
         ("every_100", Some(100)),
     ] {
         let sink = open(&format!("ckpt-layer-{name}"), every);
-        let layer = rt.block_on(async {
-            AuditLayer::builder(sink.clone())
-                .phi_route_with_subject("/patients/{id}", "id")
-                .durability(Durability::Buffered {
-                    capacity: 65_536,
-                    drop_when_full: false,
-                })
-                .build()
-                .unwrap_or_else(|e| panic!("{e}"))
-        });
+        let layer = rt.block_on(async { buffered_layer(sink.clone()) });
         let app = layered(layer);
         group.bench_function(format!("buffered_layer/{name}"), |b| {
             b.to_async(&rt)

@@ -202,23 +202,7 @@ async fn child_writer() {
         return;
     };
     let sink = FileSink::builder(PathBuf::from(path)).open().unwrap();
-    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();
-    for n in 0..8 {
-        let (sink, acks) = (sink.clone(), acks.clone());
-        tokio::spawn(async move {
-            for i in 0.. {
-                let id = n * 1_000_000 + i;
-                if sink.write(record(id)).await.is_ok() {
-                    let _ = acks.send(id);
-                }
-            }
-        });
-    }
-    let mut out = std::io::stdout();
-    while let Some(id) = acked.recv().await {
-        let _ = writeln!(out, "ACK req-{id}");
-        let _ = out.flush();
-    }
+    common::write_until_killed(sink, 8, record).await;
 }
 
 /// A writer killed with SIGKILL mid-stream: after a restart the chain verifies and continues,

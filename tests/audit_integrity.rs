@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -728,23 +728,7 @@ async fn child_writer() {
         .checkpoints(Checkpoints::new(key).every_records(50))
         .open()
         .unwrap();
-    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();
-    for n in 0..4 {
-        let (sink, acks) = (sink.clone(), acks.clone());
-        tokio::spawn(async move {
-            for i in 0.. {
-                let id = n * 1_000_000 + i;
-                if sink.write(record(id)).await.is_ok() {
-                    let _ = acks.send(id);
-                }
-            }
-        });
-    }
-    let mut out = std::io::stdout();
-    while let Some(id) = acked.recv().await {
-        let _ = writeln!(out, "ACK req-{id}");
-        let _ = out.flush();
-    }
+    common::write_until_killed(sink, 4, record).await;
 }
 
 /// A sealing writer killed with SIGKILL: its log verifies with its key as it was left (a torn

@@ -103,12 +103,7 @@ impl SigningKey {
     /// # Errors
     /// The file cannot be read, or holds no Ed25519 private key.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| KeyError::Unreadable {
-            from: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_pem(&text)
+        Self::from_pem(&read_key_file(path.as_ref())?)
     }
 
     /// A key from an environment variable holding its PEM or the base64 of its DER.
@@ -225,12 +220,7 @@ impl PublicKey {
     /// # Errors
     /// The file cannot be read, or holds no Ed25519 public key.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| KeyError::Unreadable {
-            from: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_pem(&text)
+        Self::from_pem(&read_key_file(path.as_ref())?)
     }
 
     /// The key as SPKI PEM, as OpenSSL writes it.
@@ -271,6 +261,14 @@ impl PublicKey {
                 .verify(message, signature)
                 .is_ok()
     }
+}
+
+/// A key file's text.
+fn read_key_file(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|e| KeyError::Unreadable {
+        from: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 fn invalid_private(reason: impl Into<String>) -> KeyError {

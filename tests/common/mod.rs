@@ -455,3 +455,32 @@ pub fn hs256_token(secret: &[u8], issuer: &str, audience: &str, sub: &str, role:
     )
     .expect("HS256 signing")
 }
+
+/// The child side of the SIGKILL tests: `tasks` tasks write records (`record(id)`) into `sink`
+/// as fast as they go, and each acknowledged request id is printed (`ACK req-ID`) the moment
+/// it is, until the process is killed.
+pub async fn write_until_killed(
+    sink: api_policy::audit::FileSink,
+    tasks: u64,
+    record: fn(u64) -> api_policy::audit::AuditRecord,
+) {
+    use api_policy::audit::AuditSink;
+    use std::io::Write;
+    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..tasks {
+        let (sink, acks) = (sink.clone(), acks.clone());
+        tokio::spawn(async move {
+            for i in 0.. {
+                let id = n * 1_000_000 + i;
+                if sink.write(record(id)).await.is_ok() {
+                    let _ = acks.send(id);
+                }
+            }
+        });
+    }
+    let mut out = std::io::stdout();
+    while let Some(id) = acked.recv().await {
+        let _ = writeln!(out, "ACK req-{id}");
+        let _ = out.flush();
+    }
+}
