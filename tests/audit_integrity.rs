@@ -1031,3 +1031,34 @@ async fn files_that_are_not_regular_files_are_refused() {
     assert_broken(&output, "not a head file");
     assert!(FileSink::builder(&f.log).open().is_err());
 }
+
+/// The demo refuses to start on a log rewritten behind its head file, naming why, rather than
+/// writing on and hiding it under a fresh head.
+#[tokio::test]
+async fn the_demo_refuses_to_start_on_a_rewritten_log() {
+    let log = scratch("demo-refuses");
+    {
+        let sink = FileSink::builder(&log).open().unwrap();
+        for n in 0..10 {
+            sink.write(record(n)).await.unwrap();
+        }
+    }
+    let mut forged = lines(&log);
+    forged[3] = forged[3].replacen("dr_who", "dr_how", 1);
+    rechain(&mut forged, 3);
+    write_lines(&log, &forged);
+    let port = common::free_port().to_string();
+    let output = Command::new(common::example_binary("server"))
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .arg("--audit-log")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let why = stderr(&output);
+    assert!(
+        why.contains("audit.log") && why.contains("records were rewritten"),
+        "{why}"
+    );
+}
