@@ -17,6 +17,7 @@ use crate::buffer::{BoxError, Collected, collect};
 use crate::idempotency::fingerprint::Fingerprint;
 use crate::idempotency::record::{Outcome, StoredResponse};
 use crate::idempotency::store::{Begin, IdempotencyStore, RecordKey, Terms};
+use crate::kit::store_failed;
 use crate::owner::OwnerToken;
 use crate::rejection::{Rejection, RejectionContext, RequestShadow, SharedRenderer};
 
@@ -147,11 +148,14 @@ where
                 }
             }
             Err(error) => {
-                settings.store_failures.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::store_error(settings.layer, store.backend_name());
                 crate::metrics::decision_of(settings.layer, "unavailable");
-                tracing::error!(layer = settings.layer, backend = store.backend_name(), %error,
-                    "idempotency store failed; answering 503 (fail closed)");
+                store_failed(
+                    settings.layer,
+                    store.backend_name(),
+                    &error,
+                    crate::FailurePolicy::Closed,
+                    Some(&settings.store_failures),
+                );
                 return Ok(refuse(unavailable(), &request));
             }
         }

@@ -13,7 +13,9 @@ use super::token::Found;
 use super::verify::Outcome;
 use crate::body::PolicyBody;
 use crate::error::FailurePolicy;
-use crate::kit::{BoxFuture, Gate, Nothing, PolicyFuture, policy_future, policy_future_poll};
+use crate::kit::{
+    BoxFuture, Gate, Nothing, PolicyFuture, policy_future, policy_future_poll, store_failed,
+};
 use crate::principal::Principal;
 use crate::rejection::RejectionContext;
 
@@ -175,8 +177,7 @@ fn revocation_verdict(
         Ok(true) => Err(Failure::invalid("The token has been revoked.")),
         Err(error) => {
             let backend = config.revocation.as_ref().map_or("", |s| s.backend_name());
-            tracing::warn!(layer = "jwt_auth", backend, %error, policy = ?config.revocation_failure, "revocation store failed");
-            match config.revocation_failure {
+            match store_failed("jwt_auth", backend, &error, config.revocation_failure, None) {
                 FailurePolicy::Open => Ok(Some(verified)),
                 _ => Err(Failure::Unavailable {
                     error: "auth_unavailable",

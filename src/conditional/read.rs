@@ -20,7 +20,7 @@ use super::store::{Snapshot, StoredValidators, ValidatorStore};
 use super::validators::{view, write_validators};
 use crate::body::PolicyBody;
 use crate::buffer::BoxError;
-use crate::kit::{Answer, BoxFuture, Finish};
+use crate::kit::{Answer, BoxFuture, Finish, store_failed};
 use crate::rejection::RequestShadow;
 
 /// `GET` and `HEAD` when the store must be waited for: maybe a 304 from the known validators,
@@ -58,8 +58,9 @@ pub(super) fn known_or_warn<St: ValidatorStore>(
     got: Result<Snapshot, crate::error::StoreError>,
 ) -> Option<Snapshot> {
     got.map_err(|error| {
-        tracing::warn!(layer = "conditional", backend = store.backend_name(), %error,
-            "validator store failed; answering without it");
+        // A read goes on without the store: the handler answers, digested as it comes.
+        let open = crate::FailurePolicy::Open;
+        store_failed("conditional", store.backend_name(), &error, open, None);
     })
     .ok()
 }

@@ -18,6 +18,7 @@ use super::store::{Locked, StoredValidators, Update, ValidatorStore};
 use super::validators::{stated, view};
 use crate::body::PolicyBody;
 use crate::buffer::BoxError;
+use crate::kit::store_failed;
 use crate::owner::OwnerToken;
 use crate::rejection::{Rejection, RejectionContext};
 
@@ -89,8 +90,8 @@ where
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
             Err(error) => {
-                tracing::error!(layer = "conditional", backend = store.backend_name(), %error,
-                    "validator store failed; answering 503");
+                let closed = crate::FailurePolicy::Closed;
+                store_failed("conditional", store.backend_name(), &error, closed, None);
                 lock.unlock(Update::Keep).await;
                 return refuse(unavailable(), &request);
             }

@@ -3,8 +3,10 @@
 //! layer plugs into it ([`Gate`], [`Finish`]), and the step every layer that calls its inner
 //! service later takes: [`take_ready`].
 
+mod failure;
 mod future;
 
+pub(crate) use failure::store_failed;
 pub(crate) use future::{Answer, BoxFuture, Finish, Gate, Nothing, PolicyFuture};
 
 /// The ready inner service, swapped for a clone: the instance `poll_ready` readied is the one

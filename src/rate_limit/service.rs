@@ -2,7 +2,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
@@ -14,7 +13,7 @@ use super::store::{BucketKey, Decision, RateLimitStore};
 use crate::body::PolicyBody;
 use crate::clock::ceil_secs;
 use crate::error::{FailurePolicy, StoreError};
-use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, policy_future_poll};
+use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, policy_future_poll, store_failed};
 use crate::principal::Caller;
 use crate::rejection::{Rejection, RejectionContext};
 
@@ -114,17 +113,15 @@ where
             rejection
         }
         Err(error) => {
-            config.store_failures.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::store_error("rate_limit", config.backend);
             crate::metrics::decision!("rate_limit", "store_error");
-            tracing::warn!(
-                layer = "rate_limit",
-                backend = config.backend,
-                %error,
-                policy = ?config.failure,
-                "rate-limit store failed"
+            let policy = store_failed(
+                "rate_limit",
+                config.backend,
+                &error,
+                config.failure,
+                Some(&config.store_failures),
             );
-            if config.failure == FailurePolicy::Open {
+            if policy == FailurePolicy::Open {
                 return PolicyFuture::call(inner, request, None);
             }
             Rejection::new(

@@ -16,7 +16,7 @@ use super::version::ApiVersion;
 use crate::body::PolicyBody;
 use crate::clock::day_of;
 use crate::error::StoreError;
-use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, policy_future_poll};
+use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, policy_future_poll, store_failed};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The versioning service; built by [`VersioningLayer`](super::VersioningLayer).
@@ -78,9 +78,15 @@ impl<St: VersionPinStore> Gate for Resolving<St> {
         let (version, source) = match verdict {
             Ok(version) => (version, Source::Pin),
             Err(error) => {
-                tracing::warn!(layer = "versioning", backend = self.store.backend_name(), %error,
-                    policy = ?self.config.on_store_error, "version pin store failed");
-                if self.config.on_store_error == crate::FailurePolicy::Closed {
+                let backend = self.store.backend_name();
+                let policy = store_failed(
+                    "versioning",
+                    backend,
+                    &error,
+                    self.config.on_store_error,
+                    None,
+                );
+                if policy == crate::FailurePolicy::Closed {
                     let rejection = Rejection::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "versioning_unavailable",
