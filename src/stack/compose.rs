@@ -86,6 +86,50 @@ impl PolicyStack {
     }
 }
 
+/// A slot's setter: the stack with `layer` in the slot the setter names, every other slot as
+/// it was, and room in the answers for the fields the slot's layer adds.
+macro_rules! slot {
+    ($(#[$doc:meta])* $slot:ident -> $out:ty, slot $index:expr) => {
+        $(#[$doc])*
+        pub fn $slot<L>(self, layer: L) -> $out {
+            PolicyStack {
+                audit: pick!($slot audit, self.audit, layer),
+                auth: pick!($slot auth, self.auth, layer),
+                rate_limit: pick!($slot rate_limit, self.rate_limit, layer),
+                versioning: pick!($slot versioning, self.versioning, layer),
+                idempotency: pick!($slot idempotency, self.idempotency, layer),
+                conditional: pick!($slot conditional, self.conditional, layer),
+                room: Self::room_with(self.room, $index),
+            }
+        }
+    };
+}
+
+/// The new layer for the slot being set, the old one for every other.
+macro_rules! pick {
+    (audit audit, $old:expr, $new:expr) => {
+        $new
+    };
+    (auth auth, $old:expr, $new:expr) => {
+        $new
+    };
+    (rate_limit rate_limit, $old:expr, $new:expr) => {
+        $new
+    };
+    (versioning versioning, $old:expr, $new:expr) => {
+        $new
+    };
+    (idempotency idempotency, $old:expr, $new:expr) => {
+        $new
+    };
+    (conditional conditional, $old:expr, $new:expr) => {
+        $new
+    };
+    ($setting:ident $field:ident, $old:expr, $new:expr) => {
+        $old
+    };
+}
+
 impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
     /// The room with slot `slot` holding a layer.
     fn room_with(room: [usize; 6], slot: usize) -> [usize; 6] {
@@ -94,82 +138,29 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
         room
     }
 
-    /// The outermost slot: the PHI audit trail ([`crate::audit::AuditLayer`]).
-    pub fn audit<L>(self, layer: L) -> PolicyStack<L, J, R, V, I, C> {
-        PolicyStack {
-            audit: layer,
-            auth: self.auth,
-            rate_limit: self.rate_limit,
-            versioning: self.versioning,
-            idempotency: self.idempotency,
-            conditional: self.conditional,
-            room: Self::room_with(self.room, 0),
-        }
+    slot! {
+        /// The outermost slot: the PHI audit trail ([`crate::audit::AuditLayer`]).
+        audit -> PolicyStack<L, J, R, V, I, C>, slot 0
     }
-
-    /// The authentication slot (`auth::JwtAuthLayer`, feature `jwt`).
-    pub fn auth<L>(self, layer: L) -> PolicyStack<A, L, R, V, I, C> {
-        PolicyStack {
-            audit: self.audit,
-            auth: layer,
-            rate_limit: self.rate_limit,
-            versioning: self.versioning,
-            idempotency: self.idempotency,
-            conditional: self.conditional,
-            room: Self::room_with(self.room, 1),
-        }
+    slot! {
+        /// The authentication slot (`auth::JwtAuthLayer`, feature `jwt`).
+        auth -> PolicyStack<A, L, R, V, I, C>, slot 1
     }
-
-    /// The rate-limit slot ([`crate::rate_limit::RateLimitLayer`]).
-    pub fn rate_limit<L>(self, layer: L) -> PolicyStack<A, J, L, V, I, C> {
-        PolicyStack {
-            audit: self.audit,
-            auth: self.auth,
-            rate_limit: layer,
-            versioning: self.versioning,
-            idempotency: self.idempotency,
-            conditional: self.conditional,
-            room: Self::room_with(self.room, 2),
-        }
+    slot! {
+        /// The rate-limit slot ([`crate::rate_limit::RateLimitLayer`]).
+        rate_limit -> PolicyStack<A, J, L, V, I, C>, slot 2
     }
-
-    /// The versioning and deprecation slot ([`crate::versioning::VersioningLayer`]).
-    pub fn versioning<L>(self, layer: L) -> PolicyStack<A, J, R, L, I, C> {
-        PolicyStack {
-            audit: self.audit,
-            auth: self.auth,
-            rate_limit: self.rate_limit,
-            versioning: layer,
-            idempotency: self.idempotency,
-            conditional: self.conditional,
-            room: Self::room_with(self.room, 3),
-        }
+    slot! {
+        /// The versioning and deprecation slot ([`crate::versioning::VersioningLayer`]).
+        versioning -> PolicyStack<A, J, R, L, I, C>, slot 3
     }
-
-    /// The idempotency-key slot ([`crate::idempotency::IdempotencyLayer`]).
-    pub fn idempotency<L>(self, layer: L) -> PolicyStack<A, J, R, V, L, C> {
-        PolicyStack {
-            audit: self.audit,
-            auth: self.auth,
-            rate_limit: self.rate_limit,
-            versioning: self.versioning,
-            idempotency: layer,
-            conditional: self.conditional,
-            room: Self::room_with(self.room, 4),
-        }
+    slot! {
+        /// The idempotency-key slot ([`crate::idempotency::IdempotencyLayer`]).
+        idempotency -> PolicyStack<A, J, R, V, L, C>, slot 4
     }
-
-    /// The innermost slot: conditional requests ([`crate::conditional::ConditionalLayer`]).
-    pub fn conditional<L>(self, layer: L) -> PolicyStack<A, J, R, V, I, L> {
-        PolicyStack {
-            audit: self.audit,
-            auth: self.auth,
-            rate_limit: self.rate_limit,
-            versioning: self.versioning,
-            idempotency: self.idempotency,
-            conditional: layer,
-            room: Self::room_with(self.room, 5),
-        }
+    slot! {
+        /// The innermost slot: conditional requests ([`crate::conditional::ConditionalLayer`]).
+        conditional -> PolicyStack<A, J, R, V, I, L>, slot 5
     }
 
     /// Room only for the slots that hold a layer: a [`Maybe`] slot left empty adds no field.
