@@ -126,6 +126,9 @@ pub struct RejectionContext<'a> {
     pub uri: &'a Uri,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The renderer a [`PolicyStack`](crate::stack::PolicyStack) set for every layer, when one
+    /// did: layers without their own use it.
+    stack: Option<&'a SharedRenderer>,
 }
 
 impl<'a> RejectionContext<'a> {
@@ -136,6 +139,27 @@ impl<'a> RejectionContext<'a> {
             method: request.method(),
             uri: request.uri(),
             headers: request.headers(),
+            stack: request
+                .extensions()
+                .get::<StackRenderer>()
+                .map(|stack| &stack.0),
+        }
+    }
+
+    /// The context of a request known by its parts (an extractor's).
+    pub(crate) fn of_parts(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        extensions: Option<&'a http::Extensions>,
+    ) -> Self {
+        Self {
+            method,
+            uri,
+            headers,
+            stack: extensions
+                .and_then(|e| e.get::<StackRenderer>())
+                .map(|stack| &stack.0),
         }
     }
 
@@ -186,6 +210,9 @@ impl RequestShadow {
             shadow
                 .headers_mut()
                 .insert(CONTENT_TYPE, content_type.clone());
+        }
+        if let Some(stack) = request.extensions().get::<StackRenderer>() {
+            shadow.extensions_mut().insert(stack.clone());
         }
         Self(Box::new(shadow))
     }
@@ -299,15 +326,28 @@ fn grpc_response(rejection: &Rejection, content_type: HeaderValue) -> Response<B
     response
 }
 
-/// A shared renderer, as layers hold it.
+/// A shared renderer, as layers hold it: one set for the layer, or the default, which gives way
+/// to a renderer a [`PolicyStack`](crate::stack::PolicyStack) sets for all its layers.
 #[derive(Clone)]
-pub struct SharedRenderer(Arc<dyn RenderRejection>);
+pub struct SharedRenderer {
+    renderer: Arc<dyn RenderRejection>,
+    /// Set for the layer (not the default): it wins over the stack's.
+    own: bool,
+}
 
 impl Default for SharedRenderer {
     fn default() -> Self {
-        Self(Arc::new(ProblemRenderer::new()))
+        Self {
+            renderer: Arc::new(ProblemRenderer::new()),
+            own: false,
+        }
     }
 }
+
+/// The renderer a [`PolicyStack`](crate::stack::PolicyStack) sets for every layer, carried in
+/// the request extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct StackRenderer(pub(crate) SharedRenderer);
 
 impl fmt::Debug for SharedRenderer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -318,16 +358,24 @@ impl fmt::Debug for SharedRenderer {
 impl SharedRenderer {
     /// Wraps a renderer.
     pub fn new(renderer: impl RenderRejection) -> Self {
-        Self(Arc::new(renderer))
+        Self {
+            renderer: Arc::new(renderer),
+            own: true,
+        }
     }
 
-    /// Renders the rejection.
+    /// Renders the rejection: with this renderer when it was set for the layer, else with the
+    /// stack's when the request carries one, else with the default.
     pub(crate) fn render(
         &self,
         rejection: &Rejection,
         context: &RejectionContext<'_>,
     ) -> Response<Bytes> {
-        self.0.render(rejection, context)
+        let chosen = match context.stack {
+            Some(stack) if !self.own => stack,
+            _ => self,
+        };
+        chosen.renderer.render(rejection, context)
     }
 
     /// Renders the rejection and leaves it in the response extensions.

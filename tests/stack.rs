@@ -271,6 +271,84 @@ async fn sections_left_out_leave_their_slots_empty() {
     assert!(plain.header("api-version").is_empty());
 }
 
+/// A renderer set on the stack renders every layer's refusals, a layer's own renderer wins
+/// for that layer, and answers that are not refusals are left alone.
+#[tokio::test]
+async fn the_stacks_renderer_renders_every_layers_refusals_but_a_layers_own() {
+    use api_policy::idempotency::{IdempotencyLayer, MemoryIdempotencyStore};
+    use api_policy::rate_limit::{MemoryRateLimitStore, Quota, RateLimitLayer, Unidentified};
+    use api_policy::rejection::{Rejection, RejectionContext};
+    use api_policy::stack::PolicyStack;
+    let house = |rejection: &Rejection, _: &RejectionContext<'_>| {
+        http::Response::builder()
+            .status(rejection.status)
+            .header("content-type", "text/plain")
+            .body(bytes::Bytes::from(format!(
+                "house style: {}",
+                rejection.error
+            )))
+            .expect("response")
+    };
+    let backend = MemoryBackend::new();
+    let limits = RateLimitLayer::builder(MemoryRateLimitStore::new(&backend))
+        .tier("anonymous", Quota::per_minute(1))
+        .on_unidentified(Unidentified::SharedAnonymous)
+        .build()
+        .expect("rate limit");
+    let own = |rejection: &Rejection, _: &RejectionContext<'_>| {
+        http::Response::builder()
+            .status(rejection.status)
+            .body(bytes::Bytes::from(format!("its own: {}", rejection.error)))
+            .expect("response")
+    };
+    let idempotency = IdempotencyLayer::builder(MemoryIdempotencyStore::new(&backend))
+        .require("POST /v2/orders")
+        .renderer(own)
+        .build()
+        .expect("idempotency");
+    let stack = PolicyStack::new()
+        .rate_limit(limits)
+        .idempotency(idempotency)
+        .renderer(house);
+    let app = Router::new()
+        .route(
+            "/v2/orders",
+            post(|| async { "ordered" }).get(|| async { "orders" }),
+        )
+        .layer(stack);
+    let first = answer(&app, get_req("/v2/orders")).await;
+    assert_eq!(
+        (first.status, first.body.as_str()),
+        (StatusCode::OK, "orders")
+    );
+    let limited = answer(&app, get_req("/v2/orders")).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.body, "house style: rate_limit_exceeded");
+    assert_eq!(limited.header("content-type"), ["text/plain"]);
+    let app_with_room = Router::new()
+        .route("/v2/orders", post(|| async { "ordered" }))
+        .layer(
+            PolicyStack::new()
+                .idempotency(
+                    IdempotencyLayer::builder(MemoryIdempotencyStore::new(&backend))
+                        .require("POST /v2/orders")
+                        .renderer(own)
+                        .build()
+                        .expect("idempotency"),
+                )
+                .renderer(house),
+        );
+    let missing = answer(
+        &app_with_room,
+        Request::post("/v2/orders")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(missing.body, "its own: idempotency_key_missing");
+}
+
 #[test]
 fn the_demo_configuration_fills_every_slot() {
     let mut config: StackConfig =

@@ -155,11 +155,12 @@ mod axum_integration {
         } else {
             Failure::Missing.rejection(denials.map_or("api", |d| &d.realm))
         };
-        let context = RejectionContext {
-            method: &parts.method,
-            uri: &parts.uri,
-            headers: &parts.headers,
-        };
+        let context = RejectionContext::of_parts(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            Some(&parts.extensions),
+        );
         let mut response = match denials {
             Some(denials) => denials.renderer.render(&rejection, &context),
             None => ProblemRenderer::new().render(&rejection, &context),

@@ -249,11 +249,7 @@ impl Access {
 
     fn deny(&self, failure: Failure) -> Denied {
         let rejection = failure.rejection(&self.denials.realm);
-        let context = RejectionContext {
-            method: &self.method,
-            uri: &self.uri,
-            headers: &self.content_type,
-        };
+        let context = RejectionContext::of_parts(&self.method, &self.uri, &self.content_type, None);
         let mut response = self.denials.renderer.render(&rejection, &context);
         response.extensions_mut().insert(rejection);
         Denied(Box::new(response))

@@ -27,11 +27,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer realm=\"api\""),
         );
-        let context = RejectionContext {
-            method: &parts.method,
-            uri: &parts.uri,
-            headers: &parts.headers,
-        };
+        let context = RejectionContext::of_parts(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            Some(&parts.extensions),
+        );
         Err(ProblemRenderer::new()
             .render(&rejection, &context)
             .map(axum::body::Body::from))

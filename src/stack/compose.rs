@@ -11,6 +11,7 @@ use tower_service::Service;
 
 use super::room::{HeaderRoom, SLOT_FIELDS};
 use crate::body::PolicyBody;
+use crate::rejection::{RenderRejection, SharedRenderer, StackRenderer};
 
 /// The response body of a service behind a [`PolicyStack`]: one [`PolicyBody`] level per slot,
 /// whether the slot holds a layer or is skipped, so the type does not change with the
@@ -63,6 +64,8 @@ pub struct PolicyStack<A = Skip, J = Skip, R = Skip, V = Skip, I = Skip, C = Ski
     conditional: C,
     /// Header fields each slot may add, by slot (see [`SLOT_FIELDS`]): none for a skipped one.
     room: [usize; 6],
+    /// The renderer of every layer's refusals, unless the layer has its own.
+    renderer: Option<StackRenderer>,
 }
 
 impl Default for PolicyStack {
@@ -82,6 +85,7 @@ impl PolicyStack {
             idempotency: Skip,
             conditional: Skip,
             room: [0; 6],
+            renderer: None,
         }
     }
 }
@@ -100,6 +104,7 @@ macro_rules! slot {
                 idempotency: pick!($slot idempotency, self.idempotency, layer),
                 conditional: pick!($slot conditional, self.conditional, layer),
                 room: Self::room_with(self.room, $index),
+                renderer: self.renderer,
             }
         }
     };
@@ -163,6 +168,13 @@ impl<A, J, R, V, I, C> PolicyStack<A, J, R, V, I, C> {
         conditional -> PolicyStack<A, J, R, V, I, L>, slot 5
     }
 
+    /// Renders every layer's refusals (problem+json by default) with `renderer`, unless the
+    /// layer was given its own.
+    pub fn renderer(mut self, renderer: impl RenderRejection) -> Self {
+        self.renderer = Some(StackRenderer(SharedRenderer::new(renderer)));
+        self
+    }
+
     /// Room only for the slots that hold a layer: a [`Maybe`] slot left empty adds no field.
     pub(crate) fn room_only_for(mut self, held: [bool; 6]) -> Self {
         for (room, held) in self.room.iter_mut().zip(held) {
@@ -219,7 +231,7 @@ where
     J: Layer<R::Service>,
     A: Layer<J::Service>,
 {
-    type Service = A::Service;
+    type Service = Rendering<A::Service>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let inner = HeaderRoom::new(inner, self.room.iter().sum());
@@ -228,7 +240,40 @@ where
         let inner = self.versioning.layer(inner);
         let inner = self.rate_limit.layer(inner);
         let inner = self.auth.layer(inner);
-        self.audit.layer(inner)
+        Rendering {
+            inner: self.audit.layer(inner),
+            renderer: self.renderer.clone(),
+        }
+    }
+}
+
+/// The outside of a [`PolicyStack`]: hands the stack's renderer, when it has one, to every
+/// layer through the request extensions.
+#[derive(Debug, Clone)]
+pub struct Rendering<S> {
+    inner: S,
+    renderer: Option<StackRenderer>,
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for Rendering<S>
+where
+    S: Service<Request<ReqBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if let Some(renderer) = &self.renderer {
+            request.extensions_mut().insert(renderer.clone());
+        }
+        self.inner.call(request)
     }
 }
 

@@ -34,7 +34,8 @@ mod room;
 
 pub use backend::StackBackend;
 pub use compose::{
-    Maybe, MaybeFuture, MaybeService, PolicyStack, Skip, Skipped, SkippedFuture, StackBody,
+    Maybe, MaybeFuture, MaybeService, PolicyStack, Rendering, Skip, Skipped, SkippedFuture,
+    StackBody,
 };
 pub use config::{
     ApiKeyConfig, AuthSlot, BackendConfig, BackendKind, CallersConfig, ConfiguredStack, StackConfig,
