@@ -36,6 +36,7 @@ const fn four_digit_numbers() -> [u8; 4 * SMALL as usize] {
 }
 
 /// `n` in decimal: without an allocation below [`SMALL`], else in one of its exact size.
+#[inline]
 pub(crate) fn decimal(n: u64) -> HeaderValue {
     if n < SMALL {
         let len = match n {
@@ -60,6 +61,7 @@ pub(crate) fn decimal(n: u64) -> HeaderValue {
 
 /// `n` in decimal, the same allocation as the last call on this thread for the same `n`: for a
 /// value that changes once a second or once a window, not once a request.
+#[inline]
 pub(crate) fn recent_decimal(n: u64) -> HeaderValue {
     thread_local! {
         static LAST: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
