@@ -146,20 +146,19 @@ impl<'a> RejectionContext<'a> {
         }
     }
 
-    /// The context of a request known by its parts (an extractor's).
+    /// The context of a request known by its parts (an extractor's), with the stack's
+    /// renderer when the request carried one.
     pub(crate) fn of_parts(
         method: &'a Method,
         uri: &'a Uri,
         headers: &'a HeaderMap,
-        extensions: Option<&'a http::Extensions>,
+        stack: Option<&'a StackRenderer>,
     ) -> Self {
         Self {
             method,
             uri,
             headers,
-            stack: extensions
-                .and_then(|e| e.get::<StackRenderer>())
-                .map(|stack| &stack.0),
+            stack: stack.map(|stack| &stack.0),
         }
     }
 

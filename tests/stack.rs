@@ -349,6 +349,49 @@ async fn the_stacks_renderer_renders_every_layers_refusals_but_a_layers_own() {
     assert_eq!(missing.body, "its own: idempotency_key_missing");
 }
 
+/// The stack's renderer reaches a handler's own refusal through `Access` too.
+#[tokio::test]
+async fn the_stacks_renderer_renders_a_handlers_access_refusal() {
+    use api_policy::auth::{Access, Algorithm, JwtAuthLayer, VerifyKey};
+    use api_policy::rejection::{Rejection, RejectionContext};
+    use api_policy::stack::PolicyStack;
+    let auth = JwtAuthLayer::builder()
+        .key(VerifyKey::hmac(Algorithm::HS256, DEMO_SECRET).expect("key"))
+        .issuer([DEMO_ISSUER])
+        .audience([DEMO_AUDIENCE])
+        .build()
+        .expect("auth");
+    let house = |rejection: &Rejection, _: &RejectionContext<'_>| {
+        http::Response::builder()
+            .status(rejection.status)
+            .body(bytes::Bytes::from(format!(
+                "house style: {}",
+                rejection.error
+            )))
+            .expect("response")
+    };
+    let app =
+        Router::new()
+            .route(
+                "/admin/report",
+                get(|access: Access| async move {
+                    access.require_any_role(&["admin"]).map(|()| "report")
+                }),
+            )
+            .layer(PolicyStack::new().auth(auth).renderer(house));
+    let token = hs256_token(DEMO_SECRET, DEMO_ISSUER, DEMO_AUDIENCE, "pat_1", "patient");
+    let denied = answer(
+        &app,
+        Request::get("/admin/report")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert!(denied.body.starts_with("house style: "), "{}", denied.body);
+}
+
 #[test]
 fn the_demo_configuration_fills_every_slot() {
     let mut config: StackConfig =

@@ -159,7 +159,7 @@ mod axum_integration {
             &parts.method,
             &parts.uri,
             &parts.headers,
-            Some(&parts.extensions),
+            parts.extensions.get(),
         );
         let mut response = match denials {
             Some(denials) => denials.renderer.render(&rejection, &context),

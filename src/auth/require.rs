@@ -167,6 +167,8 @@ pub struct Access {
     method: Method,
     uri: Uri,
     content_type: HeaderMap,
+    /// The stack's renderer, when the request carried one.
+    stack: Option<crate::rejection::StackRenderer>,
 }
 
 impl fmt::Debug for Access {
@@ -193,6 +195,7 @@ impl Access {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             content_type,
+            stack: parts.extensions.get().cloned(),
         })
     }
 
@@ -249,7 +252,12 @@ impl Access {
 
     fn deny(&self, failure: Failure) -> Denied {
         let rejection = failure.rejection(&self.denials.realm);
-        let context = RejectionContext::of_parts(&self.method, &self.uri, &self.content_type, None);
+        let context = RejectionContext::of_parts(
+            &self.method,
+            &self.uri,
+            &self.content_type,
+            self.stack.as_ref(),
+        );
         let mut response = self.denials.renderer.render(&rejection, &context);
         response.extensions_mut().insert(rejection);
         Denied(Box::new(response))

@@ -31,7 +31,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             &parts.method,
             &parts.uri,
             &parts.headers,
-            Some(&parts.extensions),
+            parts.extensions.get(),
         );
         Err(ProblemRenderer::new()
             .render(&rejection, &context)
