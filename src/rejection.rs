@@ -148,6 +148,7 @@ impl<'a> RejectionContext<'a> {
 
     /// The context of a request known by its parts (an extractor's), with the stack's
     /// renderer when the request carried one.
+    #[cfg_attr(not(any(feature = "jwt", feature = "axum")), allow(dead_code))]
     pub(crate) fn of_parts(
         method: &'a Method,
         uri: &'a Uri,

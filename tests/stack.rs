@@ -217,6 +217,31 @@ async fn a_configured_stack_runs_every_policy_on_redis() {
     every_layer_acts(app(&config, &backend), &log).await;
 }
 
+/// The backend the `[backend]` section names, built by the library (`BackendConfig::build`):
+/// the app never matches on the kind, and every layer acts on either.
+#[tokio::test]
+async fn a_configured_stack_runs_on_the_backend_its_section_names() {
+    let log = audit_log("stack-any-memory");
+    let config = full_config(&log, "4/min");
+    let backend = config.backend.build().expect("memory backend");
+    assert_eq!(backend.name(), "memory");
+    every_layer_acts(app(&config, &backend), &log).await;
+
+    let Some(url) =
+        common::redis_or_skip("a_configured_stack_runs_on_the_backend_its_section_names").await
+    else {
+        return;
+    };
+    let log = audit_log("stack-any-redis");
+    let mut config = full_config(&log, "4/min");
+    config.backend.kind = BackendKind::Redis;
+    config.backend.url = Some(url);
+    config.backend.prefix = Some(common::unique_prefix("stack-any"));
+    let backend = config.backend.build().expect("redis backend");
+    assert_eq!(backend.name(), "redis");
+    every_layer_acts(app(&config, &backend), &log).await;
+}
+
 /// The same configuration on a Redis Cluster, named by `backend.cluster`.
 #[cfg(feature = "cluster")]
 #[tokio::test]

@@ -97,7 +97,6 @@ mod mint_token;
 #[path = "../support/serving.rs"]
 mod serving;
 
-use api_policy::stack::BackendKind;
 use clap::Parser;
 
 use cli::{Cli, load_config};
@@ -105,22 +104,10 @@ use serve::serve;
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = load_config(&cli)?;
-    match config.backend.kind {
-        #[cfg(feature = "redis")]
-        BackendKind::Redis => {
-            let backend = config.backend.redis()?;
-            serve(cli, config, backend, "redis").await
-        }
-        #[cfg(not(feature = "redis"))]
-        BackendKind::Redis => Err("a Redis backend needs the `redis` feature: \
-             cargo run --example server --features jwt,axum,redis -- --redis URL"
-            .into()),
-        // `jwt`, which the example requires, brings the memory backend.
-        _ => {
-            let backend = config.backend.memory()?;
-            serve(cli, config, backend, "memory").await
-        }
-    }
+    // The backend the configuration names (memory here, or Redis with `--features redis`).
+    let backend = config.backend.build()?;
+    let name = backend.name();
+    serve(cli, config, backend, name).await
 }
 
 #[tokio::main]

@@ -18,7 +18,8 @@
 //! }"#;
 //! let config: StackConfig = serde_json::from_str(text)?;
 //! assert_eq!(config.backend.kind, BackendKind::Memory);
-//! let stack = config.build(&config.backend.memory()?)?;
+//! // The backend the `[backend]` section names (memory unless it says `redis`).
+//! let stack = config.build(&config.backend.build()?)?;
 //! assert!(stack.idempotency_layer().get().is_some());
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
@@ -30,6 +31,8 @@
 mod backend;
 mod compose;
 mod config;
+#[cfg(any(feature = "memory", feature = "redis"))]
+mod dispatch;
 mod room;
 
 pub use backend::StackBackend;
@@ -39,5 +42,9 @@ pub use compose::{
 };
 pub use config::{
     ApiKeyConfig, AuthSlot, BackendConfig, BackendKind, CallersConfig, ConfiguredStack, StackConfig,
+};
+#[cfg(any(feature = "memory", feature = "redis"))]
+pub use dispatch::{
+    AnyBackend, AnyIdempotencyStore, AnyRateLimitStore, AnyValidatorStore, AnyVersionPinStore,
 };
 pub use room::{HeaderRoom, HeaderRoomFuture};
