@@ -118,19 +118,13 @@ pub struct Line<'a> {
 /// hex) is an edit the hashes alone would not show.
 #[must_use]
 pub fn parse_line(line: &[u8]) -> Option<Line<'_>> {
-    let parsed = parse_fields(line)?;
-    let mut spelt = Vec::with_capacity(200);
-    append_line(&mut spelt, parsed.seq, &parsed.prev, &parsed.hash, b"");
-    // `spelt` is the line around an empty record: the part before the record, then `}` and
-    // the newline.
-    let before_record = &spelt[..spelt.len() - 2];
-    line.starts_with(before_record).then_some(parsed)
-}
-
-fn parse_fields(line: &[u8]) -> Option<Line<'_>> {
     let rest = line.strip_prefix(b"{\"seq\":")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let seq = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let seq: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    // No leading zero: the digits must be the number as `append_line` writes it.
+    if rest[..digits] != *itoa::Buffer::new().format(seq).as_bytes() {
+        return None;
+    }
     let rest = rest[digits..].strip_prefix(b",\"prev\":\"")?;
     let (prev, rest) = hash_at(rest)?;
     let rest = rest.strip_prefix(b"\",\"hash\":\"")?;
@@ -145,9 +139,14 @@ fn parse_fields(line: &[u8]) -> Option<Line<'_>> {
     })
 }
 
+/// A hash in lower-case hex, as `append_line` writes it, and what follows it.
 fn hash_at(bytes: &[u8]) -> Option<([u8; 32], &[u8])> {
+    let hex_text = bytes.get(..64)?;
+    if hex_text.iter().any(u8::is_ascii_uppercase) {
+        return None;
+    }
     let mut out = [0; 32];
-    hex::decode_to_slice(bytes.get(..64)?, &mut out).ok()?;
+    hex::decode_to_slice(hex_text, &mut out).ok()?;
     Some((out, &bytes[64..]))
 }
 
