@@ -18,12 +18,66 @@
 //! [`SigningKey`](super::SigningKey) and [`PublicKey`](super::PublicKey) (feature
 //! `audit-signing`).
 
+use std::fmt;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use super::chain::{Anchor, AnchorSource, Position};
 use super::record::AuditRecord;
+
+/// Why a checkpoint file is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointFault {
+    /// There is no checkpoint file, or it holds no checkpoint.
+    Missing,
+    /// The line is not a checkpoint line (a blank line, CRLF endings, a hand edit).
+    Malformed,
+    /// The last line has no newline: a torn write, or a cut file.
+    Torn,
+    /// Its `prev` is not the hash of the checkpoint line before it: one was removed, inserted
+    /// or changed.
+    BrokenChain,
+    /// It names a key none of the given public keys has.
+    UnknownKey {
+        /// The key id it names.
+        key: String,
+    },
+    /// Its signature does not check with the key it names.
+    BadSignature,
+    /// It seals no more records than the checkpoint before it.
+    NotAfter,
+    /// It is signed with a key that another key followed in an earlier checkpoint: a retired
+    /// key signs nothing after its successor did.
+    RetiredKey {
+        /// The key id it names.
+        key: String,
+    },
+}
+
+impl fmt::Display for CheckpointFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing => f.write_str("no checkpoints (the sink signs none, or the file was removed)"),
+            Self::Malformed => f.write_str("not a checkpoint line"),
+            Self::Torn => f.write_str("a torn last checkpoint (no newline)"),
+            Self::BrokenChain => f.write_str(
+                "does not follow the checkpoint before it (checkpoints removed, inserted or changed)",
+            ),
+            Self::UnknownKey { key } => {
+                write!(f, "signed with key {key}, which is not among the public keys given")
+            }
+            Self::BadSignature => f.write_str("its signature does not check"),
+            Self::NotAfter => f.write_str("seals no more records than the one before it"),
+            Self::RetiredKey { key } => write!(
+                f,
+                "signed with key {key}, which a later key replaced in an earlier checkpoint"
+            ),
+        }
+    }
+}
 
 /// The hash before the first checkpoint.
 pub const FIRST_PREV: [u8; 32] = [0; 32];
@@ -170,6 +224,56 @@ impl Checkpoint {
         }
         Checkpoint::parse(record.subject.as_deref()?.as_bytes())
     }
+}
+
+/// A checkpoint read back from a checkpoint file.
+#[cfg(feature = "audit-signing")]
+pub(crate) struct Chained {
+    /// Its 1-based line.
+    pub(crate) line: usize,
+    pub(crate) checkpoint: Checkpoint,
+    /// How many records it seals.
+    pub(crate) sealed: u64,
+    /// The hash the next checkpoint's `prev` must name.
+    pub(crate) line_hash: [u8; 32],
+}
+
+/// A checkpoint file's lines, in order, checked as a chain: each a checkpoint line ending in a
+/// newline, naming the hash of the line before it, and sealing more records than the one
+/// before. Signatures are the caller's to check: it knows which keys it trusts.
+///
+/// # Errors
+/// The first line at fault, and why.
+#[cfg(feature = "audit-signing")]
+pub(crate) fn read_chain(bytes: &[u8]) -> Result<Vec<Chained>, (usize, CheckpointFault)> {
+    let mut chain: Vec<Chained> = Vec::new();
+    for (index, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+        let number = index + 1;
+        let fault = |fault| Err((number, fault));
+        let Some(line) = line.strip_suffix(b"\n") else {
+            return fault(CheckpointFault::Torn);
+        };
+        // A checkpoint past the last sequence number is not one a sink wrote.
+        let Some((checkpoint, sealed)) =
+            Checkpoint::parse(line).and_then(|c| c.seq.checked_add(1).map(|n| (c, n)))
+        else {
+            return fault(CheckpointFault::Malformed);
+        };
+        let before = chain.last();
+        if checkpoint.prev != before.map_or(FIRST_PREV, |b| b.line_hash) {
+            return fault(CheckpointFault::BrokenChain);
+        }
+        if before.is_some_and(|b| sealed <= b.sealed) {
+            return fault(CheckpointFault::NotAfter);
+        }
+        chain.push(Chained {
+            line: number,
+            line_hash: Checkpoint::line_hash(line),
+            checkpoint,
+            sealed,
+        });
+    }
+    Ok(chain)
 }
 
 fn hash32(hex_text: &str) -> Option<[u8; 32]> {

@@ -92,6 +92,7 @@ pub mod sink;
 mod verify;
 
 pub use batch::RecordBatch;
+pub use checkpoint::CheckpointFault;
 pub use layer::{AuditBuilder, AuditLayer, AuditStats, Durability};
 pub use record::AuditRecord;
 pub(crate) use service::ANSWER_FIELDS;
@@ -103,4 +104,4 @@ pub use sink::Checkpoints;
 #[cfg(feature = "redis")]
 pub use sink::RedisStreamSink;
 pub use sink::{AuditSink, FileSink, SinkError, TracingSink};
-pub use verify::{CheckpointFault, HeadFault, LogReport, LogVerifier, VerifyError};
+pub use verify::{HeadFault, LogReport, LogVerifier, VerifyError};

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::FileSink;
 use super::chain::{Anchor, AnchorSource, ChainError, verify_anchored};
+use super::checkpoint::CheckpointFault;
 #[cfg(feature = "audit-signing")]
-use super::checkpoint::{Checkpoint, FIRST_PREV};
+use super::checkpoint::read_chain;
 #[cfg(feature = "audit-signing")]
 use super::signing::PublicKey;
 
@@ -58,36 +59,6 @@ impl LogReport {
     pub fn unsealed(&self) -> u64 {
         self.next_seq.saturating_sub(self.sealed)
     }
-}
-
-/// Why a checkpoint file is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CheckpointFault {
-    /// There is no checkpoint file, or it holds no checkpoint.
-    Missing,
-    /// The line is not a checkpoint line (a blank line, CRLF endings, a hand edit).
-    Malformed,
-    /// The last line has no newline: a torn write, or a cut file.
-    Torn,
-    /// Its `prev` is not the hash of the checkpoint line before it: one was removed, inserted
-    /// or changed.
-    BrokenChain,
-    /// It names a key none of the given public keys has.
-    UnknownKey {
-        /// The key id it names.
-        key: String,
-    },
-    /// Its signature does not check with the key it names.
-    BadSignature,
-    /// It seals no more records than the checkpoint before it.
-    NotAfter,
-    /// It is signed with a key that another key followed in an earlier checkpoint: a retired
-    /// key signs nothing after its successor did.
-    RetiredKey {
-        /// The key id it names.
-        key: String,
-    },
 }
 
 /// Why a head file is refused.
@@ -153,7 +124,7 @@ pub enum VerifyError {
     #[error("{0}")]
     Chain(ChainError),
     /// A checkpoint is refused.
-    #[error("{}:{line}: {}", .file.display(), describe(.fault))]
+    #[error("{}:{line}: {fault}", .file.display())]
     Checkpoint {
         /// The checkpoint file.
         file: PathBuf,
@@ -187,28 +158,6 @@ fn describe_head(fault: &HeadFault) -> String {
         HeadFault::BadSignature => "the head file's signature does not check".into(),
         HeadFault::RetiredKey { key } => {
             format!("the head file is signed with key {key}, which a later key replaced")
-        }
-    }
-}
-
-fn describe(fault: &CheckpointFault) -> String {
-    match fault {
-        CheckpointFault::Missing => {
-            "no checkpoints (the sink signs none, or the file was removed)".into()
-        }
-        CheckpointFault::Malformed => "not a checkpoint line".into(),
-        CheckpointFault::Torn => "a torn last checkpoint (no newline)".into(),
-        CheckpointFault::BrokenChain => {
-            "does not follow the checkpoint before it (checkpoints removed, inserted or changed)"
-                .into()
-        }
-        CheckpointFault::UnknownKey { key } => {
-            format!("signed with key {key}, which is not among the public keys given")
-        }
-        CheckpointFault::BadSignature => "its signature does not check".into(),
-        CheckpointFault::NotAfter => "seals no more records than the checkpoint before it".into(),
-        CheckpointFault::RetiredKey { key } => {
-            format!("signed with key {key}, which a later key replaced in an earlier checkpoint")
         }
     }
 }
@@ -369,18 +318,10 @@ impl LogVerifier {
                 });
             }
         };
+        let chain = read_chain(&bytes).map_err(|(line, fault)| refuse(line, fault))?;
         let mut sealed = Sealed::default();
-        let mut prev = FIRST_PREV;
-        for (index, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
-            let number = index + 1;
-            let Some(line) = line.strip_suffix(b"\n") else {
-                return Err(refuse(number, CheckpointFault::Torn));
-            };
-            let checkpoint = Checkpoint::parse(line)
-                .ok_or_else(|| refuse(number, CheckpointFault::Malformed))?;
-            if checkpoint.prev != prev {
-                return Err(refuse(number, CheckpointFault::BrokenChain));
-            }
+        for link in chain {
+            let (number, checkpoint) = (link.line, link.checkpoint);
             let key = self
                 .keys
                 .iter()
@@ -396,9 +337,6 @@ impl LogVerifier {
             if !key.verifies(&checkpoint) {
                 return Err(refuse(number, CheckpointFault::BadSignature));
             }
-            if sealed.count > 0 && checkpoint.seq < sealed.records {
-                return Err(refuse(number, CheckpointFault::NotAfter));
-            }
             if sealed.keys.last() != Some(&checkpoint.key) {
                 if sealed.keys.contains(&checkpoint.key) {
                     let key = checkpoint.key.clone();
@@ -410,9 +348,8 @@ impl LogVerifier {
                 sealed.keys.push(checkpoint.key.clone());
             }
             anchors.push(checkpoint.anchor(number));
-            prev = Checkpoint::line_hash(line);
             sealed.count += 1;
-            sealed.records = checkpoint.seq.saturating_add(1);
+            sealed.records = link.sealed;
         }
         if sealed.count == 0 {
             return Err(refuse(0, CheckpointFault::Missing));

@@ -9,9 +9,9 @@ mod tracing_sink;
 
 use std::future::Future;
 
-#[cfg(feature = "audit-signing")]
-use file::regular_or_absent;
 pub use file::{FileSink, FileSinkBuilder, FileSinkStats};
+#[cfg(feature = "audit-signing")]
+use file::{read_mended, regular_or_absent};
 #[cfg(feature = "redis")]
 pub use redis_stream::RedisStreamSink;
 #[cfg(feature = "audit-signing")]

@@ -8,7 +8,7 @@
 //! (a Redis stream, a SIEM), as CloudTrail publishes its digest files apart from its logs.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::AuditSink;
 use crate::audit::chain::Position;
-use crate::audit::checkpoint::{Checkpoint, FIRST_PREV};
+use crate::audit::checkpoint::{Checkpoint, FIRST_PREV, read_chain};
 use crate::audit::record::AuditRecord;
 use crate::audit::signing::{PublicKey, SigningKey};
 use crate::clock::{SharedClock, rfc3339_micros};
@@ -189,22 +189,9 @@ impl Sealer {
             .read(true)
             .append(true)
             .open(&path)?;
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0))?;
-        file.read_to_end(&mut bytes)?;
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if complete < bytes.len() {
-            if Checkpoint::parse(&bytes[complete..]).is_some() {
-                file.write_all(b"\n")?;
-                bytes.push(b'\n');
-            } else {
-                tracing::warn!(layer = "audit", path = %path.display(),
-                    "cutting off a torn last checkpoint line (a crash while it was written)");
-                file.set_len(complete as u64)?;
-                bytes.truncate(complete);
-            }
-            file.sync_all()?;
-        }
+        let bytes = super::read_mended(&mut file, &path, "a torn last checkpoint line", |tail| {
+            Checkpoint::parse(tail).is_some()
+        })?;
         let damaged = |line: usize, what: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -219,67 +206,47 @@ impl Sealer {
                 .chain(&config.previous)
                 .find(|known| known.id() == key)
         };
-        let lines: Vec<&[u8]> = bytes
-            .split_inclusive(|&b| b == b'\n')
-            .map(|line| &line[..line.len() - 1])
-            .collect();
-        let (mut sealed, mut last_line, mut last_key) = (0u64, FIRST_PREV, None);
-        for (index, line) in lines.iter().enumerate() {
-            let number = index + 1;
-            let Some(checkpoint) = Checkpoint::parse(line) else {
-                return Err(damaged(number, "not a checkpoint line"));
-            };
-            if checkpoint.prev != last_line {
-                return Err(damaged(number, "does not follow the checkpoint before it"));
+        let chain =
+            read_chain(&bytes).map_err(|(line, fault)| damaged(line, &fault.to_string()))?;
+        let (sealed, last_line, last_key) = match chain.last() {
+            None => (0, FIRST_PREV, None),
+            Some(last) => {
+                // The checkpoint this sink goes on from: its own or a known earlier key's, and
+                // on the chain the log holds now.
+                let (number, checkpoint) = (last.line, &last.checkpoint);
+                let Some(key) = signed_by_known(&checkpoint.key) else {
+                    return Err(damaged(
+                        number,
+                        &format!(
+                            "signed with key {}, which this sink does not know (after a key change, give the earlier public key as a previous key)",
+                            checkpoint.key
+                        ),
+                    ));
+                };
+                if !key.verifies(checkpoint) {
+                    return Err(damaged(number, "its signature does not check"));
+                }
+                if last.sealed > position.next_seq {
+                    return Err(damaged(
+                        number,
+                        &format!(
+                            "it seals {} records but the log holds {}: sealed records are missing",
+                            last.sealed, position.next_seq
+                        ),
+                    ));
+                }
+                if hash_at(checkpoint.seq)? != Some(checkpoint.hash) {
+                    return Err(damaged(
+                        number,
+                        &format!(
+                            "the log's record {} does not carry the hash it seals: the log was rewritten",
+                            checkpoint.seq
+                        ),
+                    ));
+                }
+                (last.sealed, last.line_hash, Some(checkpoint.key.clone()))
             }
-            if index > 0 && checkpoint.seq < sealed {
-                return Err(damaged(
-                    number,
-                    "seals no more records than the one before it",
-                ));
-            }
-            let Some(next) = checkpoint.seq.checked_add(1) else {
-                return Err(damaged(number, "seals past the last sequence number"));
-            };
-            sealed = next;
-            last_line = Checkpoint::line_hash(line);
-            last_key = Some(checkpoint.key.clone());
-            if number < lines.len() {
-                continue;
-            }
-            // The checkpoint this sink goes on from: its own or a known earlier key's, and on
-            // the chain the log holds now.
-            let Some(key) = signed_by_known(&checkpoint.key) else {
-                return Err(damaged(
-                    number,
-                    &format!(
-                        "signed with key {}, which this sink does not know (after a key change, give the earlier public key as a previous key)",
-                        checkpoint.key
-                    ),
-                ));
-            };
-            if !key.verifies(&checkpoint) {
-                return Err(damaged(number, "its signature does not check"));
-            }
-            if sealed > position.next_seq {
-                return Err(damaged(
-                    number,
-                    &format!(
-                        "it seals {sealed} records but the log holds {}: sealed records are missing",
-                        position.next_seq
-                    ),
-                ));
-            }
-            if hash_at(checkpoint.seq)? != Some(checkpoint.hash) {
-                return Err(damaged(
-                    number,
-                    &format!(
-                        "the log's record {} does not carry the hash it seals: the log was rewritten",
-                        checkpoint.seq
-                    ),
-                ));
-            }
-        }
+        };
         if sealed < position.next_seq && !config.accept_unsealed {
             // Records this process did not write, about to be sealed: something signed must
             // vouch for them. The head file names where the chain stood after the last commit
@@ -333,7 +300,7 @@ impl Sealer {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(Sealer {
-            size: complete as u64,
+            size: bytes.len() as u64,
             file,
             path,
             key: config.key,

@@ -2,7 +2,7 @@
 //! hash found among them.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::audit::chain::{Position, read_log_file};
@@ -145,4 +145,33 @@ pub(super) fn read_head(path: &Path) -> io::Result<Option<Head>> {
             ),
         )
     })
+}
+
+/// Reads a file of the log whole, from the start, and mends its last line: a line without its
+/// newline is given one back when it is `whole` (only a hand removes just that byte), and cut
+/// off otherwise (a write a crash tore, never acknowledged; `torn` says what, for the warning).
+/// The bytes as they now are: every line ends in a newline.
+pub(crate) fn read_mended(
+    file: &mut File,
+    path: &Path,
+    torn: &str,
+    whole: impl Fn(&[u8]) -> bool,
+) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if complete < bytes.len() {
+        if whole(&bytes[complete..]) {
+            file.write_all(b"\n")?;
+            bytes.push(b'\n');
+        } else {
+            tracing::warn!(layer = "audit", path = %path.display(), cut = bytes.len() - complete,
+                "cutting off {torn}");
+            file.set_len(complete as u64)?;
+            bytes.truncate(complete);
+        }
+        file.sync_all()?;
+    }
+    Ok(bytes)
 }

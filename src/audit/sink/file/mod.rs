@@ -37,6 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+#[cfg(feature = "audit-signing")]
+pub(crate) use self::files::read_mended;
 pub(crate) use self::files::regular_or_absent;
 use self::files::{HeadFile, head_path, rotated};
 #[cfg(feature = "audit-signing")]

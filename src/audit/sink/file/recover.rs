@@ -1,10 +1,10 @@
 //! Recovery on opening: where the chain continues, and what refuses a log.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::path::Path;
 
-use super::files::{head_path, read_head, rotated};
+use super::files::{head_path, read_head, read_mended, rotated};
 use crate::audit::chain::{MAX_LOG_FILE, Position, link, parse_line, read_log_file, verify_bytes};
 
 /// Where the chain stands at the end of a rotated file: its records checked from its first
@@ -47,25 +47,11 @@ pub(super) fn recover(
     file: &mut File,
     accept_unanchored: bool,
 ) -> io::Result<Position> {
-    let mut bytes = Vec::new();
-    file.seek(SeekFrom::Start(0))?;
-    file.read_to_end(&mut bytes)?;
-    let mut complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if complete < bytes.len() {
-        let tail = &bytes[complete..];
-        if parse_line(tail).is_some_and(|line| link(&line.prev, line.record) == line.hash) {
-            // A whole record whose newline alone is missing is kept: it may be acknowledged,
-            // and a crash that tears a write leaves part of a record, not all of it.
-            file.write_all(b"\n")?;
-            bytes.push(b'\n');
-            complete = bytes.len();
-        } else {
-            tracing::warn!(layer = "audit", path = %path.display(), torn = bytes.len() - complete,
-                "cutting off a torn last line (a write a crash interrupted; it was never acknowledged)");
-            file.set_len(complete as u64)?;
-        }
-        file.sync_all()?;
-    }
+    // A whole record whose newline alone is missing is kept: it may be acknowledged, and a
+    // crash that tears a write leaves part of a record, not all of it.
+    let bytes = read_mended(file, path, "a torn last line", |tail| {
+        parse_line(tail).is_some_and(|line| link(&line.prev, line.record) == line.hash)
+    })?;
     let mut files = rotated(path)?;
     files.sort();
     let mut start = None;
@@ -79,7 +65,7 @@ pub(super) fn recover(
     let mut position = start.unwrap_or_default();
     // Checked from where the rotated files end, so a live file that does not continue them,
     // or whose records no longer follow each other, is refused here.
-    if let Err(error) = verify_bytes(path, &bytes[..complete], &mut position, true) {
+    if let Err(error) = verify_bytes(path, &bytes, &mut position, true) {
         return Err(damaged(path, &error.to_string()));
     }
     let refused = |why: String| {
