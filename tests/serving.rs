@@ -380,12 +380,9 @@ fn allowed_growth(connections: u64) -> u64 {
     connections * 2 * MAX_HEADER_BYTES + 8 * 1024 * 1024
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn huge_unfinished_heads_are_refused_and_memory_stays_bounded() {
-    let _serial = SERIAL.lock().await;
-    // The default --max-header-bytes (64 KiB); the header-read timeout longer than the test
-    // waits, so whatever closes these connections is the size limit.
-    let (demo, addr) = start("server", "/health", &["--header-read-timeout", "30"]).await;
+/// The demo's resident memory once 20 requests have warmed it up (its threads, buffers and
+/// allocator arenas in use), the baseline of the memory tests.
+async fn resident_after_warm_up(demo: &common::Example, addr: SocketAddr) -> u64 {
     let client = reqwest::Client::new();
     for _ in 0..20 {
         client
@@ -394,7 +391,16 @@ async fn huge_unfinished_heads_are_refused_and_memory_stays_bounded() {
             .await
             .unwrap();
     }
-    let before = proc_status_bytes(demo.pid(), "VmRSS");
+    proc_status_bytes(demo.pid(), "VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_unfinished_heads_are_refused_and_memory_stays_bounded() {
+    let _serial = SERIAL.lock().await;
+    // The default --max-header-bytes (64 KiB); the header-read timeout longer than the test
+    // waits, so whatever closes these connections is the size limit.
+    let (demo, addr) = start("server", "/health", &["--header-read-timeout", "30"]).await;
+    let before = resident_after_warm_up(&demo, addr).await;
     let outcomes = unfinished_heads(addr, 200, 390_000, Duration::from_secs(10)).await;
     let after = proc_status_bytes(demo.pid(), "VmRSS");
     let peak = proc_status_bytes(demo.pid(), "VmHWM");
@@ -436,15 +442,7 @@ async fn huge_unfinished_heads_are_refused_and_memory_stays_bounded() {
 async fn heads_just_under_the_limit_are_held_in_bounded_memory_until_the_header_timeout() {
     let _serial = SERIAL.lock().await;
     let (demo, addr) = start("server", "/health", &["--header-read-timeout", "4"]).await;
-    let client = reqwest::Client::new();
-    for _ in 0..20 {
-        client
-            .get(format!("http://{addr}/health"))
-            .send()
-            .await
-            .unwrap();
-    }
-    let before = proc_status_bytes(demo.pid(), "VmRSS");
+    let before = resident_after_warm_up(&demo, addr).await;
     let pid = demo.pid();
     // Sample the resident memory while the heads are held.
     let sampler = tokio::spawn(async move {
