@@ -17,9 +17,7 @@ use super::policy::Config;
 use super::queue::Refused;
 use super::sink::AuditSink;
 use crate::body::PolicyBody;
-use crate::kit::{
-    Answer, BoxFuture, Finish, Nothing, PolicyFuture, policy_future, policy_future_poll,
-};
+use crate::kit::{Answer, BoxFuture, Finish, Nothing, PolicyFuture, policy_future};
 use crate::principal::Principal;
 use crate::rejection::{Rejection, RequestShadow};
 
@@ -134,17 +132,9 @@ where
 
 policy_future! {
     /// The response future of [`Audit`]: the inner service's call, then the record's delivery.
-    pub struct ResponseFuture<Si, S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Recording<Si>>
-    where Si: AuditSink, S: Service<Request<ReqBody>>
-}
-
-policy_future_poll! {
-    ResponseFuture<Si, S, ReqBody, B>
-    where
-        Si: AuditSink,
-        S: Service<Request<ReqBody>, Response = Response<B>>,
-        S::Error: Send + 'static,
-        B: Send + 'static
+    pub struct ResponseFuture<Si, S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Recording<Si>>;
+    where [Si: AuditSink, S: Service<Request<ReqBody>>]
+    polls where [Si: AuditSink, S: Service<Request<ReqBody>, Response = Response<B>>, S::Error: Send + 'static, B: Send + 'static]
 }
 
 /// What a recorded request's future holds until the inner service answers.

@@ -13,9 +13,7 @@ use super::token::Found;
 use super::verify::Outcome;
 use crate::body::PolicyBody;
 use crate::error::FailurePolicy;
-use crate::kit::{
-    BoxFuture, Gate, Nothing, PolicyFuture, policy_future, policy_future_poll, store_failed,
-};
+use crate::kit::{BoxFuture, Gate, Nothing, PolicyFuture, policy_future, store_failed};
 use crate::principal::Principal;
 use crate::rejection::RejectionContext;
 
@@ -46,13 +44,9 @@ type Identity = Result<Option<Arc<Verified>>, Failure>;
 policy_future! {
     /// The response future of [`JwtAuth`]: key fetching or a revocation check when needed, then
     /// the inner service's call.
-    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Authenticating, Nothing>
-    where S: Service<Request<ReqBody>>
-}
-
-policy_future_poll! {
-    ResponseFuture<S, ReqBody, B>
-    where S: Service<Request<ReqBody>, Response = Response<B>>
+    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Authenticating, Nothing>;
+    where [S: Service<Request<ReqBody>>]
+    polls where [S: Service<Request<ReqBody>, Response = Response<B>>]
 }
 
 /// A request waiting to learn who is calling (keys being fetched, the revocation list asked).

@@ -17,7 +17,7 @@ use super::store::ValidatorStore;
 use super::update::update;
 use crate::body::PolicyBody;
 use crate::buffer::BoxError;
-use crate::kit::{Nothing, PolicyFuture, policy_future, policy_future_poll, take_ready};
+use crate::kit::{Nothing, PolicyFuture, policy_future, take_ready};
 use crate::rejection::Rejection;
 
 /// The conditional-request service; built by [`ConditionalLayer`](super::ConditionalLayer).
@@ -194,16 +194,7 @@ impl<St, S> Conditional<St, S> {
 policy_future! {
     /// The response future of [`Conditional`]: a read's answer judged (and digested) as it
     /// comes, or an update decided before the handler, under the resource's lock.
-    pub struct ResponseFuture<St, S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Read<St>>
-    where St: ValidatorStore, S: Service<Request<ReqBody>>
-}
-
-policy_future_poll! {
-    ResponseFuture<St, S, ReqBody, B>
-    where
-        St: ValidatorStore,
-        S: Service<Request<ReqBody>, Response = Response<B>>,
-        S::Error: Send + 'static,
-        B: Body<Data = Bytes> + Unpin + Send + 'static,
-        B::Error: Into<BoxError>
+    pub struct ResponseFuture<St, S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Read<St>>;
+    where [St: ValidatorStore, S: Service<Request<ReqBody>>]
+    polls where [St: ValidatorStore, S: Service<Request<ReqBody>, Response = Response<B>>, S::Error: Send + 'static, B: Body<Data = Bytes> + Unpin + Send + 'static, B::Error: Into<BoxError>]
 }

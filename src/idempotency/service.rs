@@ -14,7 +14,7 @@ use super::policy::{Config, KeyRule};
 use super::store::IdempotencyStore;
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, read_request};
-use crate::kit::{Nothing, PolicyFuture, policy_future, policy_future_poll, take_ready};
+use crate::kit::{Nothing, PolicyFuture, policy_future, take_ready};
 use crate::once::{self, Keyed};
 use crate::rejection::{Rejection, RejectionContext};
 
@@ -117,13 +117,9 @@ impl<St, S> Idempotency<St, S> {
 
 policy_future! {
     /// The response future of [`Idempotency`].
-    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Nothing>
-    where S: Service<Request<ReqBody>>
-}
-
-policy_future_poll! {
-    ResponseFuture<S, ReqBody, B>
-    where S: Service<Request<ReqBody>, Response = Response<B>>
+    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Nothing>;
+    where [S: Service<Request<ReqBody>>]
+    polls where [S: Service<Request<ReqBody>, Response = Response<B>>]
 }
 
 async fn keyed<St, S, ReqBody, ResBody>(

@@ -19,21 +19,15 @@ pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
 
 /// A layer's named response future: an opaque wrapper of a [`PolicyFuture`], so the layer's
 /// public future type names none of its private parts (tower-http's `opaque_future!`). The
-/// second `where` holds the bounds under which it is a future; its output is every layer's,
-/// the answer with a [`PolicyBody`](crate::body::PolicyBody) or the inner service's error.
+/// first `where` holds the bounds the type needs, the second those under which it is a future
+/// (its output is every layer's: the answer with a [`PolicyBody`](crate::body::PolicyBody), or
+/// the inner service's error); `poll` forwards to the wrapped future.
 macro_rules! policy_future {
     (
         $(#[$meta:meta])*
-        pub struct $name:ident<$($param:ident),+> = $actual:ty
-        where $($bounds:tt)+
-    ) => {
-        policy_future! {
-            @struct $(#[$meta])* $name<$($param),+> = $actual; [$($bounds)+]
-        }
-    };
-    (
-        @struct $(#[$meta:meta])* $name:ident<$($param:ident),+> = $actual:ty;
-        [$($bounds:tt)+]
+        pub struct $name:ident<$($param:ident),+> = $actual:ty;
+        where [$($bounds:tt)+]
+        polls where [$($poll_bounds:tt)+]
     ) => {
         pin_project_lite::pin_project! {
             $(#[$meta])*
@@ -61,19 +55,9 @@ macro_rules! policy_future {
                 f.debug_struct(stringify!($name)).finish_non_exhaustive()
             }
         }
-    };
-}
-pub(crate) use policy_future;
 
-/// The `Future` impl of a [`policy_future!`]: `poll` forwards to the wrapped future, under the
-/// bounds given, which must make it one.
-macro_rules! policy_future_poll {
-    (
-        $name:ident<$($param:ident),+>
-        where $($bounds:tt)+
-    ) => {
         impl<$($param),+> std::future::Future for $name<$($param),+>
-        where $($bounds)+
+        where $($poll_bounds)+
         {
             type Output = Result<http::Response<crate::body::PolicyBody<B>>, S::Error>;
 
@@ -87,4 +71,4 @@ macro_rules! policy_future_poll {
         }
     };
 }
-pub(crate) use policy_future_poll;
+pub(crate) use policy_future;

@@ -13,7 +13,7 @@ use super::store::{BucketKey, Decision, RateLimitStore};
 use crate::body::PolicyBody;
 use crate::clock::ceil_secs;
 use crate::error::{FailurePolicy, StoreError};
-use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, policy_future_poll, store_failed};
+use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, store_failed};
 use crate::principal::Caller;
 use crate::rejection::{Rejection, RejectionContext};
 
@@ -37,13 +37,9 @@ impl<St, S> RateLimit<St, S> {
 
 policy_future! {
     /// The response future of [`RateLimit`]: the store's decision, then the inner service's call.
-    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Deciding, Nothing>
-    where S: Service<Request<ReqBody>>
-}
-
-policy_future_poll! {
-    ResponseFuture<S, ReqBody, B>
-    where S: Service<Request<ReqBody>, Response = Response<B>>
+    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Deciding, Nothing>;
+    where [S: Service<Request<ReqBody>>]
+    polls where [S: Service<Request<ReqBody>, Response = Response<B>>]
 }
 
 /// What a decision waits with: the limit checked, at what cost, under which configuration.

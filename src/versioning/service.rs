@@ -16,7 +16,7 @@ use super::version::ApiVersion;
 use crate::body::PolicyBody;
 use crate::clock::day_of;
 use crate::error::StoreError;
-use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, policy_future_poll, store_failed};
+use crate::kit::{Gate, Nothing, PolicyFuture, policy_future, store_failed};
 use crate::rejection::{Rejection, RejectionContext};
 
 /// The versioning service; built by [`VersioningLayer`](super::VersioningLayer).
@@ -39,13 +39,9 @@ impl<St, S> Versioning<St, S> {
 
 policy_future! {
     /// The response future of [`Versioning`].
-    pub struct ResponseFuture<S, ReqBody, B, St> = PolicyFuture<S, ReqBody, B, Resolving<St>, Nothing>
-    where S: Service<Request<ReqBody>>, St: VersionPinStore
-}
-
-policy_future_poll! {
-    ResponseFuture<S, ReqBody, B, St>
-    where S: Service<Request<ReqBody>, Response = Response<B>>, St: VersionPinStore
+    pub struct ResponseFuture<S, ReqBody, B, St> = PolicyFuture<S, ReqBody, B, Resolving<St>, Nothing>;
+    where [S: Service<Request<ReqBody>>, St: VersionPinStore]
+    polls where [S: Service<Request<ReqBody>, Response = Response<B>>, St: VersionPinStore]
 }
 
 /// The version of a request the layer resolved, in its request extensions beside the

@@ -14,7 +14,7 @@ use super::signature::{SignatureError, verify_stripe};
 use crate::body::PolicyBody;
 use crate::buffer::{BoxError, read_request};
 use crate::idempotency::{Fingerprint, IdempotencyStore};
-use crate::kit::{Nothing, PolicyFuture, policy_future, policy_future_poll, take_ready};
+use crate::kit::{Nothing, PolicyFuture, policy_future, take_ready};
 use crate::once::{self, Keyed};
 use crate::rejection::{Rejection, RejectionContext};
 
@@ -67,13 +67,9 @@ where
 
 policy_future! {
     /// The response future of [`Webhook`].
-    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Nothing>
-    where S: Service<Request<ReqBody>>
-}
-
-policy_future_poll! {
-    ResponseFuture<S, ReqBody, B>
-    where S: Service<Request<ReqBody>, Response = Response<B>>
+    pub struct ResponseFuture<S, ReqBody, B> = PolicyFuture<S, ReqBody, B, Nothing, Nothing>;
+    where [S: Service<Request<ReqBody>>]
+    polls where [S: Service<Request<ReqBody>, Response = Response<B>>]
 }
 
 async fn deliver<St, S, ReqBody, ResBody>(
