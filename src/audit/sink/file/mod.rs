@@ -328,7 +328,7 @@ impl FileSinkBuilder {
             .read(true)
             .append(true)
             .open(&self.path)?;
-        let position = recover(&self.path, &mut file, self.accept_unanchored)?;
+        let (position, live) = recover(&self.path, &mut file, self.accept_unanchored)?;
         #[cfg(feature = "audit-signing")]
         let (sealer, seal_every, head_signer) = match self.checkpoints {
             None => (None, None, None),
@@ -339,12 +339,14 @@ impl FileSinkBuilder {
                     &self.path,
                     config,
                     &position,
-                    |seq| record_hash(&self.path, seq),
+                    |seq| record_hash(&self.path, &live, seq),
                     self.clock.clone(),
                 )?;
                 (Some(sealer), Some(every), Some(signer))
             }
         };
+        // Only the sealer looks records up; the content is not kept past opening.
+        drop(live);
         let (jobs, queue) = mpsc::channel(self.queue);
         let healthy = Arc::new(AtomicBool::new(true));
         let counters = Arc::new(Counters::default());

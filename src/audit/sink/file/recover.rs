@@ -41,12 +41,13 @@ fn damaged(path: &Path, what: &str) -> io::Error {
 /// the rotated file's end, and against the head file: a log that ends before its head, or
 /// whose record at the head carries another hash, is refused (records were removed, or
 /// rewritten and re-chained), and writing on would hide it; so is a log with records and no
-/// head file, unless `accept_unanchored`.
+/// head file, unless `accept_unanchored`. The live file's content comes back with the position,
+/// for looking records up in without reading it again.
 pub(super) fn recover(
     path: &Path,
     file: &mut File,
     accept_unanchored: bool,
-) -> io::Result<Position> {
+) -> io::Result<(Position, Vec<u8>)> {
     // A whole record whose newline alone is missing is kept: it may be acknowledged, and a
     // crash that tears a write leaves part of a record, not all of it.
     let bytes = read_mended(file, path, "a torn last line", |tail| {
@@ -83,7 +84,7 @@ pub(super) fn recover(
             position.next_seq,
             head_path(path).display()
         )),
-        None => Ok(position),
+        None => Ok((position, bytes)),
         Some(head) if head.next_seq > position.next_seq => refused(format!(
             "the log ends at sequence number {} but its head file says {}: records are missing",
             position.next_seq, head.next_seq
@@ -91,10 +92,10 @@ pub(super) fn recover(
         Some(head) => {
             let at_head = match head.next_seq.checked_sub(1) {
                 None => Some(crate::audit::chain::GENESIS),
-                Some(seq) => record_hash(path, seq)?,
+                Some(seq) => record_hash(path, &bytes, seq)?,
             };
             if at_head == Some(head.head) {
-                Ok(position)
+                Ok((position, bytes))
             } else {
                 refused(format!(
                     "the record before sequence number {} does not carry the hash its head file names: records were rewritten",
@@ -106,26 +107,36 @@ pub(super) fn recover(
 }
 
 /// The hash of record `seq`, found in the live file or the rotated ones (newest first).
-pub(super) fn record_hash(path: &Path, seq: u64) -> io::Result<Option<[u8; 32]>> {
+/// `live` is the live file's content, as recovery read it: it is looked in first, and not read
+/// again.
+pub(super) fn record_hash(path: &Path, live: &[u8], seq: u64) -> io::Result<Option<[u8; 32]>> {
+    if let Some(found) = hash_in(live, seq) {
+        return Ok(found);
+    }
     let mut files = rotated(path)?;
     files.sort();
-    let newest_first =
-        std::iter::once(path.to_path_buf()).chain(files.into_iter().rev().map(|(_, p)| p));
-    for file in newest_first {
+    for (_, file) in files.into_iter().rev() {
         let bytes = match read_log_file(&file, MAX_LOG_FILE) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),
         };
-        let mut lines = bytes
-            .split(|&b| b == b'\n')
-            .filter_map(parse_line)
-            .peekable();
-        // Files hold runs of sequence numbers, newest file first: skip those that start later.
-        if lines.peek().is_none_or(|first| first.seq > seq) {
-            continue;
+        if let Some(found) = hash_in(&bytes, seq) {
+            return Ok(found);
         }
-        return Ok(lines.find(|line| line.seq == seq).map(|line| line.hash));
     }
     Ok(None)
+}
+
+/// Record `seq`'s hash in one file's `bytes`: `None` when the file starts after it (files hold
+/// runs of sequence numbers, and are looked in newest first), else what the file holds of it.
+fn hash_in(bytes: &[u8], seq: u64) -> Option<Option<[u8; 32]>> {
+    let mut lines = bytes
+        .split(|&b| b == b'\n')
+        .filter_map(parse_line)
+        .peekable();
+    if lines.peek().is_none_or(|first| first.seq > seq) {
+        return None;
+    }
+    Some(lines.find(|line| line.seq == seq).map(|line| line.hash))
 }
