@@ -12,29 +12,11 @@ use api_policy::audit::chain::{Tamper, verify};
 use api_policy::audit::{AuditRecord, AuditSink, FileSink};
 
 fn record(n: u64) -> AuditRecord {
-    serde_json::from_value(serde_json::json!({
-        "time": AuditRecord::timestamp(1_795_521_600_000_000 + n),
-        "request_id": format!("req-{n}"),
-        "actor": "pat_1",
-        "actor_kind": "user",
-        "session": null,
-        "action": "GET /api/v2/patients/{id}",
-        "resource": "/api/v2/patients/pat_1",
-        "subject": "pat_1",
-        "status": 200,
-        "refused_by": null,
-        "source_ip": "192.0.2.1",
-        "user_agent": "test",
-        "latency_us": n,
-    }))
-    .unwrap()
+    common::audit_record(n, "pat_1", "192.0.2.1")
 }
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("api-policy-audit-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("audit.log")
+    common::scratch_log("audit", test, "audit.log")
 }
 
 fn check(path: &Path) -> Result<u64, api_policy::audit::chain::ChainError> {

@@ -15,32 +15,11 @@ use api_policy::audit::checkpoint::Checkpoint;
 use api_policy::audit::{AuditRecord, AuditSink, Checkpoints, FileSink, PublicKey, SigningKey};
 
 fn record(n: u64) -> AuditRecord {
-    serde_json::from_value(serde_json::json!({
-        "time": AuditRecord::timestamp(1_795_521_600_000_000 + n),
-        "request_id": format!("req-{n}"),
-        "actor": "dr_who",
-        "actor_kind": "user",
-        "session": null,
-        "action": "GET /api/v2/patients/{id}",
-        "resource": "/api/v2/patients/pat_1",
-        "subject": "pat_1",
-        "status": 200,
-        "refused_by": null,
-        "source_ip": "192.0.2.7",
-        "user_agent": "test",
-        "latency_us": n,
-    }))
-    .unwrap()
+    common::audit_record(n, "dr_who", "192.0.2.7")
 }
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "api-policy-integrity-{test}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("phi.log")
+    common::scratch_log("integrity", test, "phi.log")
 }
 
 /// The example binary `cargo test` builds beside the tests.

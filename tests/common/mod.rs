@@ -484,3 +484,32 @@ pub async fn write_until_killed(
         let _ = out.flush();
     }
 }
+
+/// An audit record of a `GET` of patient `pat_1` by `actor` from `source_ip`, numbered `n` (its
+/// request id `req-N`, its time and latency moving with it).
+pub fn audit_record(n: u64, actor: &str, source_ip: &str) -> api_policy::audit::AuditRecord {
+    serde_json::from_value(serde_json::json!({
+        "time": api_policy::audit::AuditRecord::timestamp(1_795_521_600_000_000 + n),
+        "request_id": format!("req-{n}"),
+        "actor": actor,
+        "actor_kind": "user",
+        "session": null,
+        "action": "GET /api/v2/patients/{id}",
+        "resource": "/api/v2/patients/pat_1",
+        "subject": "pat_1",
+        "status": 200,
+        "refused_by": null,
+        "source_ip": source_ip,
+        "user_agent": "test",
+        "latency_us": n,
+    }))
+    .expect("an audit record")
+}
+
+/// A new, empty directory for test `test` (`kind` names the suite), and the log path in it.
+pub fn scratch_log(kind: &str, test: &str, file: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("api-policy-{kind}-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir.join(file)
+}
