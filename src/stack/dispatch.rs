@@ -118,9 +118,7 @@ impl StackBackend for AnyBackend {
     type Validators = AnyValidatorStore;
 
     fn rate_limit_store(&self) -> Self::RateLimit {
-        on_backend!(self, b => {
-            AnyRateLimitStore::from(b.rate_limit_store())
-        })
+        on_backend!(self, b => AnyRateLimitStore::from(b.rate_limit_store()))
     }
     fn idempotency_store(&self) -> Self::Idempotency {
         on_backend!(self, b => AnyIdempotencyStore::from(b.idempotency_store()))
