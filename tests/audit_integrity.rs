@@ -22,21 +22,9 @@ fn scratch(test: &str) -> PathBuf {
     common::scratch_log("integrity", test, "phi.log")
 }
 
-/// The example binary `cargo test` builds beside the tests.
+/// The verifier a user runs: the example binary `cargo test` builds beside the tests.
 fn verifier() -> PathBuf {
-    let program = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples")
-        .join("audit_verify");
-    assert!(
-        program.exists(),
-        "{} is missing: run `cargo test --all-features`",
-        program.display()
-    );
-    program
+    common::example_binary("audit_verify")
 }
 
 /// Runs `audit_verify ARGS... LOG`.
